@@ -1,0 +1,63 @@
+"""The app factory: settings in, a FastAPI app out. The cloud (DB, drivers, services) is built in
+the lifespan, so importing this module starts nothing."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import RedirectResponse
+from starlette.concurrency import run_in_threadpool
+
+from cloudlet import __version__
+from cloudlet.api import errors
+from cloudlet.api.routers import events, images, instances, networks, operations, system
+from cloudlet.config import Settings
+from cloudlet.services.cloud import Cloud
+
+log = logging.getLogger(__name__)
+TokenCallback = Callable[[str], None]
+
+
+def _log_token(token: str) -> None:
+    log.warning("first start: admin API token (shown once, only its hash is stored): %s", token)
+
+
+def create_app(
+    settings: Settings, *, cloud: Cloud | None = None, on_admin_token: TokenCallback = _log_token
+) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        the_cloud: Cloud = cloud if cloud is not None else await run_in_threadpool(Cloud.build, settings)
+        token = await run_in_threadpool(the_cloud.start)
+        if token:
+            on_admin_token(token)
+        app.state.cloud = the_cloud
+        try:
+            yield
+        finally:
+            await run_in_threadpool(the_cloud.close)
+
+    app = FastAPI(
+        title="cloudlet",
+        version=__version__,
+        description="VMs and containers from one API. Authenticate with `Authorization: Bearer <token>`.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    api = APIRouter(prefix="/api/v1")
+    for module in (system, operations, images, networks, instances, events):
+        api.include_router(module.router)
+    app.include_router(api)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/docs")
+
+    return app

@@ -1,0 +1,92 @@
+"""What every CLI command shares: the client, error printing, operation progress, tables."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any, ParamSpec, TypeVar
+
+import httpx
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cloudlet.client import ApiError, Client, OperationFailed
+
+console = Console()
+err_console = Console(stderr=True)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def client() -> Client:
+    return Client()
+
+
+def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turn API problems into a clear message on stderr and a non-zero exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except ApiError as err:
+            err_console.print(f"[bold red]Error:[/] {err.title}: {err.detail} [dim]({err.code})[/]")
+            raise typer.Exit(2 if err.status < 500 else 1) from None
+        except OperationFailed as err:
+            err_console.print(
+                f"[bold red]Failed:[/] {err.operation['kind']}: {err.detail} [dim]({err.code})[/]"
+            )
+            raise typer.Exit(1) from None
+        except httpx.HTTPError as err:
+            err_console.print(f"[bold red]Error:[/] cannot reach the cloudlet server: {err}")
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def run_operation(c: Client, op: dict[str, Any], label: str, timeout: float = 1800) -> dict[str, Any]:
+    """Show a progress bar while an operation runs; end with one clear line."""
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(label, total=100)
+
+        def update(o: dict[str, Any]) -> None:
+            desc = f"{label}: {o['message']}" if o.get("message") else label
+            progress.update(task, completed=o.get("progress", 0), description=desc)
+
+        done = c.wait(op, timeout=timeout, on_progress=update)
+    console.print(f"[green]✓[/] {label}: done")
+    return done
+
+
+def table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    t = Table(*columns, header_style="bold")
+    for row in rows:
+        t.add_row(*("" if v is None else str(v) for v in row))
+    console.print(t)
+
+
+def human_bytes(n: int | None) -> str:
+    if n is None:
+        return ""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(n)
+
+
+def show_fields(obj: dict[str, Any], fields: Sequence[str]) -> None:
+    t = Table(show_header=False, box=None)
+    for f in fields:
+        t.add_row(f"[bold]{f}[/]", "" if obj.get(f) is None else str(obj.get(f)))
+    console.print(t)

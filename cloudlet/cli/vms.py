@@ -1,0 +1,176 @@
+"""`cloudlet vm ...`"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import typer
+
+from cloudlet.cli.common import client, console, err_console, handle_errors, run_operation, show_fields, table
+
+app = typer.Typer(help="Virtual machines.", no_args_is_help=True)
+
+SHOW_FIELDS = [
+    "id",
+    "name",
+    "state",
+    "ip",
+    "mac",
+    "cpus",
+    "memory",
+    "disk",
+    "image",
+    "network",
+    "hostname",
+    "host",
+    "error",
+    "created_at",
+    "updated_at",
+]
+
+
+def _read_keys(keys: list[str], key_files: list[Path]) -> list[str]:
+    out = list(keys)
+    for path in key_files:
+        out.extend(line.strip() for line in path.read_text().splitlines() if line.strip())
+    return out
+
+
+@app.command("create")
+@handle_errors
+def create(
+    name: str,
+    image: str = typer.Option(..., "--image", "-i", help="Image name or id."),
+    cpus: int = typer.Option(1, help="Virtual CPUs."),
+    memory: int = typer.Option(512, help="Memory in MiB."),
+    disk: int = typer.Option(1, help="Root disk in GiB."),
+    network: str = typer.Option("default", help="Network name or id."),
+    hostname: str | None = typer.Option(None, help="Guest hostname (default: the name)."),
+    ssh_key: list[str] = typer.Option([], "--ssh-key", help="OpenSSH public key (repeatable)."),
+    ssh_key_file: list[Path] = typer.Option([], "--ssh-key-file", help="File of public keys (repeatable)."),
+    wait: bool = typer.Option(True, help="Wait until the VM runs."),
+) -> None:
+    """Create and start a VM."""
+    spec = {
+        "name": name,
+        "image": image,
+        "cpus": cpus,
+        "memory": memory,
+        "disk": disk,
+        "network": network,
+        "hostname": hostname,
+        "ssh_keys": _read_keys(ssh_key, ssh_key_file),
+    }
+    with client() as c:
+        op = c.create_instance(wait=False, **spec)
+        if not wait:
+            console.print(f"operation {op['id']} started")
+            return
+        run_operation(c, op, f"creating {name}")
+        vm = c.instance(name)
+    console.print(f"{vm['name']} is {vm['state']} at {vm['ip']}")
+
+
+@app.command("list")
+@handle_errors
+def list_vms(
+    state: str | None = typer.Option(None, help="Only VMs in this state."),
+    name: str | None = typer.Option(None, help="Only VMs whose name contains this."),
+) -> None:
+    """List VMs."""
+    with client() as c:
+        rows = c.instances(state=state, name=name)
+    table(
+        ["NAME", "STATE", "IP", "CPUS", "MEMORY", "DISK", "IMAGE", "NETWORK", "ID"],
+        [
+            [
+                v["name"],
+                v["state"],
+                v["ip"],
+                v["cpus"],
+                f"{v['memory']} MiB",
+                f"{v['disk']} GiB",
+                v["image"],
+                v["network"],
+                v["id"],
+            ]
+            for v in rows
+        ],
+    )
+
+
+@app.command("show")
+@handle_errors
+def show(ref: str) -> None:
+    """Show one VM."""
+    with client() as c:
+        show_fields(c.instance(ref), SHOW_FIELDS)
+
+
+def _action(ref: str, action: str, label: str) -> None:
+    with client() as c:
+        run_operation(c, c.action(ref, action, wait=False), f"{label} {ref}")
+
+
+@app.command("start")
+@handle_errors
+def start(ref: str) -> None:
+    """Start a stopped VM."""
+    _action(ref, "start", "starting")
+
+
+@app.command("stop")
+@handle_errors
+def stop(ref: str, force: bool = typer.Option(False, help="Power off at once, no ACPI shutdown.")) -> None:
+    """Stop a VM: ACPI shutdown, forced after the server's timeout."""
+    _action(ref, "force-stop" if force else "stop", "stopping")
+
+
+@app.command("reboot")
+@handle_errors
+def reboot(ref: str) -> None:
+    """Reboot a running VM."""
+    _action(ref, "reboot", "rebooting")
+
+
+@app.command("delete")
+@handle_errors
+def delete(ref: str, force: bool = typer.Option(False, help="Delete even if running.")) -> None:
+    """Delete a VM with its disk, seed and address."""
+    with client() as c:
+        run_operation(c, c.delete_instance(ref, force=force, wait=False), f"deleting {ref}")
+
+
+@app.command("ssh", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@handle_errors
+def ssh(
+    ctx: typer.Context,
+    ref: str,
+    user: str = typer.Option("root", "--user", "-l", help="Login name."),
+    identity: Path | None = typer.Option(None, "--identity", "-i", help="Private key file."),
+) -> None:
+    """SSH into a VM at its address; extra arguments go to ssh (e.g. a command)."""
+    with client() as c:
+        vm = c.instance(ref)
+    if not vm.get("ip"):
+        err_console.print(f"[bold red]Error:[/] {ref} has no address")
+        raise typer.Exit(1)
+    exe = shutil.which("ssh")
+    if exe is None:
+        err_console.print("[bold red]Error:[/] ssh is not installed (Debian: openssh-client)")
+        raise typer.Exit(1)
+    args = [
+        exe,
+        "-o",
+        "StrictHostKeyChecking=accept-new",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "LogLevel=ERROR",
+    ]
+    if identity:
+        args += ["-i", str(identity)]
+    args += [f"{user}@{vm['ip']}", *ctx.args]
+    os.execv(exe, args)

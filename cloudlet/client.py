@@ -1,0 +1,182 @@
+"""The Python SDK: what the CLI, the tests and users' scripts use to talk to a cloudlet server."""
+
+from __future__ import annotations
+
+import os
+import time
+import tomllib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import httpx
+
+CONFIG_PATH = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "cloudlet" / "client.toml"
+DEFAULT_URL = "http://127.0.0.1:8470"
+
+
+class ApiError(Exception):
+    """A problem+json answer from the server."""
+
+    def __init__(self, status: int, problem: dict[str, Any]) -> None:
+        self.status = status
+        self.problem = problem
+        self.code: str = problem.get("code", "unknown")
+        self.title: str = problem.get("title", "Error")
+        self.detail: str = problem.get("detail", "")
+        super().__init__(f"{self.title}: {self.detail} ({self.code}, HTTP {status})")
+
+
+class OperationFailed(Exception):
+    def __init__(self, operation: dict[str, Any]) -> None:
+        self.operation = operation
+        error = operation.get("error") or {}
+        self.code: str = error.get("code", "unknown")
+        self.detail: str = error.get("detail", "")
+        super().__init__(f"operation {operation['kind']} failed: {self.detail} ({self.code})")
+
+
+def load_client_config(path: Path = CONFIG_PATH) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    with path.open("rb") as fh:
+        data = tomllib.load(fh)
+    return {k: str(v) for k, v in data.items()}
+
+
+def save_client_config(url: str, token: str, path: Path = CONFIG_PATH) -> None:
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # json.dumps quotes strings in a way that is valid TOML for these simple values.
+    text = f"url = {json.dumps(url)}\ntoken = {json.dumps(token)}\n"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+
+
+class Client:
+    def __init__(self, url: str | None = None, token: str | None = None, *, timeout: float = 30.0) -> None:
+        config = load_client_config()
+        self.url = (url or os.environ.get("CLOUDLET_URL") or config.get("url") or DEFAULT_URL).rstrip("/")
+        self.token = token or os.environ.get("CLOUDLET_TOKEN") or config.get("token")
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # -- plumbing --------------------------------------------------------------------------------
+    def request(self, method: str, path: str, **kw: Any) -> Any:
+        resp = self.http.request(method, "/api/v1" + path, **kw)
+        if resp.status_code >= 400:
+            try:
+                problem = resp.json()
+            except ValueError:
+                problem = {"title": resp.reason_phrase, "detail": resp.text[:500], "code": "http_error"}
+            raise ApiError(resp.status_code, problem)
+        return resp.json() if resp.content else None
+
+    def wait(
+        self,
+        op: dict[str, Any],
+        timeout: float = 600.0,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Wait for an operation to finish; raise OperationFailed if it failed."""
+        deadline = time.monotonic() + timeout
+        while op["status"] not in ("succeeded", "failed"):
+            if on_progress:
+                on_progress(op)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"operation {op['id']} still {op['status']} after {timeout:.0f}s")
+            op = self.request("GET", f"/operations/{op['id']}", params={"wait": min(remaining, 2.0)})
+        if on_progress:
+            on_progress(op)
+        if op["status"] == "failed":
+            raise OperationFailed(op)
+        return op
+
+    def _op(self, method: str, path: str, wait: bool, **kw: Any) -> dict[str, Any]:
+        op: dict[str, Any] = self.request(method, path, **kw)
+        return self.wait(op) if wait else op
+
+    # -- resources -------------------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", "/info")
+        return result
+
+    def operations(self, status: str | None = None) -> list[dict[str, Any]]:
+        params = {"status": status} if status else {}
+        return list(self.request("GET", "/operations", params=params)["items"])
+
+    def images(self) -> list[dict[str, Any]]:
+        return list(self.request("GET", "/images"))
+
+    def image(self, ref: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", f"/images/{ref}")
+        return result
+
+    def import_image(self, name: str, source_path: str, wait: bool = True) -> dict[str, Any]:
+        return self._op("POST", "/images", wait, json={"name": name, "source_path": source_path})
+
+    def upload_image(self, name: str, fh: BinaryIO, wait: bool = True) -> dict[str, Any]:
+        def chunks() -> Iterator[bytes]:
+            while chunk := fh.read(1024 * 1024):
+                yield chunk
+
+        return self._op(
+            "POST",
+            "/images/upload",
+            wait,
+            params={"name": name},
+            content=chunks(),
+            headers={"Content-Type": "application/octet-stream"},
+            timeout=None,
+        )
+
+    def delete_image(self, ref: str, wait: bool = True) -> dict[str, Any]:
+        return self._op("DELETE", f"/images/{ref}", wait)
+
+    def networks(self) -> list[dict[str, Any]]:
+        return list(self.request("GET", "/networks"))
+
+    def network(self, ref: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", f"/networks/{ref}")
+        return result
+
+    def create_network(self, name: str, cidr: str, mode: str = "nat", wait: bool = True) -> dict[str, Any]:
+        return self._op("POST", "/networks", wait, json={"name": name, "cidr": cidr, "mode": mode})
+
+    def delete_network(self, ref: str, wait: bool = True) -> dict[str, Any]:
+        return self._op("DELETE", f"/networks/{ref}", wait)
+
+    def instances(
+        self, state: str | None = None, name: str | None = None, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit}
+        if state:
+            params["state"] = state
+        if name:
+            params["name"] = name
+        return list(self.request("GET", "/instances", params=params)["items"])
+
+    def instance(self, ref: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", f"/instances/{ref}")
+        return result
+
+    def create_instance(self, wait: bool = True, **spec: Any) -> dict[str, Any]:
+        return self._op("POST", "/instances", wait, json=spec)
+
+    def action(self, ref: str, action: str, wait: bool = True) -> dict[str, Any]:
+        return self._op("POST", f"/instances/{ref}/actions/{action}", wait)
+
+    def delete_instance(self, ref: str, force: bool = False, wait: bool = True) -> dict[str, Any]:
+        return self._op("DELETE", f"/instances/{ref}", wait, params={"force": force})

@@ -1,0 +1,87 @@
+"""Typed settings, read from the environment (``CLOUDLET_*``) and an optional TOML config file.
+
+Settings are built by the app factory or the CLI, never at import time, so tests can run several
+servers with different settings in one process.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_CONFIG_FILE = Path("/etc/cloudlet/cloudlet.toml")
+
+
+class Accelerator(enum.StrEnum):
+    """How guests are accelerated: ``auto`` picks KVM only when it really works, else TCG."""
+
+    AUTO = "auto"
+    KVM = "kvm"
+    TCG = "tcg"
+
+
+def _default_data_dir() -> Path:
+    if os.geteuid() == 0:
+        return Path("/var/lib/cloudlet")
+    return Path.home() / ".local/share/cloudlet"
+
+
+class Settings(BaseSettings):
+    """Everything the server needs to know; each field can be set as ``CLOUDLET_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="CLOUDLET_", extra="ignore")
+
+    data_dir: Path = Field(
+        default_factory=_default_data_dir, description="Where images, disks and the DB live."
+    )
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default is SQLite (WAL) in the data dir."
+    )
+    host: str = Field(default="127.0.0.1", description="Address the API listens on.")
+    port: int = Field(default=8470, ge=1, le=65535)
+    libvirt_uri: str = "qemu:///system"
+    docker_url: str = "unix:///var/run/docker.sock"
+    accelerator: Accelerator = Accelerator.AUTO
+    vm_driver: str = Field(default="libvirt", description="Compute driver for VMs: 'libvirt' or 'sim'.")
+    memory_reserve_mb: int = Field(default=512, ge=0, description="Host memory never given to guests.")
+    default_network_cidr: str = "10.47.0.0/24"
+    stop_timeout: float = Field(
+        default=60.0, gt=0, description="Seconds a graceful stop waits before forcing."
+    )
+    resync_interval: float = Field(default=15.0, gt=0, description="Seconds between full reconciler passes.")
+    operation_workers: int = Field(default=8, ge=1)
+    log_level: str = "info"
+    # The OS Cloud API of the system cloudlet replaces: off unless a listen address is given.
+    oscloud_listen: str | None = Field(
+        default=None, description="host:port for the OS Cloud API, e.g. 127.0.0.1:5000"
+    )
+    oscloud_workspace: str = "default"
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'cloudlet.db'}"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.data_dir / "images"
+
+    @property
+    def instances_dir(self) -> Path:
+        return self.data_dir / "instances"
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings: config file values, overridden by the environment, overridden by ``overrides``."""
+    path = config_file or Path(os.environ.get("CLOUDLET_CONFIG", DEFAULT_CONFIG_FILE))
+    file_values: dict[str, Any] = {}
+    if path.is_file():
+        with path.open("rb") as fh:
+            file_values = tomllib.load(fh)
+    env_values = Settings().model_dump(exclude_unset=True)
+    return Settings(**{**file_values, **env_values, **overrides})

@@ -1,0 +1,199 @@
+"""The driver contract every compute backend implements (libvirt for VMs, Docker for containers,
+``sim`` for fast tests and scale simulations).
+
+Drivers are thin and honest: they turn a neutral spec into backend calls and report what really
+exists. Business rules (quotas, IPAM, permissions, state machine) live in services. Backend
+identities (libvirt UUIDs, Docker ids) never leave a driver: services address instances by
+cloudlet's own instance id. Every object a driver creates is labelled as cloudlet's so the
+reconciler can find it again after a crash and never touches anyone else's.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class PowerState(enum.StrEnum):
+    """What the backend says an instance is doing (not cloudlet's own life-cycle state)."""
+
+    RUNNING = "running"
+    STOPPED = "stopped"
+    PAUSED = "paused"
+    SHUTTING_DOWN = "shutting_down"
+    CRASHED = "crashed"
+    MISSING = "missing"  # the backend no longer has the instance at all
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class DriverInfo:
+    """A driver's health: a stopped daemon or unusable /dev/kvm is reported here, not raised."""
+
+    name: str
+    version: str | None
+    ok: bool
+    error: str | None = None
+    details: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DriverCapabilities:
+    snapshots: bool = False
+    live_migrate: bool = False
+    vnc_console: bool = False
+    serial_console: bool = False
+    pause: bool = False
+
+
+@dataclass(frozen=True)
+class HostResources:
+    cpus: int
+    memory_total_mb: int
+    memory_available_mb: int
+
+
+@dataclass(frozen=True)
+class NicSpec:
+    network: str  # backend name of the network (as given in NetworkSpec.backend_name)
+    mac: str
+    ip: str
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """Everything a driver needs to build an instance; ``id`` is cloudlet's instance id."""
+
+    id: str
+    name: str
+    workspace_id: str
+    cpus: int
+    memory_mb: int
+    disk_gb: int
+    image_path: Path
+    image_format: str
+    hostname: str
+    ssh_keys: tuple[str, ...] = ()
+    user_data: str | None = None
+    nics: tuple[NicSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class InstanceStatus:
+    id: str
+    state: PowerState
+
+
+@dataclass(frozen=True)
+class DhcpHost:
+    mac: str
+    ip: str
+    name: str
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    backend_name: str
+    bridge: str
+    cidr: str
+    gateway: str
+    mode: str  # "nat" or "isolated"
+    dhcp_hosts: tuple[DhcpHost, ...] = ()
+
+
+StateCallback = Callable[[str, PowerState], None]
+
+
+class ComputeDriver(abc.ABC):
+    """Life cycle of instances on one backend. All methods are blocking; call them off the event loop."""
+
+    name: str = "abstract"
+    capabilities: DriverCapabilities = DriverCapabilities()
+
+    @abc.abstractmethod
+    def info(self) -> DriverInfo:
+        """Backend name, version and health. Never raises."""
+
+    @abc.abstractmethod
+    def host_resources(self) -> HostResources:
+        """CPU count and memory of the host the driver manages."""
+
+    @abc.abstractmethod
+    def create(self, spec: InstanceSpec) -> None:
+        """Create the instance's disks and definition, stopped.
+
+        Post-condition: on success the instance exists and ``state`` is STOPPED; on failure nothing
+        created by this call remains (the driver cleans up after itself) and the error is raised.
+        """
+
+    @abc.abstractmethod
+    def start(self, instance_id: str) -> None:
+        """Start a stopped instance. Starting a running instance is a no-op."""
+
+    @abc.abstractmethod
+    def stop(self, instance_id: str, *, force: bool = False, timeout: float = 60.0) -> None:
+        """Stop the instance: gracefully (ACPI / SIGTERM) and, if still running after ``timeout``
+        seconds, forcibly; ``force`` skips the graceful step. Stopping a stopped instance is a no-op."""
+
+    @abc.abstractmethod
+    def reboot(self, instance_id: str) -> None:
+        """Restart the guest OS of a running instance."""
+
+    @abc.abstractmethod
+    def delete(self, instance_id: str) -> None:
+        """Remove the instance and everything the driver created for it (disks, seed, definition).
+
+        Succeeds when the instance is already (partly or wholly) gone, so it can be used as an undo.
+        A running instance is forcibly stopped first.
+        """
+
+    @abc.abstractmethod
+    def state(self, instance_id: str) -> PowerState:
+        """Current power state; raises ``cloudlet.errors.NotFound`` when the instance does not exist."""
+
+    @abc.abstractmethod
+    def list_instances(self) -> list[InstanceStatus]:
+        """Every instance this driver's backend holds that carries cloudlet's label."""
+
+    def residue(self) -> list[str]:
+        """Ids of instances that left files behind without a backend definition (crash debris)."""
+        return []
+
+    def watch(self, callback: StateCallback) -> None:  # noqa: B027 - optional hook, default no events
+        """Register a callback for state changes the backend reports (from any thread).
+        Drivers without an event stream rely on the reconciler's periodic resync."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections and threads."""
+
+
+class NetworkDriver(abc.ABC):
+    """Virtual networks with a DHCP server whose MAC-to-IP table cloudlet's IPAM fills."""
+
+    @abc.abstractmethod
+    def ensure_network(self, spec: NetworkSpec) -> None:
+        """Make the network exist and run, with exactly ``spec.dhcp_hosts``. Idempotent.
+        On failure nothing created by this call remains."""
+
+    @abc.abstractmethod
+    def delete_network(self, backend_name: str) -> None:
+        """Stop and remove the network. Succeeds when it is already gone."""
+
+    @abc.abstractmethod
+    def add_dhcp_host(self, backend_name: str, host: DhcpHost) -> None:
+        """Reserve ``host.ip`` for ``host.mac`` in the network's DHCP server (idempotent)."""
+
+    @abc.abstractmethod
+    def remove_dhcp_host(self, backend_name: str, mac: str) -> None:
+        """Drop the reservation of ``mac``. Succeeds when there is none."""
+
+    @abc.abstractmethod
+    def list_networks(self) -> list[str]:
+        """Backend names of the networks that belong to cloudlet."""
+
+    @abc.abstractmethod
+    def dhcp_hosts(self, backend_name: str) -> list[DhcpHost]:
+        """The DHCP reservations the backend holds for a network (for reconciliation and tests)."""

@@ -1,0 +1,299 @@
+"""VMs on libvirt/QEMU: the ComputeDriver and NetworkDriver contracts."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import libvirt
+
+from cloudlet.config import Accelerator
+from cloudlet.drivers import qemu_img
+from cloudlet.drivers.base import (
+    ComputeDriver,
+    DhcpHost,
+    DriverCapabilities,
+    DriverInfo,
+    HostResources,
+    InstanceSpec,
+    InstanceStatus,
+    NetworkDriver,
+    NetworkSpec,
+    PowerState,
+    StateCallback,
+)
+from cloudlet.drivers.libvirt import xml
+from cloudlet.drivers.libvirt.guest import EVENT_MAP, STATE_MAP, domain_name, instance_id_of
+from cloudlet.drivers.libvirt.host import LibvirtHost, choose_domain_type
+from cloudlet.errors import DriverError, NotFound
+
+log = logging.getLogger(__name__)
+
+NETWORK_PREFIX = "cloudlet-"
+
+GIB = 1024**3
+_UNDEFINE_FLAGS = (
+    libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+    | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+    | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
+)
+_UPDATE_FLAGS = libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE | libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
+
+
+class LibvirtDriver(ComputeDriver, NetworkDriver):
+    """Each instance is a domain named ``cloudlet-<instance id>`` whose UUID is the instance id,
+    labelled with cloudlet metadata, with its files in ``<instances_dir>/<instance id>/``."""
+
+    name = "libvirt"
+    capabilities = DriverCapabilities(vnc_console=True, serial_console=True, pause=True)
+
+    def __init__(
+        self, uri: str, instances_dir: Path, deployment: str, accelerator: Accelerator = Accelerator.AUTO
+    ) -> None:
+        self.host = LibvirtHost(uri)
+        self.deployment = deployment
+        self.instances_dir = instances_dir
+        self.domain_type = choose_domain_type(accelerator)
+
+    # -- health and host -------------------------------------------------------------------------
+    def info(self) -> DriverInfo:
+        accel = "kvm" if self.domain_type == "kvm" else "tcg"
+        try:
+            version = self.host.call("version", lambda c: c.getLibVersion())
+        except DriverError as err:
+            return DriverInfo(self.name, None, ok=False, error=err.detail, details={"accelerator": accel})
+        major, minor, micro = version // 1_000_000, version // 1000 % 1000, version % 1000
+        return DriverInfo(self.name, f"{major}.{minor}.{micro}", ok=True, details={"accelerator": accel})
+
+    def host_resources(self) -> HostResources:
+        def read(c: libvirt.virConnect) -> HostResources:
+            info = c.getInfo()
+            stats = c.getMemoryStats(libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS)
+            available_kib = stats.get("free", 0) + stats.get("buffers", 0) + stats.get("cached", 0)
+            return HostResources(
+                cpus=info[2],
+                memory_total_mb=stats.get("total", 0) // 1024,
+                memory_available_mb=available_kib // 1024,
+            )
+
+        return self.host.call("reading host resources", read)
+
+    # -- instances -------------------------------------------------------------------------------
+    def _dir(self, instance_id: str) -> Path:
+        return self.instances_dir / str(uuid.UUID(instance_id))
+
+    def _domain(self, conn: libvirt.virConnect, instance_id: str) -> libvirt.virDomain:
+        return conn.lookupByName(domain_name(instance_id))
+
+    def create(self, spec: InstanceSpec) -> None:
+        from cloudlet.drivers.libvirt.seed import build_nocloud_seed
+
+        folder = self._dir(spec.id)
+        disk, seed = folder / "disk.qcow2", folder / "seed.iso"
+        with contextlib.ExitStack() as undo:
+            folder.mkdir(parents=True)
+            undo.callback(shutil.rmtree, folder, ignore_errors=True)
+            size = max(spec.disk_gb * GIB, 0)
+            qemu_img.create_overlay(disk, spec.image_path, spec.image_format, size)
+            build_nocloud_seed(
+                seed,
+                instance_id=spec.id,
+                hostname=spec.hostname,
+                ssh_keys=spec.ssh_keys,
+                user_data=spec.user_data,
+            )
+            domain = xml.Domain(
+                name=domain_name(spec.id),
+                uuid=spec.id,
+                domain_type=self.domain_type,
+                memory_mb=spec.memory_mb,
+                vcpus=spec.cpus,
+                metadata=xml.CloudletMetadata(spec.id, spec.name, spec.workspace_id, self.deployment),
+                disks=(
+                    xml.Disk(path=str(disk), format="qcow2", target="vda"),
+                    xml.Disk(path=str(seed), format="raw", target="vdb", readonly=True),
+                ),
+                interfaces=tuple(xml.Interface(network=n.network, mac=n.mac) for n in spec.nics),
+            )
+            self.host.call("defining domain", lambda c: c.defineXML(domain.to_xml()))
+            undo.pop_all()
+
+    def start(self, instance_id: str) -> None:
+        def run(c: libvirt.virConnect) -> None:
+            dom = self._domain(c, instance_id)
+            if not dom.isActive():
+                dom.create()
+            elif dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
+                dom.resume()
+
+        self.host.call("starting domain", run)
+
+    def stop(self, instance_id: str, *, force: bool = False, timeout: float = 60.0) -> None:
+        if not force and self._is_active(instance_id):
+            with contextlib.suppress(NotFound):
+                self.host.call("shutting down domain", lambda c: self._domain(c, instance_id).shutdown())
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and self._is_active(instance_id):
+                time.sleep(0.25)
+        if self._is_active(instance_id):
+            self.host.call("stopping domain", lambda c: _destroy_if_active(self._domain(c, instance_id)))
+
+    def _is_active(self, instance_id: str) -> bool:
+        return bool(self.host.call("reading domain", lambda c: self._domain(c, instance_id).isActive()))
+
+    def reboot(self, instance_id: str) -> None:
+        self.host.call("rebooting domain", lambda c: self._domain(c, instance_id).reboot(0))
+
+    def delete(self, instance_id: str) -> None:
+        def run(c: libvirt.virConnect) -> None:
+            dom = self._domain(c, instance_id)
+            _destroy_if_active(dom)
+            dom.undefineFlags(_UNDEFINE_FLAGS)
+
+        with contextlib.suppress(NotFound):
+            self.host.call("deleting domain", run)
+        shutil.rmtree(self._dir(instance_id), ignore_errors=True)
+
+    def state(self, instance_id: str) -> PowerState:
+        code = self.host.call("reading domain state", lambda c: self._domain(c, instance_id).state()[0])
+        return STATE_MAP.get(code, PowerState.UNKNOWN)
+
+    def list_instances(self) -> list[InstanceStatus]:
+        def run(c: libvirt.virConnect) -> list[InstanceStatus]:
+            found = []
+            for dom in c.listAllDomains(0):
+                instance_id = instance_id_of(dom.name())
+                if instance_id is None or _deployment_of(dom) != self.deployment:
+                    continue
+                found.append(InstanceStatus(instance_id, STATE_MAP.get(dom.state()[0], PowerState.UNKNOWN)))
+            return found
+
+        return self.host.call("listing domains", run)
+
+    def residue(self) -> list[str]:
+        if not self.instances_dir.is_dir():
+            return []
+        return [p.name for p in self.instances_dir.iterdir() if p.is_dir()]
+
+    def watch(self, callback: StateCallback) -> None:
+        def on_event(_conn: Any, dom: libvirt.virDomain, event: int, _detail: int, _opaque: Any) -> None:
+            # Runs on libvirt's event thread: only translate and hand over, never block here.
+            instance_id = instance_id_of(dom.name())
+            state = EVENT_MAP.get(event)
+            if instance_id is not None and state is not None:
+                callback(instance_id, state)
+
+        self.host.on_connect(
+            lambda c: c.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, on_event, None)
+        )
+
+    def close(self) -> None:
+        self.host.close()
+
+    # -- networks --------------------------------------------------------------------------------
+    def ensure_network(self, spec: NetworkSpec) -> None:
+        hosts = tuple(xml.DhcpHostEntry(h.mac, h.ip, h.name) for h in spec.dhcp_hosts)
+        doc = xml.Network(spec.backend_name, spec.bridge, spec.cidr, spec.gateway, spec.mode, hosts)
+
+        def run(c: libvirt.virConnect) -> None:
+            try:
+                net = c.networkLookupByName(spec.backend_name)
+            except libvirt.libvirtError as err:
+                if err.get_error_code() != libvirt.VIR_ERR_NO_NETWORK:
+                    raise
+                net = c.networkDefineXML(doc.to_xml())
+                try:
+                    net.create()
+                    net.setAutostart(True)
+                except libvirt.libvirtError:
+                    _remove_network(net)
+                    raise
+                return
+            if not net.isActive():
+                net.create()
+            wanted = {(h.mac, h.ip) for h in hosts}
+            present = {(h.mac, h.ip) for h in xml.dhcp_hosts_of(net.XMLDesc(0))}
+            for h in hosts:
+                if (h.mac, h.ip) not in present:
+                    _update_host(net, libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, h)
+            for mac, ip in present - wanted:
+                _update_host(net, libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, xml.DhcpHostEntry(mac, ip))
+
+        self.host.call(f"setting up network {spec.backend_name}", run)
+
+    def delete_network(self, backend_name: str) -> None:
+        with contextlib.suppress(NotFound):
+            self.host.call(
+                f"deleting network {backend_name}",
+                lambda c: _remove_network(c.networkLookupByName(backend_name)),
+            )
+
+    def add_dhcp_host(self, backend_name: str, host: DhcpHost) -> None:
+        entry = xml.DhcpHostEntry(host.mac, host.ip, host.name)
+
+        def run(c: libvirt.virConnect) -> None:
+            net = c.networkLookupByName(backend_name)
+            if any(h.mac == host.mac for h in xml.dhcp_hosts_of(net.XMLDesc(0))):
+                return
+            _update_host(net, libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, entry)
+
+        self.host.call(f"reserving {host.ip} on {backend_name}", run)
+
+    def remove_dhcp_host(self, backend_name: str, mac: str) -> None:
+        def run(c: libvirt.virConnect) -> None:
+            net = c.networkLookupByName(backend_name)
+            for h in xml.dhcp_hosts_of(net.XMLDesc(0)):
+                if h.mac == mac:
+                    _update_host(net, libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, h)
+
+        with contextlib.suppress(NotFound):
+            self.host.call(f"releasing {mac} on {backend_name}", run)
+
+    def list_networks(self) -> list[str]:
+        return self.host.call(
+            "listing networks",
+            lambda c: [n.name() for n in c.listAllNetworks(0) if n.name().startswith(NETWORK_PREFIX)],
+        )
+
+    def dhcp_hosts(self, backend_name: str) -> list[DhcpHost]:
+        entries = self.host.call(
+            f"reading network {backend_name}",
+            lambda c: xml.dhcp_hosts_of(c.networkLookupByName(backend_name).XMLDesc(0)),
+        )
+        return [DhcpHost(e.mac, e.ip, e.name) for e in entries]
+
+
+def _destroy_if_active(dom: libvirt.virDomain) -> None:
+    try:
+        if dom.isActive():
+            dom.destroy()
+    except libvirt.libvirtError as err:
+        # The domain stopping by itself between the check and the call is fine.
+        if err.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:
+            raise
+
+
+def _deployment_of(dom: libvirt.virDomain) -> str | None:
+    """The deployment named in a domain's cloudlet label; None when it carries no label."""
+    try:
+        text = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, xml.CLOUDLET_NS, 0)
+    except libvirt.libvirtError as err:
+        if err.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN_METADATA, libvirt.VIR_ERR_NO_DOMAIN):
+            return None
+        raise
+    return xml.parse_metadata_element(text).deployment
+
+
+def _update_host(net: libvirt.virNetwork, command: int, entry: xml.DhcpHostEntry) -> None:
+    net.update(command, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST, -1, entry.to_xml(), _UPDATE_FLAGS)
+
+
+def _remove_network(net: libvirt.virNetwork) -> None:
+    if net.isActive():
+        net.destroy()
+    net.undefine()

@@ -1,0 +1,252 @@
+"""libvirt XML as typed Python objects (the virt-manager ``virtinst`` way).
+
+Every document is built with ``xml.etree.ElementTree``: user-supplied values only ever land in
+attributes and text nodes, where the builder escapes them. ``from_element`` reads back what
+cloudlet wrote (used by the reconciler to recognise its own domains)."""
+
+from __future__ import annotations
+
+import ipaddress
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+
+CLOUDLET_NS = "https://cloudlet.dev/xmlns/libvirt/1"
+ET.register_namespace("cloudlet", CLOUDLET_NS)
+
+
+def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
+    el = ET.SubElement(parent, tag, attrs)
+    if text is not None:
+        el.text = text
+    return el
+
+
+def to_string(el: ET.Element) -> str:
+    ET.indent(el, space="  ")
+    return ET.tostring(el, encoding="unicode")
+
+
+@dataclass(frozen=True)
+class CloudletMetadata:
+    """cloudlet's label on a domain: which instance of which workspace it is."""
+
+    instance_id: str
+    name: str
+    workspace_id: str
+    deployment: str = ""  # which cloudlet deployment owns it: several may share one libvirtd
+
+    def to_element(self) -> ET.Element:
+        el = ET.Element(f"{{{CLOUDLET_NS}}}instance")
+        _sub(el, f"{{{CLOUDLET_NS}}}deployment", self.deployment)
+        _sub(el, f"{{{CLOUDLET_NS}}}id", self.instance_id)
+        _sub(el, f"{{{CLOUDLET_NS}}}name", self.name)
+        _sub(el, f"{{{CLOUDLET_NS}}}workspace", self.workspace_id)
+        return el
+
+    @classmethod
+    def from_element(cls, el: ET.Element) -> CloudletMetadata:
+        def text(tag: str) -> str:
+            # Inside a domain document the children carry the namespace; virDomainGetMetadata
+            # returns the element on its own, without it.
+            return el.findtext(f"{{{CLOUDLET_NS}}}{tag}") or el.findtext(tag) or ""
+
+        return cls(
+            instance_id=text("id"),
+            name=text("name"),
+            workspace_id=text("workspace"),
+            deployment=text("deployment"),
+        )
+
+
+@dataclass(frozen=True)
+class Disk:
+    path: str
+    format: str  # "qcow2" or "raw"
+    target: str  # "vda", "vdb"...
+    bus: str = "virtio"
+    readonly: bool = False
+
+    def to_element(self) -> ET.Element:
+        el = ET.Element("disk", type="file", device="disk")
+        _sub(el, "driver", name="qemu", type=self.format, discard="unmap")
+        _sub(el, "source", file=self.path)
+        _sub(el, "target", dev=self.target, bus=self.bus)
+        if self.readonly:
+            _sub(el, "readonly")
+        return el
+
+    @classmethod
+    def from_element(cls, el: ET.Element) -> Disk:
+        driver, source, target = el.find("driver"), el.find("source"), el.find("target")
+        return cls(
+            path=source.get("file", "") if source is not None else "",
+            format=driver.get("type", "raw") if driver is not None else "raw",
+            target=target.get("dev", "") if target is not None else "",
+            bus=target.get("bus", "virtio") if target is not None else "virtio",
+            readonly=el.find("readonly") is not None,
+        )
+
+
+@dataclass(frozen=True)
+class Interface:
+    network: str
+    mac: str
+    model: str = "virtio"
+
+    def to_element(self) -> ET.Element:
+        el = ET.Element("interface", type="network")
+        _sub(el, "source", network=self.network)
+        _sub(el, "mac", address=self.mac)
+        _sub(el, "model", type=self.model)
+        return el
+
+    @classmethod
+    def from_element(cls, el: ET.Element) -> Interface:
+        source, mac, model = el.find("source"), el.find("mac"), el.find("model")
+        return cls(
+            network=source.get("network", "") if source is not None else "",
+            mac=mac.get("address", "") if mac is not None else "",
+            model=model.get("type", "virtio") if model is not None else "virtio",
+        )
+
+
+@dataclass(frozen=True)
+class Domain:
+    """A guest definition. ``domain_type`` is "kvm" with hardware acceleration, "qemu" for TCG."""
+
+    name: str
+    uuid: str
+    domain_type: str
+    memory_mb: int
+    vcpus: int
+    metadata: CloudletMetadata
+    disks: tuple[Disk, ...] = ()
+    interfaces: tuple[Interface, ...] = ()
+    machine: str = "pc"
+    vnc: bool = True
+
+    def to_element(self) -> ET.Element:
+        dom = ET.Element("domain", type=self.domain_type)
+        _sub(dom, "name", self.name)
+        _sub(dom, "uuid", self.uuid)
+        _sub(dom, "metadata").append(self.metadata.to_element())
+        _sub(dom, "memory", str(self.memory_mb * 1024), unit="KiB")
+        _sub(dom, "currentMemory", str(self.memory_mb * 1024), unit="KiB")
+        _sub(dom, "vcpu", str(self.vcpus), placement="static")
+        os_el = _sub(dom, "os")
+        _sub(os_el, "type", "hvm", arch="x86_64", machine=self.machine)
+        _sub(os_el, "boot", dev="hd")
+        features = _sub(dom, "features")
+        _sub(features, "acpi")
+        _sub(features, "apic")
+        if self.domain_type == "kvm":
+            _sub(dom, "cpu", mode="host-passthrough", check="none")
+        _sub(dom, "clock", offset="utc")
+        _sub(dom, "on_poweroff", "destroy")
+        _sub(dom, "on_reboot", "restart")
+        _sub(dom, "on_crash", "destroy")
+        devices = _sub(dom, "devices")
+        for disk in self.disks:
+            devices.append(disk.to_element())
+        for nic in self.interfaces:
+            devices.append(nic.to_element())
+        serial = _sub(devices, "serial", type="pty")
+        _sub(serial, "target", port="0")
+        console = _sub(devices, "console", type="pty")
+        _sub(console, "target", type="serial", port="0")
+        if self.vnc:
+            _sub(devices, "graphics", type="vnc", port="-1", autoport="yes", listen="127.0.0.1")
+            video = _sub(devices, "video")
+            _sub(video, "model", type="vga", vram="16384", heads="1")
+        _sub(devices, "memballoon", model="none")
+        return dom
+
+    def to_xml(self) -> str:
+        return to_string(self.to_element())
+
+    @classmethod
+    def from_element(cls, dom: ET.Element) -> Domain:
+        meta = dom.find(f"metadata/{{{CLOUDLET_NS}}}instance")
+        if meta is None:
+            raise ValueError("domain carries no cloudlet metadata")
+        os_type = dom.find("os/type")
+        return cls(
+            name=dom.findtext("name", ""),
+            uuid=dom.findtext("uuid", ""),
+            domain_type=dom.get("type", "qemu"),
+            memory_mb=int(dom.findtext("memory", "0")) // 1024,
+            vcpus=int(dom.findtext("vcpu", "1")),
+            metadata=CloudletMetadata.from_element(meta),
+            disks=tuple(Disk.from_element(d) for d in dom.findall("devices/disk")),
+            interfaces=tuple(Interface.from_element(i) for i in dom.findall("devices/interface")),
+            machine=os_type.get("machine", "pc") if os_type is not None else "pc",
+            vnc=dom.find("devices/graphics[@type='vnc']") is not None,
+        )
+
+    @classmethod
+    def from_xml(cls, text: str) -> Domain:
+        return cls.from_element(ET.fromstring(text))
+
+
+def parse_metadata_element(text: str) -> CloudletMetadata:
+    """Read the element libvirt returns for ``virDomainGetMetadata(ELEMENT, CLOUDLET_NS)``."""
+    return CloudletMetadata.from_element(ET.fromstring(text))
+
+
+@dataclass(frozen=True)
+class DhcpHostEntry:
+    mac: str
+    ip: str
+    name: str = ""
+
+    def to_element(self) -> ET.Element:
+        el = ET.Element("host", mac=self.mac, ip=self.ip)
+        if self.name:
+            el.set("name", self.name)
+        return el
+
+    def to_xml(self) -> str:
+        return ET.tostring(self.to_element(), encoding="unicode")
+
+
+@dataclass(frozen=True)
+class Network:
+    """A libvirt virtual network. DHCP hands out only reserved addresses (the MAC-to-IP hosts that
+    cloudlet's IPAM writes) plus one spare address for unknown clients, so dnsmasq never gives away
+    an address that IPAM may allocate later."""
+
+    name: str
+    bridge: str
+    cidr: str
+    gateway: str
+    mode: str  # "nat" | "isolated"
+    hosts: tuple[DhcpHostEntry, ...] = field(default_factory=tuple)
+
+    @property
+    def spare_address(self) -> str:
+        return str(ipaddress.ip_network(self.cidr).broadcast_address - 1)
+
+    def to_element(self) -> ET.Element:
+        net = ipaddress.ip_network(self.cidr)
+        el = ET.Element("network")
+        _sub(el, "name", self.name)
+        if self.mode == "nat":
+            _sub(el, "forward", mode="nat")
+        _sub(el, "bridge", name=self.bridge, stp="on", delay="0")
+        ip = _sub(el, "ip", address=self.gateway, prefix=str(net.prefixlen))
+        dhcp = _sub(ip, "dhcp")
+        _sub(dhcp, "range", start=self.spare_address, end=self.spare_address)
+        for host in self.hosts:
+            dhcp.append(host.to_element())
+        return el
+
+    def to_xml(self) -> str:
+        return to_string(self.to_element())
+
+
+def dhcp_hosts_of(network_xml: str) -> list[DhcpHostEntry]:
+    root = ET.fromstring(network_xml)
+    return [
+        DhcpHostEntry(mac=h.get("mac", ""), ip=h.get("ip", ""), name=h.get("name", ""))
+        for h in root.findall("ip/dhcp/host")
+    ]

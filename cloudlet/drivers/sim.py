@@ -1,0 +1,136 @@
+"""An in-memory driver with the same contract as the real ones, for fast unit tests and scale
+simulations. It is never the only proof that a feature works: the integration suite runs the
+same flows on libvirt."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from cloudlet.drivers.base import (
+    ComputeDriver,
+    DhcpHost,
+    DriverCapabilities,
+    DriverInfo,
+    HostResources,
+    InstanceSpec,
+    InstanceStatus,
+    NetworkDriver,
+    NetworkSpec,
+    PowerState,
+    StateCallback,
+)
+from cloudlet.errors import DriverError, NotFound
+
+
+@dataclass
+class _SimNetwork:
+    spec: NetworkSpec
+    hosts: dict[str, DhcpHost] = field(default_factory=dict)
+
+
+class SimDriver(ComputeDriver, NetworkDriver):
+    name = "sim"
+    capabilities = DriverCapabilities(pause=True)
+
+    def __init__(self, *, cpus: int = 8, memory_mb: int = 32768) -> None:
+        self._lock = threading.Lock()
+        self.instances: dict[str, PowerState] = {}
+        self.specs: dict[str, InstanceSpec] = {}
+        self.networks: dict[str, _SimNetwork] = {}
+        self._callbacks: list[StateCallback] = []
+        self.resources = HostResources(cpus=cpus, memory_total_mb=memory_mb, memory_available_mb=memory_mb)
+        # Test hooks: make the named method raise DriverError a number of times.
+        self.fail_next: dict[str, int] = {}
+
+    def _maybe_fail(self, method: str, transient: bool = False) -> None:
+        if self.fail_next.get(method, 0) > 0:
+            self.fail_next[method] -= 1
+            raise DriverError(f"simulated failure in {method}", transient=transient)
+
+    def _set(self, instance_id: str, state: PowerState) -> None:
+        self.instances[instance_id] = state
+        for cb in self._callbacks:
+            cb(instance_id, state)
+
+    def info(self) -> DriverInfo:
+        return DriverInfo(self.name, "1", ok=True)
+
+    def host_resources(self) -> HostResources:
+        return self.resources
+
+    def create(self, spec: InstanceSpec) -> None:
+        with self._lock:
+            self._maybe_fail("create")
+            if spec.id in self.instances:
+                raise DriverError(f"instance {spec.id} exists")
+            self.specs[spec.id] = spec
+            self.instances[spec.id] = PowerState.STOPPED
+
+    def _require(self, instance_id: str) -> PowerState:
+        if instance_id not in self.instances:
+            raise NotFound(f"no instance {instance_id}", code="backend_not_found")
+        return self.instances[instance_id]
+
+    def start(self, instance_id: str) -> None:
+        with self._lock:
+            self._maybe_fail("start", transient=True)
+            self._require(instance_id)
+            self._set(instance_id, PowerState.RUNNING)
+
+    def stop(self, instance_id: str, *, force: bool = False, timeout: float = 60.0) -> None:
+        with self._lock:
+            self._require(instance_id)
+            self._set(instance_id, PowerState.STOPPED)
+
+    def reboot(self, instance_id: str) -> None:
+        with self._lock:
+            if self._require(instance_id) is not PowerState.RUNNING:
+                raise DriverError("domain is not running")
+
+    def delete(self, instance_id: str) -> None:
+        with self._lock:
+            self.instances.pop(instance_id, None)
+            self.specs.pop(instance_id, None)
+
+    def state(self, instance_id: str) -> PowerState:
+        with self._lock:
+            return self._require(instance_id)
+
+    def list_instances(self) -> list[InstanceStatus]:
+        with self._lock:
+            return [InstanceStatus(i, s) for i, s in self.instances.items()]
+
+    def watch(self, callback: StateCallback) -> None:
+        self._callbacks.append(callback)
+
+    def ensure_network(self, spec: NetworkSpec) -> None:
+        with self._lock:
+            self._maybe_fail("ensure_network")
+            net = self.networks.setdefault(spec.backend_name, _SimNetwork(spec))
+            net.hosts = {h.mac: h for h in spec.dhcp_hosts}
+
+    def delete_network(self, backend_name: str) -> None:
+        with self._lock:
+            self.networks.pop(backend_name, None)
+
+    def add_dhcp_host(self, backend_name: str, host: DhcpHost) -> None:
+        with self._lock:
+            if backend_name not in self.networks:
+                raise NotFound(f"no network {backend_name}", code="backend_not_found")
+            self.networks[backend_name].hosts[host.mac] = host
+
+    def remove_dhcp_host(self, backend_name: str, mac: str) -> None:
+        with self._lock:
+            if backend_name in self.networks:
+                self.networks[backend_name].hosts.pop(mac, None)
+
+    def list_networks(self) -> list[str]:
+        with self._lock:
+            return list(self.networks)
+
+    def dhcp_hosts(self, backend_name: str) -> list[DhcpHost]:
+        with self._lock:
+            if backend_name not in self.networks:
+                raise NotFound(f"no network {backend_name}", code="backend_not_found")
+            return list(self.networks[backend_name].hosts.values())

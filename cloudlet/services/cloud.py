@@ -1,0 +1,94 @@
+"""The assembled domain: settings, database, drivers and services, built once by the app factory
+(or a test) and torn down with ``close``. Nothing here is a module-level singleton."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from cloudlet.config import Settings
+from cloudlet.db import migrate
+from cloudlet.db.models import Network
+from cloudlet.db.session import Database, transaction
+from cloudlet.drivers.base import ComputeDriver, NetworkDriver
+from cloudlet.drivers.registry import make_vm_backend
+from cloudlet.errors import CloudletError
+from cloudlet.services.auth import bootstrap_admin_token, deployment_id, ensure_default_workspace
+from cloudlet.services.context import RequestContext
+from cloudlet.services.events import EventBus
+from cloudlet.services.images import Images
+from cloudlet.services.instances import Instances
+from cloudlet.services.networks import Networks
+from cloudlet.services.operations import Operations
+from cloudlet.services.reconciler import Reconciler
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Cloud:
+    settings: Settings
+    db: Database
+    bus: EventBus
+    ops: Operations
+    compute: ComputeDriver
+    network_driver: NetworkDriver
+    images: Images
+    networks: Networks
+    instances: Instances
+    reconciler: Reconciler
+
+    @classmethod
+    def build(cls, settings: Settings, backend: tuple[ComputeDriver, NetworkDriver] | None = None) -> Cloud:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        db = Database(settings.effective_database_url)
+        migrate.upgrade(db.engine)
+        bus = EventBus()
+        ops = Operations(db.sessions, bus, settings.operation_workers)
+        with transaction(db.sessions) as s:
+            deployment = deployment_id(s)
+        compute, network_driver = backend or make_vm_backend(settings, deployment)
+        networks = Networks(db.sessions, ops, network_driver)
+        return cls(
+            settings=settings,
+            db=db,
+            bus=bus,
+            ops=ops,
+            compute=compute,
+            network_driver=network_driver,
+            images=Images(db.sessions, ops, settings.images_dir),
+            networks=networks,
+            instances=Instances(settings, db.sessions, ops, bus, compute, network_driver, networks),
+            reconciler=Reconciler(db.sessions, bus, ops, compute, network_driver, settings.resync_interval),
+        )
+
+    def start(self) -> str | None:
+        """Bring the cloud up: default workspace, first admin token (returned once), recovery,
+        the default network, then the reconciler's threads. Returns the new token or None."""
+        with transaction(self.db.sessions) as s:
+            ws = ensure_default_workspace(s)
+            token = bootstrap_admin_token(s)
+            has_default = s.scalar(
+                select(Network.id).where(Network.workspace_id == ws.id, Network.name == "default")
+            )
+        system = RequestContext(principal="system", workspace_id=ws.id)
+        info = self.compute.info()
+        if not info.ok:
+            log.error("%s driver unavailable: %s", info.name, info.error)
+        else:
+            try:
+                self.reconciler.recover()
+                if not has_default:
+                    self.networks.create_now(system, "default", self.settings.default_network_cidr, "nat")
+            except CloudletError as err:
+                log.error("start-up reconciliation failed: %s", err.detail)
+        self.reconciler.start()
+        return token
+
+    def close(self) -> None:
+        self.reconciler.stop()
+        self.ops.shutdown()
+        self.compute.close()
+        self.db.dispose()

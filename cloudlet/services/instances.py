@@ -1,0 +1,323 @@
+"""Instances (VMs now, containers later): create with IP allocation and compensation, actions
+under a per-instance lock, delete that leaves nothing behind."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from cloudlet.config import Settings
+from cloudlet.db.models import Image, Instance, IPAllocation, Network
+from cloudlet.db.session import SessionFactory, transaction
+from cloudlet.drivers.base import ComputeDriver, DhcpHost, InstanceSpec, NetworkDriver, NicSpec
+from cloudlet.errors import Conflict, InsufficientResources, Invalid, NotFound
+from cloudlet.services.context import RequestContext
+from cloudlet.services.events import Event, EventBus
+from cloudlet.services.lifecycle import State, check_action
+from cloudlet.services.names import check_name, lookup
+from cloudlet.services.networks import Networks
+from cloudlet.services.operations import OperationContext, Operations
+
+GIB = 1024**3
+MAX_CPUS = 64
+MAX_MEMORY_MB = 1024 * 1024
+MAX_DISK_GB = 64 * 1024
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    name: str
+    image: str
+    cpus: int = 1
+    memory: int = 512  # MiB
+    disk: int = 1  # GiB
+    network: str = "default"
+    hostname: str | None = None
+    ssh_keys: tuple[str, ...] = ()
+
+
+def check_ssh_key(key: str) -> str:
+    parts = key.strip().split()
+    if (
+        len(parts) < 2
+        or not parts[0].startswith(("ssh-", "ecdsa-", "sk-"))
+        or any(ord(c) < 32 for c in key.strip())
+    ):
+        raise Invalid(f"not an OpenSSH public key: {key[:40]!r}", code="invalid_ssh_key")
+    return key.strip()
+
+
+class Instances:
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: SessionFactory,
+        ops: Operations,
+        bus: EventBus,
+        compute: ComputeDriver,
+        network_driver: NetworkDriver,
+        networks: Networks,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.ops = ops
+        self.bus = bus
+        self.compute = compute
+        self.network_driver = network_driver
+        self.networks = networks
+
+    # -- reading ---------------------------------------------------------------------------------
+    def get(self, session: Session, ctx: RequestContext, ref: str) -> Instance:
+        return lookup(session, Instance, ctx.workspace_id, ref, "instance")
+
+    def search(
+        self,
+        session: Session,
+        ctx: RequestContext,
+        *,
+        state: str | None = None,
+        name: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[Instance], int]:
+        query = select(Instance).where(Instance.workspace_id == ctx.workspace_id)
+        if state:
+            query = query.where(Instance.state == state)
+        if name:
+            query = query.where(Instance.name.contains(name, autoescape=True))
+        total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+        rows = session.scalars(query.order_by(Instance.created_at, Instance.name).limit(limit).offset(offset))
+        return list(rows), total
+
+    # -- create ----------------------------------------------------------------------------------
+    def _validate(self, req: CreateRequest) -> None:
+        check_name(req.name, what="instance name")
+        if req.hostname is not None:
+            check_name(req.hostname, what="hostname")
+        if not 1 <= req.cpus <= MAX_CPUS:
+            raise Invalid(f"cpus must be between 1 and {MAX_CPUS}", code="invalid_size")
+        if not 64 <= req.memory <= MAX_MEMORY_MB:
+            raise Invalid(f"memory must be between 64 and {MAX_MEMORY_MB} MiB", code="invalid_size")
+        if not 1 <= req.disk <= MAX_DISK_GB:
+            raise Invalid(f"disk must be between 1 and {MAX_DISK_GB} GiB", code="invalid_size")
+        for key in req.ssh_keys:
+            check_ssh_key(key)
+
+    def _check_memory(self, session: Session, memory_mb: int) -> None:
+        """Refuse a VM that would not fit in the host's available memory less the reserve. Memory
+        promised to VMs still being created counts as taken, so parallel creates cannot overshoot."""
+        host = self.compute.host_resources()
+        promised = (
+            session.scalar(
+                select(func.coalesce(func.sum(Instance.memory_mb), 0)).where(
+                    Instance.state.in_([State.PENDING, State.PROVISIONING])
+                )
+            )
+            or 0
+        )
+        free = host.memory_available_mb - self.settings.memory_reserve_mb - promised
+        if memory_mb > free:
+            raise InsufficientResources(
+                f"{memory_mb} MiB requested but only {max(free, 0)} MiB can be given: the host has "
+                f"{host.memory_available_mb} MiB available, keeps {self.settings.memory_reserve_mb} MiB in "
+                f"reserve and {promised} MiB are promised to VMs being created",
+                code="insufficient_memory",
+                requested_mb=memory_mb,
+                available_mb=host.memory_available_mb,
+                reserve_mb=self.settings.memory_reserve_mb,
+            )
+
+    def create(self, ctx: RequestContext, req: CreateRequest) -> tuple[str, str]:
+        """Validate, claim name, memory and IP atomically, then provision in an operation.
+        Returns (instance id, operation id)."""
+        self._validate(req)
+        with transaction(self.sessions) as s:
+            image = lookup_ref(s, Image, ctx, req.image, "image")
+            if image.status != "ready":
+                raise Conflict(f"image {image.name!r} is not ready ({image.status})", code="image_not_ready")
+            net = lookup_ref(s, Network, ctx, req.network, "network")
+            if net.status != "active":
+                raise Conflict(f"network {net.name!r} is not active ({net.status})", code="network_not_ready")
+            min_gb = math.ceil((image.virtual_size or 0) / GIB)
+            if req.disk < min_gb:
+                raise Invalid(
+                    f"disk of {req.disk} GiB is smaller than image {image.name!r} ({min_gb} GiB)",
+                    code="disk_too_small",
+                )
+            self._check_memory(s, req.memory)
+            row = Instance(
+                workspace_id=ctx.workspace_id,
+                name=req.name,
+                kind="vm",
+                state=State.PENDING,
+                image_id=image.id,
+                network_id=net.id,
+                cpus=req.cpus,
+                memory_mb=req.memory,
+                disk_gb=req.disk,
+                hostname=req.hostname or req.name,
+                ssh_keys=list(req.ssh_keys),
+            )
+            s.add(row)
+            try:
+                s.flush()
+            except IntegrityError:
+                raise Conflict(f"an instance named {req.name!r} exists", code="name_taken") from None
+            alloc = self.networks.allocate(s, net, row.id)
+            op = self.ops.record(s, ctx, "instance.create", "instance", row.id)
+            row.locked_by = op.id
+            spec = InstanceSpec(
+                id=row.id,
+                name=row.name,
+                workspace_id=ctx.workspace_id,
+                cpus=row.cpus,
+                memory_mb=row.memory_mb,
+                disk_gb=row.disk_gb,
+                image_path=Path(image.path or ""),
+                image_format=image.format or "qcow2",
+                hostname=row.hostname,
+                ssh_keys=tuple(req.ssh_keys),
+                nics=(NicSpec(net.backend_name, alloc.mac, alloc.address),),
+            )
+            instance_id = row.id
+        self._publish(instance_id)
+        self.ops.launch(
+            op, lambda octx: self._provision(octx, spec), finally_=lambda: self._unlock(instance_id)
+        )
+        return instance_id, op.id
+
+    def _provision(self, octx: OperationContext, spec: InstanceSpec) -> dict[str, Any]:
+        octx.on_undo("forget instance", lambda: self._forget(spec.id))
+        self._set_state(spec.id, State.PROVISIONING)
+        for nic in spec.nics:
+            self._reserve(octx, nic.network, DhcpHost(nic.mac, nic.ip, spec.hostname))
+        octx.progress(20, "creating disk and domain")
+        octx.retry(lambda: self.compute.create(spec))
+        octx.on_undo("delete domain and disks", lambda: self.compute.delete(spec.id))
+        octx.progress(60, "starting")
+        octx.retry(lambda: self.compute.start(spec.id))
+        self._set_state(spec.id, State.RUNNING)
+        return {"instance_id": spec.id, "ip": spec.nics[0].ip if spec.nics else None}
+
+    def _reserve(self, octx: OperationContext, network: str, host: DhcpHost) -> None:
+        octx.retry(lambda: self.network_driver.add_dhcp_host(network, host))
+        octx.on_undo("release DHCP entry", lambda: self.network_driver.remove_dhcp_host(network, host.mac))
+
+    # -- actions ---------------------------------------------------------------------------------
+    def action(self, ctx: RequestContext, ref: str, action: str, *, force: bool = False) -> str:
+        """start | stop | force-stop | reboot | delete, as an operation under the instance's lock."""
+        with transaction(self.sessions) as s:
+            row = self.get(s, ctx, ref)
+            check_action(action, row.state)
+            if action == "delete" and row.state in (State.RUNNING, State.PAUSED) and not force:
+                raise Conflict(
+                    f"instance {row.name!r} is {row.state}: stop it first or delete with force",
+                    code="instance_running",
+                )
+            op = self.ops.record(s, ctx, f"instance.{action}", "instance", row.id)
+            claimed = s.execute(  # type: ignore[attr-defined]
+                update(Instance)
+                .where(Instance.id == row.id, Instance.locked_by.is_(None))
+                .values(locked_by=op.id, state=_transitional(action, row.state))
+            ).rowcount
+            if claimed != 1:
+                raise Conflict(f"instance {row.name!r} is busy with another operation", code="instance_busy")
+            instance_id = row.id
+        self._publish(instance_id)
+        step = {
+            "start": self._start,
+            "stop": lambda octx, i: self._stop(octx, i, force=False),
+            "force-stop": lambda octx, i: self._stop(octx, i, force=True),
+            "reboot": self._reboot,
+            "delete": self._delete,
+        }[action]
+        self.ops.launch(op, lambda octx: step(octx, instance_id), finally_=lambda: self._unlock(instance_id))
+        return op.id
+
+    def _start(self, octx: OperationContext, instance_id: str) -> None:
+        octx.retry(lambda: self.compute.start(instance_id))
+        self._set_state(instance_id, State.RUNNING, error=None)
+
+    def _stop(self, octx: OperationContext, instance_id: str, *, force: bool) -> None:
+        try:
+            octx.retry(
+                lambda: self.compute.stop(instance_id, force=force, timeout=self.settings.stop_timeout)
+            )
+        except Exception:
+            self._resync_one(instance_id)
+            raise
+        self._set_state(instance_id, State.STOPPED)
+
+    def _reboot(self, octx: OperationContext, instance_id: str) -> None:
+        octx.retry(lambda: self.compute.reboot(instance_id))
+
+    def _delete(self, octx: OperationContext, instance_id: str) -> None:
+        octx.retry(lambda: self.compute.delete(instance_id))
+        for backend, mac in self.networks.release(instance_id):
+            self._release_dhcp(octx, backend, mac)
+        self._forget(instance_id)
+
+    def _release_dhcp(self, octx: OperationContext, backend: str, mac: str) -> None:
+        octx.retry(lambda: self.network_driver.remove_dhcp_host(backend, mac))
+
+    # -- state bookkeeping -----------------------------------------------------------------------
+    def _set_state(self, instance_id: str, state: State, **values: Any) -> None:
+        with transaction(self.sessions) as s:
+            s.execute(update(Instance).where(Instance.id == instance_id).values(state=state, **values))
+        self._publish(instance_id)
+
+    def _resync_one(self, instance_id: str) -> None:
+        from cloudlet.services.lifecycle import FROM_POWER
+
+        try:
+            power = self.compute.state(instance_id)
+        except NotFound:
+            self._set_state(instance_id, State.ERROR, error="the backend no longer has this instance")
+            return
+        self._set_state(instance_id, FROM_POWER.get(power, State.ERROR))
+
+    def _unlock(self, instance_id: str) -> None:
+        with transaction(self.sessions) as s:
+            s.execute(update(Instance).where(Instance.id == instance_id).values(locked_by=None))
+
+    def _forget(self, instance_id: str) -> None:
+        """Drop the instance row and its IP allocations (its backend objects are gone by now)."""
+        with transaction(self.sessions) as s:
+            row = s.get(Instance, instance_id)
+            if row is None:
+                return
+            workspace_id, name = row.workspace_id, row.name
+            for alloc in s.scalars(select(IPAllocation).where(IPAllocation.instance_id == instance_id)):
+                s.delete(alloc)
+            s.delete(row)
+        self.bus.publish(Event("instance.deleted", workspace_id, {"id": instance_id, "name": name}))
+
+    def _publish(self, instance_id: str) -> None:
+        with self.sessions() as s:
+            row = s.get(Instance, instance_id)
+            if row is not None:
+                self.bus.publish(
+                    Event(
+                        "instance.updated",
+                        row.workspace_id,
+                        {"id": row.id, "name": row.name, "state": row.state},
+                    )
+                )
+
+
+def _transitional(action: str, state: str) -> str:
+    return {"stop": State.STOPPING, "force-stop": State.STOPPING, "delete": State.DELETING}.get(action, state)
+
+
+def lookup_ref(session: Session, model: type[Any], ctx: RequestContext, ref: str, what: str) -> Any:
+    """A resource named in a request body: unknown is a 422 (the body is wrong), not a 404."""
+    try:
+        return lookup(session, model, ctx.workspace_id, ref, what)
+    except NotFound as err:
+        raise Invalid(err.detail, code=f"unknown_{what}") from None

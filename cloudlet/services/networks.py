@@ -1,0 +1,198 @@
+"""Networks and IP address management. Addresses live in the database: each allocation is a row
+under a unique (network, address) constraint, so two concurrent creates can never get the same IP;
+the backend's DHCP server only learns the MAC-to-IP pairs that IPAM decided."""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+import uuid
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from cloudlet.db.models import Instance, IPAllocation, Network
+from cloudlet.db.session import SessionFactory, transaction
+from cloudlet.drivers.base import DhcpHost, NetworkDriver, NetworkSpec
+from cloudlet.errors import Conflict, Exhausted, InUse, Invalid
+from cloudlet.services.context import RequestContext
+from cloudlet.services.names import check_name, lookup
+from cloudlet.services.operations import OperationContext, Operations
+
+MODES = ("nat", "isolated")
+
+
+def parse_cidr(cidr: str) -> ipaddress.IPv4Network:
+    try:
+        net = ipaddress.ip_network(cidr, strict=True)
+    except ValueError as err:
+        raise Invalid(f"invalid cidr {cidr!r}: {err}", code="invalid_cidr") from None
+    if not isinstance(net, ipaddress.IPv4Network) or not net.is_private:
+        raise Invalid(f"cidr {cidr!r} must be a private IPv4 network", code="invalid_cidr")
+    if not 16 <= net.prefixlen <= 29:
+        raise Invalid(f"cidr {cidr!r} must have a prefix length between /16 and /29", code="invalid_cidr")
+    return net
+
+
+def usable_addresses(net: Network) -> list[str]:
+    """Addresses IPAM may hand out: all hosts but the gateway and the DHCP spare (the last host)."""
+    hosts = list(ipaddress.ip_network(net.cidr).hosts())
+    return [str(a) for a in hosts[:-1] if str(a) != net.gateway]
+
+
+def network_spec(session: Session, net: Network) -> NetworkSpec:
+    rows = session.execute(
+        select(IPAllocation, Instance.hostname)
+        .join(Instance, Instance.id == IPAllocation.instance_id, isouter=True)
+        .where(IPAllocation.network_id == net.id)
+    ).all()
+    hosts = tuple(DhcpHost(a.mac, a.address, hostname or "") for a, hostname in rows)
+    return NetworkSpec(net.backend_name, net.bridge, net.cidr, net.gateway, net.mode, hosts)
+
+
+def random_mac() -> str:
+    return "52:54:00:" + ":".join(f"{random.randrange(256):02x}" for _ in range(3))
+
+
+class Networks:
+    def __init__(self, sessions: SessionFactory, ops: Operations, driver: NetworkDriver) -> None:
+        self.sessions = sessions
+        self.ops = ops
+        self.driver = driver
+
+    def get(self, session: Session, ctx: RequestContext, ref: str) -> Network:
+        return lookup(session, Network, ctx.workspace_id, ref, "network")
+
+    def all(self, session: Session, ctx: RequestContext) -> list[Network]:
+        return list(
+            session.scalars(
+                select(Network).where(Network.workspace_id == ctx.workspace_id).order_by(Network.name)
+            )
+        )
+
+    def usage(self, session: Session, net: Network) -> dict[str, int]:
+        used = session.scalar(select(func.count()).where(IPAllocation.network_id == net.id)) or 0
+        return {"total": len(usable_addresses(net)), "used": used}
+
+    def _new_row(self, session: Session, ctx: RequestContext, name: str, cidr: str, mode: str) -> Network:
+        check_name(name, what="network name")
+        if mode not in MODES:
+            raise Invalid(f"invalid mode {mode!r}: choose one of {', '.join(MODES)}", code="invalid_mode")
+        net = parse_cidr(cidr)
+        for other in session.scalars(select(Network)):
+            if ipaddress.ip_network(other.cidr).overlaps(net):
+                raise Conflict(f"{cidr} overlaps network {other.name!r} ({other.cidr})", code="cidr_overlap")
+        if session.scalar(
+            select(Network.id).where(Network.workspace_id == ctx.workspace_id, Network.name == name)
+        ):
+            raise Conflict(f"a network named {name!r} exists", code="name_taken")
+        short = uuid.uuid4().hex[:10]
+        row = Network(
+            workspace_id=ctx.workspace_id,
+            name=name,
+            cidr=str(net),
+            mode=mode,
+            gateway=str(next(net.hosts())),
+            bridge=f"clbr{short[:8]}",
+            backend_name=f"cloudlet-{short}",
+            status="creating",
+        )
+        session.add(row)
+        try:
+            session.flush()
+        except IntegrityError:
+            raise Conflict(f"network {name!r} or its cidr {cidr} is taken", code="name_taken") from None
+        return row
+
+    def create(self, ctx: RequestContext, name: str, cidr: str, mode: str = "nat") -> str:
+        """Record the network and start an operation that makes it on the backend; returns the op id."""
+        with transaction(self.sessions) as s:
+            row = self._new_row(s, ctx, name, cidr, mode)
+            op = self.ops.record(s, ctx, "network.create", "network", row.id)
+            spec = network_spec(s, row)
+            net_id = row.id
+
+        def step(octx: OperationContext) -> dict[str, Any]:
+            octx.on_undo("forget network", lambda: self._delete_row(net_id))
+            octx.on_undo("remove backend network", lambda: self.driver.delete_network(spec.backend_name))
+            octx.retry(lambda: self.driver.ensure_network(spec))
+            self._set_status(net_id, "active")
+            return {"network_id": net_id}
+
+        self.ops.launch(op, step)
+        return op.id
+
+    def create_now(self, ctx: RequestContext, name: str, cidr: str, mode: str = "nat") -> Network:
+        """Create synchronously (start-up's default network): no operation, same checks and clean-up."""
+        with transaction(self.sessions) as s:
+            row = self._new_row(s, ctx, name, cidr, mode)
+            spec = network_spec(s, row)
+        try:
+            self.driver.ensure_network(spec)
+        except Exception:
+            self._delete_row(row.id)
+            raise
+        self._set_status(row.id, "active")
+        row.status = "active"
+        return row
+
+    def delete(self, ctx: RequestContext, ref: str) -> str:
+        with transaction(self.sessions) as s:
+            row = self.get(s, ctx, ref)
+            in_use = s.scalar(select(func.count()).where(Instance.network_id == row.id)) or 0
+            if in_use:
+                raise InUse(f"network {row.name!r} is used by {in_use} instance(s)", code="network_in_use")
+            row.status = "deleting"
+            op = self.ops.record(s, ctx, "network.delete", "network", row.id)
+            backend, net_id = row.backend_name, row.id
+
+        def step(octx: OperationContext) -> None:
+            octx.retry(lambda: self.driver.delete_network(backend))
+            self._delete_row(net_id)
+
+        self.ops.launch(op, step)
+        return op.id
+
+    def _set_status(self, net_id: str, status: str) -> None:
+        with transaction(self.sessions) as s:
+            row = s.get(Network, net_id)
+            if row is not None:
+                row.status = status
+
+    def _delete_row(self, net_id: str) -> None:
+        with transaction(self.sessions) as s:
+            row = s.get(Network, net_id)
+            if row is not None:
+                s.delete(row)
+
+    # -- IPAM ------------------------------------------------------------------------------------
+    def allocate(self, session: Session, net: Network, instance_id: str) -> IPAllocation:
+        """Claim the lowest free address (and a fresh MAC) inside the caller's transaction."""
+        used = set(session.scalars(select(IPAllocation.address).where(IPAllocation.network_id == net.id)))
+        for address in usable_addresses(net):
+            if address in used:
+                continue
+            alloc = IPAllocation(
+                network_id=net.id, address=address, mac=random_mac(), instance_id=instance_id
+            )
+            try:
+                with session.begin_nested():
+                    session.add(alloc)
+            except IntegrityError:
+                continue  # another request took this address (or MAC) a moment ago: try the next
+            return alloc
+        raise Exhausted(f"network {net.name!r} ({net.cidr}) has no free address", code="network_exhausted")
+
+    def release(self, instance_id: str) -> list[tuple[str, str]]:
+        """Free an instance's addresses; returns (backend network, mac) pairs to drop from DHCP."""
+        with transaction(self.sessions) as s:
+            rows = s.execute(
+                select(IPAllocation, Network.backend_name)
+                .join(Network, Network.id == IPAllocation.network_id)
+                .where(IPAllocation.instance_id == instance_id)
+            ).all()
+            for alloc, _ in rows:
+                s.delete(alloc)
+            return [(backend, alloc.mac) for alloc, backend in rows]

@@ -1,0 +1,191 @@
+"""Keeps the database true to the hypervisor.
+
+Three duties: follow the backend's state events; resync everything periodically (events can be
+missed while disconnected); and at start-up, finish or roll back what a dead server process left
+half done, then remove cloudlet-labelled orphans (backend objects the database does not know).
+Objects without cloudlet's label are never touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from typing import Any
+
+from sqlalchemy import select, update
+
+from cloudlet.db.models import Instance, IPAllocation, Network, Operation
+from cloudlet.db.session import SessionFactory, transaction
+from cloudlet.drivers.base import ComputeDriver, NetworkDriver, PowerState
+from cloudlet.errors import CloudletError
+from cloudlet.services.events import Event, EventBus
+from cloudlet.services.lifecycle import FROM_POWER, TRANSITIONAL, State
+from cloudlet.services.networks import network_spec
+from cloudlet.services.operations import Operations, OpStatus
+
+log = logging.getLogger(__name__)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        sessions: SessionFactory,
+        bus: EventBus,
+        ops: Operations,
+        compute: ComputeDriver,
+        network_driver: NetworkDriver,
+        interval: float,
+    ) -> None:
+        self.sessions = sessions
+        self.bus = bus
+        self.ops = ops
+        self.compute = compute
+        self.network_driver = network_driver
+        self.interval = interval
+        self._events: queue.Queue[tuple[str, PowerState] | None] = queue.Queue()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # -- start-up recovery -----------------------------------------------------------------------
+    def recover(self) -> dict[str, int]:
+        """Run once at start, before serving: finish/roll back interrupted work, clean orphans."""
+        counts = {"rolled_back": 0, "finished_deletes": 0, "orphans_removed": 0, "dhcp_removed": 0}
+        with self.sessions() as s:
+            stale = list(
+                s.scalars(select(Operation).where(Operation.status.in_([OpStatus.PENDING, OpStatus.RUNNING])))
+            )
+        for op in stale:
+            self.ops.fail_interrupted(
+                op.id, "the server stopped while this operation ran; its work was rolled back"
+            )
+        with transaction(self.sessions) as s:
+            s.execute(update(Instance).values(locked_by=None))
+            unfinished = list(s.scalars(select(Instance).where(Instance.state.in_(list(TRANSITIONAL)))))
+        for inst in unfinished:
+            if inst.state in (State.PENDING, State.PROVISIONING, State.DELETING):
+                self._remove_instance(inst.id)
+                key = "finished_deletes" if inst.state == State.DELETING else "rolled_back"
+                counts[key] += 1
+        self.ensure_networks()
+        counts["orphans_removed"] = self._remove_orphan_instances()
+        counts["dhcp_removed"] = self._remove_stray_dhcp_hosts()
+        self.resync()
+        if any(counts.values()):
+            log.info("recovery: %s", counts)
+        return counts
+
+    def _remove_instance(self, instance_id: str) -> None:
+        self.compute.delete(instance_id)
+        with transaction(self.sessions) as s:
+            rows = s.execute(
+                select(IPAllocation, Network.backend_name)
+                .join(Network, Network.id == IPAllocation.network_id)
+                .where(IPAllocation.instance_id == instance_id)
+            ).all()
+            for alloc, backend in rows:
+                self.network_driver.remove_dhcp_host(backend, alloc.mac)
+                s.delete(alloc)
+            inst = s.get(Instance, instance_id)
+            if inst is not None:
+                s.delete(inst)
+
+    def ensure_networks(self) -> None:
+        with self.sessions() as s:
+            nets = list(s.scalars(select(Network).where(Network.status == "active")))
+            specs = [network_spec(s, n) for n in nets]
+        for spec in specs:
+            try:
+                self.network_driver.ensure_network(spec)
+            except CloudletError as err:
+                log.error("network %s could not be restored: %s", spec.backend_name, err.detail)
+
+    def _remove_orphan_instances(self) -> int:
+        with self.sessions() as s:
+            known = set(s.scalars(select(Instance.id)))
+        backend_ids = {i.id for i in self.compute.list_instances()}
+        dirs: set[str] = set(self.compute.residue())
+        orphans = (backend_ids | dirs) - known
+        for instance_id in orphans:
+            log.warning("removing orphan instance %s (not in the database)", instance_id)
+            self.compute.delete(instance_id)
+        return len(orphans)
+
+    def _remove_stray_dhcp_hosts(self) -> int:
+        removed = 0
+        with self.sessions() as s:
+            nets = list(s.scalars(select(Network).where(Network.status == "active")))
+            allocated = {(a.network_id, a.mac) for a in s.scalars(select(IPAllocation))}
+        for net in nets:
+            try:
+                hosts = self.network_driver.dhcp_hosts(net.backend_name)
+            except CloudletError:
+                continue
+            for host in hosts:
+                if (net.id, host.mac) not in allocated:
+                    self.network_driver.remove_dhcp_host(net.backend_name, host.mac)
+                    removed += 1
+        return removed
+
+    # -- continuous ------------------------------------------------------------------------------
+    def on_backend_event(self, instance_id: str, state: PowerState) -> None:
+        """Driver callback (any thread): queue and return at once."""
+        self._events.put((instance_id, state))
+
+    def start(self) -> None:
+        self.compute.watch(self.on_backend_event)
+        for target, name in ((self._event_loop, "reconcile-events"), (self._resync_loop, "reconcile-resync")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._events.put(None)
+
+    def _event_loop(self) -> None:
+        while not self._stop.is_set():
+            item = self._events.get()
+            if item is None:
+                return
+            try:
+                self.apply(*item)
+            except Exception:
+                log.exception("applying backend event %s failed", item)
+
+    def _resync_loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.resync()
+            except Exception:
+                log.exception("periodic resync failed")
+
+    def apply(self, instance_id: str, power: PowerState) -> None:
+        """Move a settled, unlocked instance to what the backend reports."""
+        target = FROM_POWER.get(power)
+        if target is None:
+            return
+        error = "the backend lost this instance" if power is PowerState.MISSING else None
+        if power is PowerState.CRASHED:
+            error = "the guest crashed"
+        with transaction(self.sessions) as s:
+            inst = s.get(Instance, instance_id)
+            if (
+                inst is None
+                or inst.locked_by is not None
+                or inst.state in TRANSITIONAL
+                or inst.state == target
+            ):
+                return
+            inst.state = target
+            inst.error = error
+            payload: dict[str, Any] = {"id": inst.id, "name": inst.name, "state": inst.state}
+            workspace_id = inst.workspace_id
+        self.bus.publish(Event("instance.updated", workspace_id, payload))
+
+    def resync(self) -> None:
+        states = {i.id: i.state for i in self.compute.list_instances()}
+        with self.sessions() as s:
+            rows = list(s.execute(select(Instance.id, Instance.state).where(Instance.locked_by.is_(None))))
+        for instance_id, _state in rows:
+            self.apply(instance_id, states.get(instance_id, PowerState.MISSING))

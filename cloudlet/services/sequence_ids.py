@@ -1,0 +1,53 @@
+"""Small integer ids for APIs of replaced systems that number their VMs 1, 2, 3..."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from cloudlet.db.models import Instance, OSCloudId
+from cloudlet.db.session import SessionFactory, transaction
+
+
+def number_instances(sessions: SessionFactory, workspace_id: str) -> list[tuple[int, Instance]]:
+    """Every instance of the workspace with its integer id (numbering new ones), by id."""
+    with transaction(sessions) as s:
+        numbered = dict(_numbered(s, workspace_id))
+        for inst in s.scalars(select(Instance).where(Instance.workspace_id == workspace_id)):
+            if inst.id not in {i.id for i in numbered.values()}:
+                try:
+                    with s.begin_nested():
+                        s.add(OSCloudId(instance_id=inst.id))
+                except IntegrityError:
+                    continue  # numbered concurrently
+        return sorted(_numbered(s, workspace_id), key=lambda pair: pair[0])
+
+
+def _numbered(s: Session, workspace_id: str) -> list[tuple[int, Instance]]:
+    rows = s.execute(
+        select(OSCloudId.id, Instance)
+        .join(Instance, Instance.id == OSCloudId.instance_id)
+        .where(Instance.workspace_id == workspace_id)
+    ).all()
+    return [(n, inst) for n, inst in rows]
+
+
+def instance_for_number(sessions: SessionFactory, workspace_id: str, number: int) -> Instance | None:
+    with sessions() as s:
+        return s.scalar(
+            select(Instance)
+            .join(OSCloudId, OSCloudId.instance_id == Instance.id)
+            .where(OSCloudId.id == number, Instance.workspace_id == workspace_id)
+        )
+
+
+def number_of(sessions: SessionFactory, instance_id: str) -> int:
+    with transaction(sessions) as s:
+        n = s.scalar(select(OSCloudId.id).where(OSCloudId.instance_id == instance_id))
+        if n is None:
+            row = OSCloudId(instance_id=instance_id)
+            s.add(row)
+            s.flush()
+            n = row.id
+        return int(n)

@@ -1,0 +1,79 @@
+"""The events websocket streams what happens, and the CLI drives the server end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+from websockets.sync.client import connect
+
+from tests.integration.conftest import CLOUDLET, import_tiny
+
+pytestmark = pytest.mark.integration
+
+
+def test_events_stream_operations_and_states(sqlite_server, tiny_image):  # type: ignore[no-untyped-def]
+    with sqlite_server.client() as c:
+        import_tiny(c, tiny_image)
+        ws_url = sqlite_server.url.replace("http", "ws") + "/api/v1/events"
+        with connect(ws_url, additional_headers={"Authorization": f"Bearer {sqlite_server.token}"}) as ws:
+            c.create_instance(name="evt1", image="tiny", memory=64)
+            seen = []
+            while not any(e["type"] == "instance.updated" and e["data"]["state"] == "running" for e in seen):
+                seen.append(json.loads(ws.recv(timeout=60)))
+            ops = [
+                e for e in seen if e["type"] == "operation.updated" and e["data"]["kind"] == "instance.create"
+            ]
+            assert {"pending", "running", "succeeded"} <= {e["data"]["status"] for e in ops} | {"pending"}
+            assert any(e["data"]["status"] == "running" for e in ops)
+        c.delete_instance("evt1", force=True)
+
+
+def test_events_refuse_bad_tokens(sqlite_server):  # type: ignore[no-untyped-def]
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+    ws_url = sqlite_server.url.replace("http", "ws") + "/api/v1/events?token=clt_wrong"
+    with pytest.raises((ConnectionClosed, InvalidStatus)), connect(ws_url) as ws:
+        ws.recv(timeout=5)
+
+
+def _cli(server, *args: str) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+    env = {**os.environ, "CLOUDLET_URL": server.url, "CLOUDLET_TOKEN": server.token, "COLUMNS": "200"}
+    return subprocess.run(
+        [CLOUDLET, *args], capture_output=True, text=True, env=env, timeout=300, check=False
+    )
+
+
+def test_cli_round_trip(sqlite_server, tiny_image, ssh_key):  # type: ignore[no-untyped-def]
+    key, pub = ssh_key
+    with sqlite_server.client() as c:
+        import_tiny(c, tiny_image)
+    out = _cli(sqlite_server, "vm", "create", "cli1", "--image", "tiny", "--memory", "128", "--ssh-key", pub)
+    assert out.returncode == 0, out.stderr
+    assert "cli1 is running at" in out.stdout
+    listing = _cli(sqlite_server, "vm", "list")
+    assert listing.returncode == 0 and "cli1" in listing.stdout and "running" in listing.stdout
+    shown = _cli(sqlite_server, "vm", "show", "cli1")
+    assert "hostname" in shown.stdout and "cli1" in shown.stdout
+    assert "tiny" in _cli(sqlite_server, "image", "list").stdout
+    assert "default" in _cli(sqlite_server, "network", "list").stdout
+
+    ssh = _cli(sqlite_server, "vm", "ssh", "cli1", "-i", str(key), "--", "echo", "hello-from-guest")
+    # The guest may still be booting its SSH server: retry a little.
+    for _ in range(40):
+        if ssh.returncode == 0:
+            break
+        import time
+
+        time.sleep(2)
+        ssh = _cli(sqlite_server, "vm", "ssh", "cli1", "-i", str(key), "--", "echo", "hello-from-guest")
+    assert ssh.returncode == 0 and "hello-from-guest" in ssh.stdout, ssh.stderr
+
+    missing = _cli(sqlite_server, "vm", "show", "nope")
+    assert missing.returncode != 0 and "not found" in missing.stderr
+    bad = _cli(sqlite_server, "vm", "start", "cli1")
+    assert bad.returncode != 0 and "cannot start" in bad.stderr
+    assert _cli(sqlite_server, "vm", "delete", "cli1", "--force").returncode == 0
+    assert "cli1" not in _cli(sqlite_server, "vm", "list").stdout

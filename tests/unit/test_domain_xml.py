@@ -1,0 +1,183 @@
+"""libvirt XML builders: a golden domain, round trips, escaping, and the network's DHCP layout."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from cloudlet.db.models import Network as NetworkRow
+from cloudlet.drivers.libvirt.xml import (
+    CLOUDLET_NS,
+    CloudletMetadata,
+    DhcpHostEntry,
+    Disk,
+    Domain,
+    Interface,
+    Network,
+    dhcp_hosts_of,
+    parse_metadata_element,
+)
+from cloudlet.services.networks import usable_addresses
+
+GOLDEN = Path(__file__).parent / "golden"
+INSTANCE_ID = "6f1c2b9e-3d4a-4b5c-8d7e-9f0a1b2c3d4e"
+FOLDER = f"/var/lib/cloudlet/instances/{INSTANCE_ID}"
+
+
+def basic_domain(**changes: object) -> Domain:
+    domain = Domain(
+        name=f"cloudlet-{INSTANCE_ID}",
+        uuid=INSTANCE_ID,
+        domain_type="qemu",
+        memory_mb=512,
+        vcpus=2,
+        metadata=CloudletMetadata(INSTANCE_ID, "web1", "0b5e7c1d-2a3f-4e6d-9c8b-7a6f5e4d3c2b", "d3adb33fcafe0001"),
+        disks=(
+            Disk(f"{FOLDER}/disk.qcow2", "qcow2", "vda"),
+            Disk(f"{FOLDER}/seed.iso", "raw", "vdb", readonly=True),
+        ),
+        interfaces=(Interface("cloudlet-0123456789", "52:54:00:12:34:56"),),
+    )
+    return dataclasses.replace(domain, **changes)  # type: ignore[arg-type]
+
+
+def test_domain_matches_the_golden_file() -> None:
+    assert basic_domain().to_xml() + "\n" == (GOLDEN / "domain_basic.xml").read_text()
+
+
+def test_golden_domain_has_what_libvirt_needs() -> None:
+    root = ET.fromstring(basic_domain().to_xml())
+    assert root.get("type") == "qemu"
+    assert (root.findtext("memory"), root.find("memory").get("unit")) == ("524288", "KiB")  # type: ignore[union-attr]
+    assert root.findtext("vcpu") == "2"
+    vda, vdb = root.findall("devices/disk")
+    assert (vda.find("target").get("dev"), vda.find("target").get("bus")) == ("vda", "virtio")  # type: ignore[union-attr]
+    assert vda.find("driver").get("type") == "qcow2"  # type: ignore[union-attr]
+    assert vda.find("readonly") is None
+    assert vdb.find("driver").get("type") == "raw"  # type: ignore[union-attr]
+    assert vdb.find("readonly") is not None
+    nic = root.find("devices/interface")
+    assert nic is not None and nic.get("type") == "network"
+    assert nic.find("mac").get("address") == "52:54:00:12:34:56"  # type: ignore[union-attr]
+    assert root.find("devices/serial").get("type") == "pty"  # type: ignore[union-attr]
+    assert root.find("devices/console/target").get("type") == "serial"  # type: ignore[union-attr]
+    vnc = root.find("devices/graphics")
+    assert vnc is not None and (vnc.get("type"), vnc.get("listen")) == ("vnc", "127.0.0.1")
+    meta = root.find(f"metadata/{{{CLOUDLET_NS}}}instance")
+    assert meta is not None and meta.findtext(f"{{{CLOUDLET_NS}}}id") == INSTANCE_ID
+    assert root.find("cpu") is None  # host-passthrough is for KVM only
+
+
+def test_kvm_domain_passes_the_host_cpu_through() -> None:
+    cpu = ET.fromstring(basic_domain(domain_type="kvm").to_xml()).find("cpu")
+    assert cpu is not None and cpu.get("mode") == "host-passthrough"
+
+
+def test_domain_without_vnc_has_no_graphics() -> None:
+    root = ET.fromstring(basic_domain(vnc=False).to_xml())
+    assert root.find("devices/graphics") is None
+    assert root.find("devices/serial") is not None
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"domain_type": "kvm", "machine": "q35", "memory_mb": 8192, "vcpus": 16},
+        {"vnc": False, "interfaces": (), "disks": ()},
+        {"metadata": CloudletMetadata(INSTANCE_ID, "web1", "ws", "")},
+    ],
+    ids=["basic", "kvm-q35-big", "bare", "no-deployment"],
+)
+def test_domain_round_trips(changes: dict[str, object]) -> None:
+    original = basic_domain(**changes)
+    assert Domain.from_xml(original.to_xml()) == original
+
+
+SPECIAL = "a<b>&c\"d'e"
+
+
+def test_special_characters_are_escaped_and_survive() -> None:
+    original = basic_domain(
+        name=SPECIAL,
+        metadata=CloudletMetadata(INSTANCE_ID, SPECIAL, "ws&<>", SPECIAL),
+        disks=(Disk(f"/srv/{SPECIAL}/disk.qcow2", "qcow2", "vda"),),
+        interfaces=(Interface(f"net{SPECIAL}", "52:54:00:12:34:56"),),
+    )
+    text = original.to_xml()
+    assert SPECIAL not in text  # every occurrence is escaped
+    assert "<b>" not in text and "&c" not in text
+    root = ET.fromstring(text)  # still well-formed
+    assert root.findtext("name") == SPECIAL
+    assert [e.tag for e in root] == [e.tag for e in ET.fromstring(basic_domain().to_xml())]
+    assert Domain.from_xml(text) == original
+
+
+def test_injection_attempt_in_a_name_stays_text() -> None:
+    evil = "x</name><devices><disk type='file'><source file='/etc/shadow'/></disk></devices><name>y"
+    root = ET.fromstring(basic_domain(name=evil).to_xml())
+    assert root.findtext("name") == evil
+    assert len(root.findall("devices/disk")) == 2
+    assert all("shadow" not in (d.find("source").get("file") or "") for d in root.findall("devices/disk"))  # type: ignore[union-attr]
+
+
+def test_metadata_element_parses_back() -> None:
+    meta = CloudletMetadata(INSTANCE_ID, "web1", "ws-1", "dep-1")
+    assert parse_metadata_element(ET.tostring(meta.to_element(), encoding="unicode")) == meta
+
+
+def test_domain_without_cloudlet_metadata_is_refused() -> None:
+    with pytest.raises(ValueError, match="no cloudlet metadata"):
+        Domain.from_xml("<domain type='kvm'><name>someone-elses</name></domain>")
+
+
+# -- networks ------------------------------------------------------------------------------------
+HOSTS = (DhcpHostEntry("52:54:00:00:00:01", "10.99.0.2", "web1"), DhcpHostEntry("52:54:00:00:00:02", "10.99.0.3"))
+
+
+def small_network(mode: str = "nat") -> Network:
+    return Network("cloudlet-abc", "clbrabc", "10.99.0.0/29", "10.99.0.1", mode, HOSTS)
+
+
+def test_network_dhcp_range_is_the_one_spare_address() -> None:
+    root = ET.fromstring(small_network().to_xml())
+    ip = root.find("ip")
+    assert ip is not None and (ip.get("address"), ip.get("prefix")) == ("10.99.0.1", "29")
+    ranges = root.findall("ip/dhcp/range")
+    assert [(r.get("start"), r.get("end")) for r in ranges] == [("10.99.0.6", "10.99.0.6")]
+    assert root.find("forward").get("mode") == "nat"  # type: ignore[union-attr]
+    assert root.find("bridge").get("name") == "clbrabc"  # type: ignore[union-attr]
+
+
+def test_network_has_the_host_entries() -> None:
+    text = small_network().to_xml()
+    hosts = ET.fromstring(text).findall("ip/dhcp/host")
+    assert [(h.get("mac"), h.get("ip"), h.get("name")) for h in hosts] == [
+        ("52:54:00:00:00:01", "10.99.0.2", "web1"),
+        ("52:54:00:00:00:02", "10.99.0.3", None),
+    ]
+    assert dhcp_hosts_of(text) == [
+        DhcpHostEntry("52:54:00:00:00:01", "10.99.0.2", "web1"),
+        DhcpHostEntry("52:54:00:00:00:02", "10.99.0.3", ""),
+    ]
+
+
+def test_isolated_network_does_not_forward() -> None:
+    assert ET.fromstring(small_network("isolated").to_xml()).find("forward") is None
+
+
+@pytest.mark.parametrize("cidr", ["10.99.0.0/29", "10.98.0.0/28", "10.47.0.0/24", "172.16.0.0/16"])
+def test_dhcp_spare_is_never_handed_out_by_ipam(cidr: str) -> None:
+    """dnsmasq may give the spare to an unknown client, so IPAM must never allocate it."""
+    gateway = str(next(ipaddress.ip_network(cidr).hosts()))
+    spare = Network("n", "b", cidr, gateway, "nat").spare_address
+    row = NetworkRow(cidr=cidr, gateway=gateway)
+    usable = usable_addresses(row)
+    assert spare not in usable
+    assert gateway not in usable
+    assert ipaddress.ip_address(spare) in ipaddress.ip_network(cidr)
+    assert len(usable) == ipaddress.ip_network(cidr).num_addresses - 4  # network, broadcast, gateway, spare
