@@ -20,14 +20,24 @@ def test_events_stream_operations_and_states(sqlite_server, tiny_image):  # type
         ws_url = sqlite_server.url.replace("http", "ws") + "/api/v1/events"
         with connect(ws_url, additional_headers={"Authorization": f"Bearer {sqlite_server.token}"}) as ws:
             c.create_instance(name="evt1", image="tiny", memory=64)
-            seen = []
-            while not any(e["type"] == "instance.updated" and e["data"]["state"] == "running" for e in seen):
+            seen: list[dict] = []
+
+            def create_ops() -> list[dict]:
+                return [
+                    e
+                    for e in seen
+                    if e["type"] == "operation.updated" and e["data"]["kind"] == "instance.create"
+                ]
+
+            def running() -> bool:
+                return any(e["type"] == "instance.updated" and e["data"]["state"] == "running" for e in seen)
+
+            while not (running() and any(e["data"]["status"] == "succeeded" for e in create_ops())):
                 seen.append(json.loads(ws.recv(timeout=60)))
-            ops = [
-                e for e in seen if e["type"] == "operation.updated" and e["data"]["kind"] == "instance.create"
-            ]
-            assert {"pending", "running", "succeeded"} <= {e["data"]["status"] for e in ops} | {"pending"}
-            assert any(e["data"]["status"] == "running" for e in ops)
+            statuses = [e["data"]["status"] for e in create_ops()]
+            assert statuses[0] == "pending" and "running" in statuses and statuses[-1] == "succeeded"
+            states = [e["data"]["state"] for e in seen if e["type"] == "instance.updated"]
+            assert states[0] == "pending" and "provisioning" in states and states[-1] == "running"
         c.delete_instance("evt1", force=True)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cloudlet.client import ApiError
-from tests.integration.conftest import domain_exists, import_tiny
+from tests.integration.conftest import domain_exists, import_tiny, next_subnet
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +53,7 @@ def test_bad_create_is_refused_and_leaves_nothing(
 
 def test_full_network_and_in_use_guards(sqlite_server, libvirt_conn, tiny_image):  # type: ignore[no-untyped-def]
     """A /29 holds 4 VMs (6 hosts less gateway and DHCP spare); the 5th gets a clear 409."""
-    cidr = sqlite_server.cidr.replace(".0/24", ".64/29")
+    cidr = next_subnet().replace(".0/24", ".64/29")
     with sqlite_server.client() as c:
         import_tiny(c, tiny_image)
         c.create_network("small", cidr)

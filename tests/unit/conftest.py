@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,16 +41,30 @@ class SimCloud:
         return self.client.delete(path, headers=self.headers, **kw)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-def sim(tmp_path: Path) -> Iterator[SimCloud]:
-    """A whole server on the simulated driver and a throw-away SQLite database."""
-    settings = Settings(data_dir=tmp_path, vm_driver="sim", memory_reserve_mb=512, resync_interval=3600)
+@contextmanager
+def sim_cloud(data_dir: Path) -> Iterator[SimCloud]:
+    """A whole server on the simulated driver and a throw-away SQLite database in ``data_dir``."""
+    settings = Settings(data_dir=data_dir, vm_driver="sim", memory_reserve_mb=512, resync_interval=3600)
     driver = SimDriver(memory_mb=8192)
     cloud = Cloud.build(settings, backend=(driver, driver))
     tokens: list[str] = []
     app = create_app(settings, cloud=cloud, on_admin_token=tokens.append)
     with TestClient(app) as client:
-        yield SimCloud(client, cloud, driver, tokens[0], tmp_path)
+        yield SimCloud(client, cloud, driver, tokens[0], data_dir)
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> Iterator[SimCloud]:
+    """A whole server on the simulated driver and a throw-away SQLite database."""
+    with sim_cloud(tmp_path) as cloud:
+        yield cloud
+
+
+@pytest.fixture(scope="module")
+def shared_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimCloud]:
+    """One server for a whole module, for tests that change nothing in it (refused requests)."""
+    with sim_cloud(tmp_path_factory.mktemp("shared")) as cloud:
+        yield cloud
 
 
 @pytest.fixture

@@ -32,6 +32,12 @@ def api_routes() -> list[tuple[str, str]]:
 ROUTES = api_routes()
 
 
+@pytest.fixture
+def sim(shared_sim: SimCloud) -> SimCloud:
+    """Every test here is refused or only reads, so the module shares one server."""
+    return shared_sim
+
+
 def assert_problem(resp: httpx.Response, status: int, code: str) -> dict[str, Any]:
     assert resp.status_code == status, resp.text
     assert resp.headers["content-type"] == "application/problem+json"

@@ -35,8 +35,18 @@ def assert_refused(resp: httpx.Response, status: int, code: str) -> dict[str, An
 @pytest.mark.parametrize(
     "name",
     ["Web1", "WEB", "a" * 64, "-web", "web-", "", "web_1", "web.1", "wéb", "web 1"],
-    ids=["uppercase", "all-caps", "64-chars", "leading-dash", "trailing-dash", "empty", "underscore", "dot",
-         "non-ascii", "space"],
+    ids=[
+        "uppercase",
+        "all-caps",
+        "64-chars",
+        "leading-dash",
+        "trailing-dash",
+        "empty",
+        "underscore",
+        "dot",
+        "non-ascii",
+        "space",
+    ],
 )
 def test_bad_name_is_422(sim: SimCloud, create_vm: CreateVm, footprint: Footprint, name: str) -> None:
     body = assert_refused(create_vm(name), 422, "invalid_name")
@@ -111,7 +121,12 @@ def test_invalid_ssh_key_is_422(create_vm: CreateVm, footprint: Footprint, key: 
 
 @pytest.mark.parametrize(
     "key",
-    [ED25519 + "\x7f", ED25519 + "\u2028ssh-rsa AAAAinjected", "ssh-ed25519 AAAA\u200bC3Nz", "ssh-rsa " + "A" * 17000],
+    [
+        ED25519 + "\x7f",
+        ED25519 + "\u2028ssh-rsa AAAAinjected",
+        "ssh-ed25519 AAAA\u200bC3Nz",
+        "ssh-rsa " + "A" * 17000,
+    ],
     ids=["DEL", "unicode-line-separator", "zero-width-space", "over-16KiB"],
 )
 def test_ssh_key_the_seed_would_refuse_is_422_up_front(

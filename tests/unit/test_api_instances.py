@@ -130,7 +130,9 @@ def test_list_filters_by_name_substring(sim: SimCloud, five_vms: list[str]) -> N
 
 
 @pytest.mark.parametrize("wildcard", ["%", "_", "w_b"])
-def test_name_filter_treats_sql_wildcards_literally(sim: SimCloud, five_vms: list[str], wildcard: str) -> None:
+def test_name_filter_treats_sql_wildcards_literally(
+    sim: SimCloud, five_vms: list[str], wildcard: str
+) -> None:
     assert names_of(sim.get("/api/v1/instances", params={"name": wildcard})) == []
 
 
@@ -212,7 +214,9 @@ def test_invalid_transition_is_409_naming_action_and_state(
     assert sim.get("/api/v1/operations").json()["total"] == ops_before
 
 
-def test_action_on_a_busy_instance_is_409_and_records_no_operation(sim: SimCloud, create_vm: CreateVm) -> None:
+def test_action_on_a_busy_instance_is_409_and_records_no_operation(
+    sim: SimCloud, create_vm: CreateVm
+) -> None:
     vm_id = create_vm("web1").json()["target_id"]
     act(sim, "web1", "stop")
     with sim.cloud.db.sessions() as s, s.begin():  # another operation holds the instance's lock

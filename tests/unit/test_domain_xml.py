@@ -35,7 +35,9 @@ def basic_domain(**changes: object) -> Domain:
         domain_type="qemu",
         memory_mb=512,
         vcpus=2,
-        metadata=CloudletMetadata(INSTANCE_ID, "web1", "0b5e7c1d-2a3f-4e6d-9c8b-7a6f5e4d3c2b", "d3adb33fcafe0001"),
+        metadata=CloudletMetadata(
+            INSTANCE_ID, "web1", "0b5e7c1d-2a3f-4e6d-9c8b-7a6f5e4d3c2b", "d3adb33fcafe0001"
+        ),
         disks=(
             Disk(f"{FOLDER}/disk.qcow2", "qcow2", "vda"),
             Disk(f"{FOLDER}/seed.iso", "raw", "vdb", readonly=True),
@@ -136,7 +138,10 @@ def test_domain_without_cloudlet_metadata_is_refused() -> None:
 
 
 # -- networks ------------------------------------------------------------------------------------
-HOSTS = (DhcpHostEntry("52:54:00:00:00:01", "10.99.0.2", "web1"), DhcpHostEntry("52:54:00:00:00:02", "10.99.0.3"))
+HOSTS = (
+    DhcpHostEntry("52:54:00:00:00:01", "10.99.0.2", "web1"),
+    DhcpHostEntry("52:54:00:00:00:02", "10.99.0.3"),
+)
 
 
 def small_network(mode: str = "nat") -> Network:

@@ -25,7 +25,9 @@ def import_image(sim: SimCloud, name: str, path: Path | str) -> httpx.Response:
 
 def upload(sim: SimCloud, name: str, data: bytes) -> httpx.Response:
     headers = {**sim.headers, "Content-Type": "application/octet-stream"}
-    return sim.client.post("/api/v1/images/upload", params={"name": name, "wait": 10}, content=data, headers=headers)
+    return sim.client.post(
+        "/api/v1/images/upload", params={"name": name, "wait": 10}, content=data, headers=headers
+    )
 
 
 def image_rows(sim: SimCloud) -> int:
@@ -167,7 +169,11 @@ def test_duplicate_name_is_409(sim: SimCloud, qcow2_image: Path) -> None:
 
 @pytest.mark.parametrize(
     ("path", "code"),
-    [("relative/disk.qcow2", "invalid_path"), ("disk.qcow2", "invalid_path"), ("/nonexistent/x.qcow2", "source_not_found")],
+    [
+        ("relative/disk.qcow2", "invalid_path"),
+        ("disk.qcow2", "invalid_path"),
+        ("/nonexistent/x.qcow2", "source_not_found"),
+    ],
 )
 def test_bad_source_path_is_422(sim: SimCloud, path: str, code: str) -> None:
     resp = import_image(sim, "x", path)

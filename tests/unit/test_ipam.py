@@ -37,7 +37,12 @@ def ip_of(sim: SimCloud, name: str) -> str:
 
 def test_default_network_exists_on_start(sim: SimCloud) -> None:
     net = network(sim, "default")
-    assert (net["cidr"], net["gateway"], net["mode"], net["status"]) == ("10.47.0.0/24", "10.47.0.1", "nat", "active")
+    assert (net["cidr"], net["gateway"], net["mode"], net["status"]) == (
+        "10.47.0.0/24",
+        "10.47.0.1",
+        "nat",
+        "active",
+    )
     # 254 hosts less the gateway and the DHCP spare (the last host)
     assert (net["addresses_total"], net["addresses_used"]) == (252, 0)
 
@@ -78,7 +83,10 @@ def test_freed_address_is_given_again(sim: SimCloud, create_vm: CreateVm) -> Non
     for i in range(4):
         create_vm(f"vm{i}", network="small")
     freed = ip_of(sim, "vm2")
-    assert sim.delete("/api/v1/instances/vm2", params={"wait": 10, "force": True}).json()["status"] == "succeeded"
+    assert (
+        sim.delete("/api/v1/instances/vm2", params={"wait": 10, "force": True}).json()["status"]
+        == "succeeded"
+    )
     assert network(sim, "small")["addresses_used"] == 3
 
     assert create_vm("vm9", network="small").json()["status"] == "succeeded"
@@ -177,7 +185,16 @@ def test_overlapping_cidr_is_409(sim: SimCloud, cidr: str) -> None:
 
 @pytest.mark.parametrize(
     "cidr",
-    ["8.8.8.0/24", "100.64.0.0/24", "fd00::/64", "10.99.0.0/30", "10.0.0.0/15", "10.99.0.1/24", "nonsense", ""],
+    [
+        "8.8.8.0/24",
+        "100.64.0.0/24",
+        "fd00::/64",
+        "10.99.0.0/30",
+        "10.0.0.0/15",
+        "10.99.0.1/24",
+        "nonsense",
+        "",
+    ],
 )
 def test_unusable_cidr_is_422(sim: SimCloud, cidr: str) -> None:
     resp = make_network(sim, "lab", cidr)

@@ -34,7 +34,9 @@ def test_the_states_are_the_documented_ones() -> None:
     assert sorted(s.value for s in State) == sorted(STATES)
 
 
-@pytest.mark.parametrize(("action", "state"), sorted(ALLOWED), ids=[f"{a}-from-{s}" for a, s in sorted(ALLOWED)])
+@pytest.mark.parametrize(
+    ("action", "state"), sorted(ALLOWED), ids=[f"{a}-from-{s}" for a, s in sorted(ALLOWED)]
+)
 def test_allowed_action_passes(action: str, state: str) -> None:
     check_action(action, state)
 

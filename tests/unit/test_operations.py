@@ -12,7 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from cloudlet.db.models import Workspace
+from cloudlet.db.models import Operation, Workspace
 from cloudlet.errors import DriverError
 from cloudlet.services import operations as operations_module
 from cloudlet.services.context import RequestContext
@@ -32,7 +32,9 @@ def backoff(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     return delays
 
 
-def test_failing_create_rolls_everything_back(sim: SimCloud, create_vm: CreateVm, footprint: Footprint) -> None:
+def test_failing_create_rolls_everything_back(
+    sim: SimCloud, create_vm: CreateVm, footprint: Footprint
+) -> None:
     sim.driver.fail_next["create"] = 1
 
     resp = create_vm("web1")
@@ -200,3 +202,53 @@ def test_failed_delete_can_be_retried(
     assert retry.status_code == 200, retry.json()
     assert retry.json()["status"] == "succeeded"
     assert set(footprint().values()) == {0}
+
+
+def test_wait_returns_promptly_when_the_operation_ends_between_its_checks(
+    sim: SimCloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``wait`` reads the operation, then sleeps on a condition until the next 'finished' signal. An
+    operation that ends in between must still wake it at once, not after the 0.5 s poll interval.
+    The window is made wide on purpose: the operation ends just before ``wait`` takes the condition."""
+    release = threading.Event()
+    finished_at: list[float] = []
+
+    def step(octx: OperationContext) -> None:
+        release.wait(10)
+
+    def status(op_id: str) -> str:
+        with sim.cloud.db.reads() as s:
+            return s.scalar(select(Operation.status).where(Operation.id == op_id)) or ""
+
+    class EndsJustBeforeTheWait:
+        def __init__(self, real: threading.Condition) -> None:
+            self.real = real
+
+        def __enter__(self) -> bool:
+            if not release.is_set():  # the waiter has seen the operation running
+                release.set()
+                while status(op.id) != "succeeded":
+                    time.sleep(0.005)
+                time.sleep(0.05)  # past the notify that follows the final update
+                finished_at.append(time.monotonic())
+            return self.real.__enter__()
+
+        def __exit__(self, *exc: object) -> None:
+            self.real.__exit__(*exc)
+
+        def __getattr__(self, name: str) -> object:  # wait, wait_for, notify_all...
+            return getattr(self.real, name)
+
+    monkeypatch.setattr(sim.cloud.ops, "_finished", EndsJustBeforeTheWait(sim.cloud.ops._finished))
+    with sim.cloud.db.sessions() as s, s.begin():
+        workspace_id = s.scalar(select(Workspace.id).where(Workspace.name == "default"))
+        assert workspace_id is not None
+        ctx = RequestContext("test", workspace_id)
+        op = sim.cloud.ops.record(s, ctx, "test.quick", "test", None)
+    sim.cloud.ops.launch(op, step)
+
+    final = sim.cloud.ops.wait(ctx, op.id, 5)
+
+    late = time.monotonic() - finished_at[0]
+    assert final.status == "succeeded"
+    assert late < 0.25, f"wait noticed the end {late:.2f}s late"

@@ -158,6 +158,9 @@ class Domain:
             _sub(devices, "graphics", type="vnc", port="-1", autoport="yes", listen="127.0.0.1")
             video = _sub(devices, "video")
             _sub(video, "model", type="vga", vram="16384", heads="1")
+        # Entropy for the guest from the start: without it key generation stalls early in boot.
+        rng = _sub(devices, "rng", model="virtio")
+        _sub(rng, "backend", "/dev/urandom", model="random")
         _sub(devices, "memballoon", model="none")
         return dom
 
