@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from pathlib import Path
-
 import typer
 
 from cloudlet.cli import images, networks, vms
@@ -17,63 +13,14 @@ app.add_typer(networks.app, name="network")
 app.add_typer(vms.app, name="vm")
 
 
-@app.command()
-def server(
-    host: str | None = typer.Option(None, help="Listen address (default 127.0.0.1)."),
-    port: int | None = typer.Option(None, help="Listen port (default 8470)."),
-    data_dir: Path | None = typer.Option(None, help="Data directory."),
-    database_url: str | None = typer.Option(None, help="SQLAlchemy database URL."),
-    config: Path | None = typer.Option(None, help="TOML config file."),
-) -> None:
-    """Run the API server (and the OS Cloud API when configured)."""
-    import uvicorn
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+)
+def server(ctx: typer.Context) -> None:
+    """Run the API server (and the OS Cloud API when configured); --help for its options."""
+    from cloudlet.server import run
 
-    from cloudlet.api.app import create_app
-    from cloudlet.config import load_settings
-
-    overrides = {
-        k: v
-        for k, v in {"host": host, "port": port, "data_dir": data_dir, "database_url": database_url}.items()
-        if v is not None
-    }
-    settings = load_settings(config, **overrides)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-
-    def show_token(token: str) -> None:
-        print(f"Admin API token (shown once; only its hash is stored):\n  {token}", flush=True)
-
-    app_ = create_app(settings, on_admin_token=show_token)
-    servers = [
-        uvicorn.Server(
-            uvicorn.Config(
-                app_, host=settings.host, port=settings.port, log_level=settings.log_level, lifespan="on"
-            )
-        )
-    ]
-    if settings.oscloud_listen:
-        from cloudlet.compat.oscloud import create_oscloud_app
-
-        oc_host, _, oc_port = settings.oscloud_listen.rpartition(":")
-        servers.append(
-            uvicorn.Server(
-                uvicorn.Config(
-                    create_oscloud_app(app_, settings),
-                    host=oc_host or "127.0.0.1",
-                    port=int(oc_port),
-                    log_level=settings.log_level,
-                    lifespan="off",
-                )
-            )
-        )
-    print(f"cloudlet listening on http://{settings.host}:{settings.port} (API docs at /docs)", flush=True)
-
-    async def serve_all() -> None:
-        await asyncio.gather(*(s.serve() for s in servers))
-
-    asyncio.run(serve_all())
+    run(list(ctx.args))
 
 
 @app.command()
