@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     docker_url: str = "unix:///var/run/docker.sock"
     accelerator: Accelerator = Accelerator.AUTO
     vm_driver: str = Field(default="libvirt", description="Compute driver for VMs: 'libvirt' or 'sim'.")
+    image_import_dirs: list[Path] = Field(
+        default_factory=list,
+        description="Server-side folders images may be imported from by path (plus <data_dir>/import). "
+        "Anything else must be uploaded: a path import must not let API users read arbitrary host files.",
+    )
     memory_reserve_mb: int = Field(default=512, ge=0, description="Host memory never given to guests.")
     default_network_cidr: str = "10.47.0.0/24"
     stop_timeout: float = Field(
@@ -70,6 +75,10 @@ class Settings(BaseSettings):
     @property
     def images_dir(self) -> Path:
         return self.data_dir / "images"
+
+    @property
+    def allowed_import_dirs(self) -> list[Path]:
+        return [self.data_dir / "import", *self.image_import_dirs]
 
     @property
     def instances_dir(self) -> Path:

@@ -60,17 +60,19 @@ def show(ref: str) -> None:
 def import_image(
     name: str,
     path: Path = typer.Argument(..., help="qcow2 or raw image file."),
-    upload: bool = typer.Option(
-        False, help="Stream the file to the server instead of naming a server-side path."
+    server_path: bool = typer.Option(
+        False,
+        "--server-path",
+        help="PATH is on the server host, in a folder the server allows imports from (no upload).",
     ),
 ) -> None:
-    """Import a disk image (a path on the server host, or --upload from here)."""
+    """Import a disk image: upload a local file (default) or name one on the server host."""
     with client() as c:
-        if upload:
+        if server_path:
+            op = c.import_image(name, str(path), wait=False)
+        else:
             with path.open("rb") as fh:
                 op = c.upload_image(name, fh, wait=False)
-        else:
-            op = c.import_image(name, str(path.resolve()), wait=False)
         run_operation(c, op, f"importing {name}")
 
 

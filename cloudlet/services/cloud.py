@@ -58,7 +58,7 @@ class Cloud:
             ops=ops,
             compute=compute,
             network_driver=network_driver,
-            images=Images(db.sessions, ops, settings.images_dir),
+            images=Images(db.sessions, ops, settings.images_dir, settings.allowed_import_dirs),
             networks=networks,
             instances=Instances(settings, db.sessions, ops, bus, compute, network_driver, networks),
             reconciler=Reconciler(db.sessions, bus, ops, compute, network_driver, settings.resync_interval),

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from cloudlet.db.models import Image, Instance, Operation
 from cloudlet.db.session import SessionFactory, transaction
 from cloudlet.drivers import qemu_img
-from cloudlet.errors import Conflict, InUse, Invalid
+from cloudlet.errors import Conflict, Forbidden, InUse, Invalid
 from cloudlet.services.context import RequestContext
 from cloudlet.services.names import IMAGE_NAME, check_name, lookup
 from cloudlet.services.operations import OperationContext, Operations
@@ -50,10 +50,13 @@ def copy_hashing(
 
 
 class Images:
-    def __init__(self, sessions: SessionFactory, ops: Operations, images_dir: Path) -> None:
+    def __init__(
+        self, sessions: SessionFactory, ops: Operations, images_dir: Path, import_dirs: list[Path]
+    ) -> None:
         self.sessions = sessions
         self.ops = ops
         self.dir = images_dir
+        self.import_dirs = [d.resolve() for d in import_dirs]
 
     def get(self, session: Session, ctx: RequestContext, ref: str) -> Image:
         return lookup(session, Image, ctx.workspace_id, ref, "image")
@@ -80,6 +83,13 @@ class Images:
         src = Path(path)
         if not src.is_absolute():
             raise Invalid(f"source path must be absolute: {path!r}", code="invalid_path")
+        src = src.resolve()  # symlinks must not lead out of the allowed folders
+        if not any(src.is_relative_to(d) for d in self.import_dirs):
+            allowed = ", ".join(str(d) for d in self.import_dirs)
+            raise Forbidden(
+                f"{path} is outside the folders images may be imported from ({allowed}); upload it instead",
+                code="import_path_forbidden",
+            )
         if not src.is_file():
             raise Invalid(f"no such file on the server host: {path}", code="source_not_found")
         image_id, op = self._new_row(ctx, name, f"file://{src}")

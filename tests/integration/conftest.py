@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import re
 import secrets
@@ -102,6 +103,7 @@ class Server:
             "CLOUDLET_DEFAULT_NETWORK_CIDR": self.cidr,
             "CLOUDLET_STOP_TIMEOUT": "30",
             "CLOUDLET_RESYNC_INTERVAL": "5",
+            "CLOUDLET_IMAGE_IMPORT_DIRS": json.dumps([str(cache_dir())]),
             **self.extra_env,
         }
         if self.database_url:

@@ -67,7 +67,10 @@ def test_cli_round_trip(sqlite_server, tiny_image, ssh_key):  # type: ignore[no-
     assert listing.returncode == 0 and "cli1" in listing.stdout and "running" in listing.stdout
     shown = _cli(sqlite_server, "vm", "show", "cli1")
     assert "hostname" in shown.stdout and "cli1" in shown.stdout
-    assert "tiny" in _cli(sqlite_server, "image", "list").stdout
+    built = _cli(sqlite_server, "image", "build-tiny", "--name", "tiny-upload")  # cached build, then upload
+    assert built.returncode == 0, built.stderr
+    images = _cli(sqlite_server, "image", "list").stdout
+    assert "tiny-upload" in images and "ready" in images
     assert "default" in _cli(sqlite_server, "network", "list").stdout
 
     ssh = _cli(sqlite_server, "vm", "ssh", "cli1", "-i", str(key), "--", "echo", "hello-from-guest")

@@ -24,6 +24,9 @@ def test_reconciler_follows_changes_made_outside(sqlite_server, libvirt_conn, ti
     with sqlite_server.client() as c:
         import_tiny(c, tiny_image)
         c.create_instance(name="outside", image="tiny", memory=64)
+        c.action("outside", "force-stop")
+        assert c.instance("outside")["state"] == "stopped"
+        c.action("outside", "start")
         vm = c.instance("outside")
         dom = libvirt_conn.lookupByName(f"cloudlet-{vm['id']}")
         dom.destroy()  # "virsh destroy" behind cloudlet's back

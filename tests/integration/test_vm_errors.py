@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cloudlet.client import ApiError
-from tests.integration.conftest import domain_exists, import_tiny, next_subnet
+from tests.integration.conftest import cache_dir, domain_exists, import_tiny, next_subnet
 
 pytestmark = pytest.mark.integration
 
@@ -88,3 +88,21 @@ def test_full_network_and_in_use_guards(sqlite_server, libvirt_conn, tiny_image)
         assert not any(domain_exists(libvirt_conn, i) for i in ids)
         c.delete_network("small")
         assert all(n["name"] != "small" for n in c.networks())
+
+
+def test_path_import_is_confined_to_allowed_folders(sqlite_server, tmp_path):  # type: ignore[no-untyped-def]
+    """Importing /etc/shadow as a 'raw image' would let any API user read host files."""
+    with sqlite_server.client() as c:
+        for path in ("/etc/shadow", str(cache_dir() / ".." / ".." / ".bashrc")):
+            with pytest.raises(ApiError) as err:
+                c.import_image("sneaky", path)
+            assert (err.value.status, err.value.code) == (403, "import_path_forbidden")
+        link = cache_dir() / f"link-{tmp_path.name}"
+        link.symlink_to("/etc/passwd")
+        try:
+            with pytest.raises(ApiError) as err:
+                c.import_image("sneaky", str(link))
+            assert err.value.code == "import_path_forbidden"
+        finally:
+            link.unlink()
+        assert all(i["name"] != "sneaky" for i in c.images())

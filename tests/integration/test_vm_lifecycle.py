@@ -40,6 +40,12 @@ def test_vm_life_cycle(server, libvirt_conn, tiny_image, ssh_key) -> None:  # ty
         size = ssh_run(key, vm["ip"], "cat", "/sys/block/vda/size")
         assert int(size.stdout) * 512 == 2 * 1024**3
 
+        uptime_before = float(ssh_run(key, vm["ip"], "cut", "-d.", "-f1", "/proc/uptime").stdout)
+        c.action("life1", "reboot")
+        wait_guest_ssh(key, vm["ip"])
+        uptime_after = float(ssh_run(key, vm["ip"], "cut", "-d.", "-f1", "/proc/uptime").stdout)
+        assert uptime_after < uptime_before or uptime_after < 30, "the guest really rebooted"
+
         c.action("life1", "stop")
         assert c.instance("life1")["state"] == "stopped"
         assert not libvirt_conn.lookupByName(f"cloudlet-{vm['id']}").isActive()

@@ -44,7 +44,13 @@ class SimCloud:
 @contextmanager
 def sim_cloud(data_dir: Path) -> Iterator[SimCloud]:
     """A whole server on the simulated driver and a throw-away SQLite database in ``data_dir``."""
-    settings = Settings(data_dir=data_dir, vm_driver="sim", memory_reserve_mb=512, resync_interval=3600)
+    settings = Settings(
+        data_dir=data_dir,
+        vm_driver="sim",
+        memory_reserve_mb=512,
+        resync_interval=3600,
+        image_import_dirs=[data_dir],  # tests import images they make in their tmp folder
+    )
     driver = SimDriver(memory_mb=8192)
     cloud = Cloud.build(settings, backend=(driver, driver))
     tokens: list[str] = []

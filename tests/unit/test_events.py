@@ -17,7 +17,9 @@ def test_event_stream_reports_operation_and_instance_changes(sim: SimCloud, crea
         op_id = create_vm("web1").json()["id"]
         events: list[dict[str, Any]] = []
         while not any(
-            e["type"] == "operation.updated" and e["data"]["id"] == op_id and e["data"]["status"] == "succeeded"
+            e["type"] == "operation.updated"
+            and e["data"]["id"] == op_id
+            and e["data"]["status"] == "succeeded"
             for e in events
         ):
             events.append(ws.receive_json())

@@ -40,10 +40,14 @@ def test_a_late_backend_event_does_not_undo_a_newer_state(sim: SimCloud, create_
     applied (here: 'running', from before the user stopped the VM) must not overwrite the state."""
     web1 = create_vm("web1").json()["target_id"]
     web2 = create_vm("web2").json()["target_id"]
-    assert sim.post("/api/v1/instances/web1/actions/stop", params={"wait": 10}).json()["status"] == "succeeded"
+    assert (
+        sim.post("/api/v1/instances/web1/actions/stop", params={"wait": 10}).json()["status"] == "succeeded"
+    )
     assert sim.driver.instances[web1] == "stopped"
 
-    sim.cloud.reconciler.on_backend_event(web1, PowerState.RUNNING)  # reported before the stop, delivered late
+    sim.cloud.reconciler.on_backend_event(
+        web1, PowerState.RUNNING
+    )  # reported before the stop, delivered late
     sim.driver.stop(web2)  # a real change, reported through the same queue after the late one
     eventually(lambda: state_of(sim, "web2") == "stopped", timeout=5, interval=0.02, what="web2 stopped")
 
@@ -54,7 +58,9 @@ def test_guest_that_powers_itself_off_shows_stopped(sim: SimCloud, create_vm: Cr
     vm_id = create_vm("web1").json()["target_id"]
     sim.driver.stop(vm_id)  # e.g. `poweroff` inside the guest: the backend reports the change
     eventually(lambda: state_of(sim, "web1") == "stopped", timeout=5, interval=0.02, what="stopped state")
-    assert sim.post("/api/v1/instances/web1/actions/start", params={"wait": 10}).json()["status"] == "succeeded"
+    assert (
+        sim.post("/api/v1/instances/web1/actions/start", params={"wait": 10}).json()["status"] == "succeeded"
+    )
 
 
 def test_instance_removed_behind_cloudlets_back_becomes_error(by_hand: SimCloud, create_vm: CreateVm) -> None:
@@ -93,7 +99,9 @@ def test_recovery_rolls_back_a_create_the_dead_server_left_half_done(
         ws = s.scalar(select(Workspace).where(Workspace.name == "default"))
         net = s.scalar(select(Network).where(Network.name == "default"))
         assert ws is not None and net is not None
-        row = Instance(workspace_id=ws.id, name="half", state=State.PROVISIONING, hostname="half", network_id=net.id)
+        row = Instance(
+            workspace_id=ws.id, name="half", state=State.PROVISIONING, hostname="half", network_id=net.id
+        )
         s.add(row)
         s.flush()
         alloc = IPAllocation(network_id=net.id, address="10.47.0.2", mac=random_mac(), instance_id=row.id)
