@@ -9,7 +9,7 @@ import secrets
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from cloudlet.db.models import DEFAULT_WORKSPACE, ApiToken, Meta, Workspace, utcnow
+from cloudlet.db.models import DEFAULT_WORKSPACE, ApiToken, Workspace, utcnow
 from cloudlet.errors import Unauthorized
 from cloudlet.services.context import RequestContext
 
@@ -27,16 +27,6 @@ def ensure_default_workspace(session: Session) -> Workspace:
         session.add(ws)
         session.flush()
     return ws
-
-
-def deployment_id(session: Session) -> str:
-    """This deployment's id, made on first start; it labels every backend object cloudlet creates."""
-    row = session.get(Meta, "deployment_id")
-    if row is None:
-        row = Meta(key="deployment_id", value=secrets.token_hex(8))
-        session.add(row)
-        session.flush()
-    return row.value
 
 
 def create_token(session: Session, name: str, *, role: str = "admin", workspace_id: str | None = None) -> str:

@@ -15,8 +15,9 @@ from cloudlet.db.session import Database, transaction
 from cloudlet.drivers.base import ComputeDriver, NetworkDriver
 from cloudlet.drivers.registry import make_vm_backend
 from cloudlet.errors import CloudletError
-from cloudlet.services.auth import bootstrap_admin_token, deployment_id, ensure_default_workspace
+from cloudlet.services.auth import bootstrap_admin_token, ensure_default_workspace
 from cloudlet.services.context import RequestContext
+from cloudlet.services.deployment import deployment_id
 from cloudlet.services.events import EventBus
 from cloudlet.services.images import Images
 from cloudlet.services.instances import Instances
