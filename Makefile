@@ -33,7 +33,7 @@ typecheck: venv
 	$(VENV)/bin/mypy
 
 unit: venv
-	$(VENV)/bin/pytest tests/unit -q
+	$(VENV)/bin/pytest tests/unit -q -n 2
 
 # Integration tests need the real daemons: a skip here would hide a broken host, so it is an error.
 integration: venv

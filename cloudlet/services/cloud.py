@@ -47,7 +47,7 @@ class Cloud:
         db = Database(settings.effective_database_url)
         migrate.upgrade(db.engine)
         bus = EventBus()
-        ops = Operations(db.sessions, bus, settings.operation_workers)
+        ops = Operations(db.sessions, db.reads, bus, settings.operation_workers)
         with transaction(db.sessions) as s:
             deployment = deployment_id(s)
         compute, network_driver = backend or make_vm_backend(settings, deployment)

@@ -49,6 +49,20 @@ def copy_hashing(
     return digest.hexdigest(), written
 
 
+def check_raw_disk(path: Path) -> None:
+    """qemu-img calls any file "raw", so a raw image must also look like a bootable disk: whole
+    512-byte sectors and the boot signature of an MBR (GPT disks carry a protective MBR)."""
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        fh.seek(510)
+        signature = fh.read(2)
+    if size % 512 or signature != b"\x55\xaa":
+        raise Invalid(
+            "not a raw disk image: expected whole 512-byte sectors and an MBR/GPT boot signature",
+            code="invalid_image",
+        )
+
+
 class Images:
     def __init__(
         self, sessions: SessionFactory, ops: Operations, images_dir: Path, import_dirs: list[Path]
@@ -137,6 +151,8 @@ class Images:
             raise Invalid(f"unsupported image format {info.format!r}: use qcow2 or raw", code="invalid_image")
         if info.backing_file:
             raise Invalid("images with a backing file are not accepted", code="invalid_image")
+        if info.format == "raw":
+            check_raw_disk(staging)
         qemu_img.check(staging, info.format)
         final = self.dir / f"{image_id}.{info.format}"
         staging.rename(final)

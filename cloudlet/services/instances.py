@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session
 from cloudlet.config import Settings
 from cloudlet.db.models import Image, Instance, IPAllocation, Network
 from cloudlet.db.session import SessionFactory, transaction
-from cloudlet.drivers.base import ComputeDriver, DhcpHost, InstanceSpec, NetworkDriver, NicSpec
+from cloudlet.drivers.base import ComputeDriver, DhcpHost, HostResources, InstanceSpec, NetworkDriver, NicSpec
+from cloudlet.drivers.libvirt.seed import validate_ssh_key
 from cloudlet.errors import Conflict, InsufficientResources, Invalid, NotFound
 from cloudlet.services.context import RequestContext
 from cloudlet.services.events import Event, EventBus
@@ -43,14 +44,14 @@ class CreateRequest:
 
 
 def check_ssh_key(key: str) -> str:
-    parts = key.strip().split()
-    if (
-        len(parts) < 2
-        or not parts[0].startswith(("ssh-", "ecdsa-", "sk-"))
-        or any(ord(c) < 32 for c in key.strip())
-    ):
+    """The key, stripped, if it is one OpenSSH public key line that the seed builder will accept."""
+    try:
+        key = validate_ssh_key(key)
+    except ValueError as err:
+        raise Invalid(f"not an OpenSSH public key ({err}): {key[:40]!r}", code="invalid_ssh_key") from None
+    if not key.split()[0].startswith(("ssh-", "ecdsa-", "sk-")):
         raise Invalid(f"not an OpenSSH public key: {key[:40]!r}", code="invalid_ssh_key")
-    return key.strip()
+    return key
 
 
 class Instances:
@@ -96,7 +97,8 @@ class Instances:
         return list(rows), total
 
     # -- create ----------------------------------------------------------------------------------
-    def _validate(self, req: CreateRequest) -> None:
+    def _validate(self, req: CreateRequest) -> tuple[str, ...]:
+        """Check the request; return its SSH keys, normalized."""
         check_name(req.name, what="instance name")
         if req.hostname is not None:
             check_name(req.hostname, what="hostname")
@@ -106,13 +108,11 @@ class Instances:
             raise Invalid(f"memory must be between 64 and {MAX_MEMORY_MB} MiB", code="invalid_size")
         if not 1 <= req.disk <= MAX_DISK_GB:
             raise Invalid(f"disk must be between 1 and {MAX_DISK_GB} GiB", code="invalid_size")
-        for key in req.ssh_keys:
-            check_ssh_key(key)
+        return tuple(check_ssh_key(k) for k in req.ssh_keys)
 
-    def _check_memory(self, session: Session, memory_mb: int) -> None:
+    def _check_memory(self, session: Session, host: HostResources, memory_mb: int) -> None:
         """Refuse a VM that would not fit in the host's available memory less the reserve. Memory
         promised to VMs still being created counts as taken, so parallel creates cannot overshoot."""
-        host = self.compute.host_resources()
         promised = (
             session.scalar(
                 select(func.coalesce(func.sum(Instance.memory_mb), 0)).where(
@@ -136,7 +136,8 @@ class Instances:
     def create(self, ctx: RequestContext, req: CreateRequest) -> tuple[str, str]:
         """Validate, claim name, memory and IP atomically, then provision in an operation.
         Returns (instance id, operation id)."""
-        self._validate(req)
+        ssh_keys = self._validate(req)
+        host = self.compute.host_resources()  # asked before the transaction: no lock held meanwhile
         with transaction(self.sessions) as s:
             image = lookup_ref(s, Image, ctx, req.image, "image")
             if image.status != "ready":
@@ -150,7 +151,7 @@ class Instances:
                     f"disk of {req.disk} GiB is smaller than image {image.name!r} ({min_gb} GiB)",
                     code="disk_too_small",
                 )
-            self._check_memory(s, req.memory)
+            self._check_memory(s, host, req.memory)
             row = Instance(
                 workspace_id=ctx.workspace_id,
                 name=req.name,
@@ -162,7 +163,7 @@ class Instances:
                 memory_mb=req.memory,
                 disk_gb=req.disk,
                 hostname=req.hostname or req.name,
-                ssh_keys=list(req.ssh_keys),
+                ssh_keys=list(ssh_keys),
             )
             s.add(row)
             try:
@@ -182,7 +183,7 @@ class Instances:
                 image_path=Path(image.path or ""),
                 image_format=image.format or "qcow2",
                 hostname=row.hostname,
-                ssh_keys=tuple(req.ssh_keys),
+                ssh_keys=ssh_keys,
                 nics=(NicSpec(net.backend_name, alloc.mac, alloc.address),),
             )
             instance_id = row.id
@@ -258,7 +259,11 @@ class Instances:
         octx.retry(lambda: self.compute.reboot(instance_id))
 
     def _delete(self, octx: OperationContext, instance_id: str) -> None:
-        octx.retry(lambda: self.compute.delete(instance_id))
+        try:
+            octx.retry(lambda: self.compute.delete(instance_id))
+        except Exception:
+            self._resync_one(instance_id)  # not stuck in "deleting": back to what the backend says
+            raise
         for backend, mac in self.networks.release(instance_id):
             self._release_dhcp(octx, backend, mac)
         self._forget(instance_id)

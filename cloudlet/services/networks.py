@@ -149,6 +149,7 @@ class Networks:
             backend, net_id = row.backend_name, row.id
 
         def step(octx: OperationContext) -> None:
+            octx.on_undo("keep network", lambda: self._set_status(net_id, "active"))
             octx.retry(lambda: self.driver.delete_network(backend))
             self._delete_row(net_id)
 

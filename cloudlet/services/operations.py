@@ -101,11 +101,15 @@ StepFn = Callable[[OperationContext], dict[str, Any] | None]
 
 
 class Operations:
-    def __init__(self, sessions: SessionFactory, bus: EventBus, workers: int = 8) -> None:
+    def __init__(
+        self, sessions: SessionFactory, reads: SessionFactory, bus: EventBus, workers: int = 8
+    ) -> None:
         self.sessions = sessions
+        self.reads = reads
         self.bus = bus
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="op")
         self._finished = threading.Condition()
+        self._finish_count = 0  # bumped under _finished, so a waiter cannot miss a finish
 
     def record(
         self, session: Session, ctx: RequestContext, kind: str, target_type: str, target_id: str | None
@@ -162,6 +166,7 @@ class Operations:
             values["progress"] = 100
         self._update(op_id, **values)
         with self._finished:
+            self._finish_count += 1
             self._finished.notify_all()
 
     def _update(self, op_id: str, **values: Any) -> None:
@@ -185,7 +190,7 @@ class Operations:
             select(Operation).where(Operation.id == op_id, Operation.workspace_id == ctx.workspace_id)
         )
         if op is None:
-            raise NotFound(f"operation {op_id} not found")
+            raise NotFound(f"operation {op_id} not found", code="operation_not_found")
         return op
 
     def wait(self, ctx: RequestContext, op_id: str, timeout: float) -> Operation:
@@ -193,13 +198,18 @@ class Operations:
         Polls the database as well, so it also sees operations that another replica runs."""
         deadline = time.monotonic() + max(0.0, timeout)
         while True:
-            with self.sessions() as s:
+            with self._finished:
+                seen = self._finish_count
+            with self.reads() as s:
                 op = self.get(s, ctx, op_id)
             remaining = deadline - time.monotonic()
             if OpStatus(op.status).is_final or remaining <= 0:
                 return op
-            with self._finished:
-                self._finished.wait(min(remaining, 0.5))
+            self._wait_for_a_finish(seen, min(remaining, 0.5))
+
+    def _wait_for_a_finish(self, seen: int, timeout: float) -> None:
+        with self._finished:
+            self._finished.wait_for(lambda: self._finish_count != seen, timeout=timeout)
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=False)

@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 from cloudlet.db.models import Instance, IPAllocation, Network, Operation
 from cloudlet.db.session import SessionFactory, transaction
 from cloudlet.drivers.base import ComputeDriver, NetworkDriver, PowerState
-from cloudlet.errors import CloudletError
+from cloudlet.errors import CloudletError, NotFound
 from cloudlet.services.events import Event, EventBus
 from cloudlet.services.lifecycle import FROM_POWER, TRANSITIONAL, State
 from cloudlet.services.networks import network_spec
@@ -148,8 +148,15 @@ class Reconciler:
             item = self._events.get()
             if item is None:
                 return
+            instance_id, _reported = item
             try:
-                self.apply(*item)
+                # An event is a trigger, not the truth: it may be stale by the time it is handled
+                # (a "started" event read after the user stopped the VM), so ask the backend now.
+                try:
+                    power = self.compute.state(instance_id)
+                except NotFound:
+                    power = PowerState.MISSING
+                self.apply(instance_id, power)
             except Exception:
                 log.exception("applying backend event %s failed", item)
 

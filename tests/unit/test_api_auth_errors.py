@@ -15,7 +15,7 @@ from cloudlet.config import Settings
 from tests.unit.conftest import SimCloud
 
 PROBLEM_FIELDS = {"type", "title", "status", "detail", "code"}
-PATH_VALUES = {"ref": "web1", "op_id": str(uuid.uuid4()), "action": "start"}
+PATH_VALUES = {"ref": "web1", "op_id": "5f0c7a52-3f6e-4e58-9a53-6b1c1b1f0d2e", "action": "start"}
 
 
 def api_routes() -> list[tuple[str, str]]:
@@ -42,7 +42,7 @@ def assert_problem(resp: httpx.Response, status: int, code: str) -> dict[str, An
     assert resp.status_code == status, resp.text
     assert resp.headers["content-type"] == "application/problem+json"
     body = resp.json()
-    assert PROBLEM_FIELDS <= body.keys()
+    assert body.keys() >= PROBLEM_FIELDS
     assert body["status"] == status
     assert body["code"] == code
     assert body["type"].endswith("/" + code)

@@ -8,7 +8,10 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import update
 
+from cloudlet.db.models import Image, Network
+from cloudlet.db.session import transaction
 from tests.unit.conftest import SimCloud
 
 CreateVm = Callable[..., httpx.Response]
@@ -170,3 +173,17 @@ def test_memory_guard_follows_the_host(sim: SimCloud, create_vm: CreateVm, footp
     assert "only 512 MiB" in body["detail"]
     assert footprint() == NOTHING
     assert create_vm("web1", memory=512).json()["status"] == "succeeded"
+
+
+def test_image_still_importing_is_409(sim: SimCloud, create_vm: CreateVm, footprint: Footprint) -> None:
+    with transaction(sim.cloud.db.sessions) as s:
+        s.execute(update(Image).where(Image.name == "tiny").values(status="importing"))
+    assert_refused(create_vm("web1"), 409, "image_not_ready")
+    assert footprint() == NOTHING
+
+
+def test_network_not_active_is_409(sim: SimCloud, create_vm: CreateVm, footprint: Footprint) -> None:
+    with transaction(sim.cloud.db.sessions) as s:
+        s.execute(update(Network).where(Network.name == "default").values(status="deleting"))
+    assert_refused(create_vm("web1"), 409, "network_not_ready")
+    assert footprint() == NOTHING

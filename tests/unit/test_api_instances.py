@@ -19,7 +19,7 @@ CreateVm = Callable[..., httpx.Response]
 def instance(sim: SimCloud, ref: str) -> dict[str, Any]:
     resp = sim.get(f"/api/v1/instances/{ref}")
     assert resp.status_code == 200, resp.text
-    return resp.json()  # type: ignore[no-any-return]
+    return resp.json()
 
 
 def act(sim: SimCloud, ref: str, action: str) -> httpx.Response:
@@ -29,7 +29,7 @@ def act(sim: SimCloud, ref: str, action: str) -> httpx.Response:
 def default_network(sim: SimCloud) -> dict[str, Any]:
     resp = sim.get("/api/v1/networks/default")
     assert resp.status_code == 200, resp.text
-    return resp.json()  # type: ignore[no-any-return]
+    return resp.json()
 
 
 def test_create_with_wait_returns_the_finished_operation(sim: SimCloud, create_vm: CreateVm) -> None:

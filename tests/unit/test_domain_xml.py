@@ -44,31 +44,39 @@ def basic_domain(**changes: object) -> Domain:
         ),
         interfaces=(Interface("cloudlet-0123456789", "52:54:00:12:34:56"),),
     )
-    return dataclasses.replace(domain, **changes)  # type: ignore[arg-type]
+    return dataclasses.replace(domain, **changes)
 
 
 def test_domain_matches_the_golden_file() -> None:
     assert basic_domain().to_xml() + "\n" == (GOLDEN / "domain_basic.xml").read_text()
 
 
+def attr(el: ET.Element, path: str, name: str) -> str | None:
+    found = el.find(path)
+    assert found is not None, f"no <{path}>"
+    return found.get(name)
+
+
 def test_golden_domain_has_what_libvirt_needs() -> None:
     root = ET.fromstring(basic_domain().to_xml())
     assert root.get("type") == "qemu"
-    assert (root.findtext("memory"), root.find("memory").get("unit")) == ("524288", "KiB")  # type: ignore[union-attr]
+    assert (root.findtext("memory"), attr(root, "memory", "unit")) == ("524288", "KiB")
     assert root.findtext("vcpu") == "2"
     vda, vdb = root.findall("devices/disk")
-    assert (vda.find("target").get("dev"), vda.find("target").get("bus")) == ("vda", "virtio")  # type: ignore[union-attr]
-    assert vda.find("driver").get("type") == "qcow2"  # type: ignore[union-attr]
+    assert (attr(vda, "target", "dev"), attr(vda, "target", "bus")) == ("vda", "virtio")
+    assert attr(vda, "driver", "type") == "qcow2"
     assert vda.find("readonly") is None
-    assert vdb.find("driver").get("type") == "raw"  # type: ignore[union-attr]
+    assert (attr(vdb, "target", "dev"), attr(vdb, "driver", "type")) == ("vdb", "raw")
     assert vdb.find("readonly") is not None
-    nic = root.find("devices/interface")
-    assert nic is not None and nic.get("type") == "network"
-    assert nic.find("mac").get("address") == "52:54:00:12:34:56"  # type: ignore[union-attr]
-    assert root.find("devices/serial").get("type") == "pty"  # type: ignore[union-attr]
-    assert root.find("devices/console/target").get("type") == "serial"  # type: ignore[union-attr]
-    vnc = root.find("devices/graphics")
-    assert vnc is not None and (vnc.get("type"), vnc.get("listen")) == ("vnc", "127.0.0.1")
+    assert attr(root, "devices/interface", "type") == "network"
+    assert attr(root, "devices/interface/mac", "address") == "52:54:00:12:34:56"
+    assert attr(root, "devices/serial", "type") == "pty"
+    assert attr(root, "devices/console", "type") == "pty"
+    assert attr(root, "devices/console/target", "type") == "serial"
+    assert (attr(root, "devices/graphics", "type"), attr(root, "devices/graphics", "listen")) == (
+        "vnc",
+        "127.0.0.1",
+    )
     meta = root.find(f"metadata/{{{CLOUDLET_NS}}}instance")
     assert meta is not None and meta.findtext(f"{{{CLOUDLET_NS}}}id") == INSTANCE_ID
     assert root.find("cpu") is None  # host-passthrough is for KVM only
@@ -124,7 +132,7 @@ def test_injection_attempt_in_a_name_stays_text() -> None:
     root = ET.fromstring(basic_domain(name=evil).to_xml())
     assert root.findtext("name") == evil
     assert len(root.findall("devices/disk")) == 2
-    assert all("shadow" not in (d.find("source").get("file") or "") for d in root.findall("devices/disk"))  # type: ignore[union-attr]
+    assert all("shadow" not in (attr(d, "source", "file") or "") for d in root.findall("devices/disk"))
 
 
 def test_metadata_element_parses_back() -> None:
@@ -154,8 +162,8 @@ def test_network_dhcp_range_is_the_one_spare_address() -> None:
     assert ip is not None and (ip.get("address"), ip.get("prefix")) == ("10.99.0.1", "29")
     ranges = root.findall("ip/dhcp/range")
     assert [(r.get("start"), r.get("end")) for r in ranges] == [("10.99.0.6", "10.99.0.6")]
-    assert root.find("forward").get("mode") == "nat"  # type: ignore[union-attr]
-    assert root.find("bridge").get("name") == "clbrabc"  # type: ignore[union-attr]
+    assert attr(root, "forward", "mode") == "nat"
+    assert attr(root, "bridge", "name") == "clbrabc"
 
 
 def test_network_has_the_host_entries() -> None:

@@ -6,12 +6,14 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.unit.conftest import SimCloud
 
 CreateVm = Callable[..., httpx.Response]
 
 
+@pytest.mark.timeout(20)  # a missing event would block receive_json for good
 def test_event_stream_reports_operation_and_instance_changes(sim: SimCloud, create_vm: CreateVm) -> None:
     with sim.client.websocket_connect(f"/api/v1/events?token={sim.token}") as ws:
         op_id = create_vm("web1").json()["id"]
@@ -29,6 +31,7 @@ def test_event_stream_reports_operation_and_instance_changes(sim: SimCloud, crea
     assert all(e["workspace_id"] == events[0]["workspace_id"] for e in events)
 
 
+@pytest.mark.timeout(20)
 def test_event_stream_accepts_the_bearer_header(sim: SimCloud, create_vm: CreateVm) -> None:
     with sim.client.websocket_connect("/api/v1/events", headers=sim.headers) as ws:
         create_vm("web1")

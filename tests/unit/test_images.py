@@ -167,18 +167,36 @@ def test_duplicate_name_is_409(sim: SimCloud, qcow2_image: Path) -> None:
     assert stored_files(sim) == files  # no staged upload left behind
 
 
-@pytest.mark.parametrize(
-    ("path", "code"),
-    [
-        ("relative/disk.qcow2", "invalid_path"),
-        ("disk.qcow2", "invalid_path"),
-        ("/nonexistent/x.qcow2", "source_not_found"),
-    ],
-)
-def test_bad_source_path_is_422(sim: SimCloud, path: str, code: str) -> None:
+@pytest.mark.parametrize("path", ["relative/disk.qcow2", "disk.qcow2", "./disk.qcow2"])
+def test_relative_source_path_is_422(sim: SimCloud, path: str) -> None:
     resp = import_image(sim, "x", path)
     assert resp.status_code == 422
-    assert resp.json()["code"] == code
+    assert resp.json()["code"] == "invalid_path"
+    assert_nothing_stored(sim)
+
+
+def test_missing_source_file_is_422(sim: SimCloud) -> None:
+    resp = import_image(sim, "x", sim.data_dir / "no-such.qcow2")
+    assert resp.status_code == 422
+    assert resp.json()["code"] == "source_not_found"
+    assert_nothing_stored(sim)
+
+
+@pytest.mark.parametrize("path", ["/etc/hostname", "/etc/passwd", "/nonexistent/x.qcow2"])
+def test_import_from_outside_the_allowed_folders_is_403(sim: SimCloud, path: str) -> None:
+    """A path import must not let API users copy arbitrary host files into images."""
+    resp = import_image(sim, "x", path)
+    assert resp.status_code == 403
+    assert resp.json()["code"] == "import_path_forbidden"
+    assert_nothing_stored(sim)
+
+
+def test_symlink_out_of_an_allowed_folder_is_403(sim: SimCloud) -> None:
+    link = sim.data_dir / "innocent.qcow2"
+    link.symlink_to("/etc/passwd")
+    resp = import_image(sim, "x", link)
+    assert resp.status_code == 403
+    assert resp.json()["code"] == "import_path_forbidden"
     assert_nothing_stored(sim)
 
 

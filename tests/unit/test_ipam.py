@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from cloudlet.db.models import IPAllocation, Workspace
-from cloudlet.errors import Exhausted
+from cloudlet.errors import DriverError, Exhausted
 from cloudlet.services.context import RequestContext
 from cloudlet.services.instances import CreateRequest
 from tests.unit.conftest import SimCloud
@@ -28,11 +28,11 @@ def make_network(sim: SimCloud, name: str, cidr: str, **extra: Any) -> httpx.Res
 def network(sim: SimCloud, ref: str) -> dict[str, Any]:
     resp = sim.get(f"/api/v1/networks/{ref}")
     assert resp.status_code == 200, resp.text
-    return resp.json()  # type: ignore[no-any-return]
+    return resp.json()
 
 
 def ip_of(sim: SimCloud, name: str) -> str:
-    return sim.get(f"/api/v1/instances/{name}").json()["ip"]  # type: ignore[no-any-return]
+    return sim.get(f"/api/v1/instances/{name}").json()["ip"]
 
 
 def test_default_network_exists_on_start(sim: SimCloud) -> None:
@@ -229,3 +229,20 @@ def test_failed_backend_network_leaves_no_row(sim: SimCloud) -> None:
     assert len(sim.driver.networks) == 1
     # the name and the cidr are free again
     assert make_network(sim, "lab", "10.99.0.0/24").json()["status"] == "succeeded"
+
+
+def test_failed_network_delete_leaves_the_network_usable(
+    sim: SimCloud, create_vm: CreateVm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_network(sim, "lab", "10.99.0.0/24")
+
+    def refuse(backend_name: str) -> None:
+        raise DriverError("simulated failure in delete_network")
+
+    monkeypatch.setattr(sim.driver, "delete_network", refuse)
+    op = sim.delete("/api/v1/networks/lab", params={"wait": 10}).json()
+    assert op["status"] == "failed"
+    assert op["error"]["code"] == "driver_error"
+
+    assert network(sim, "lab")["status"] == "active"  # it is still there, on the backend too
+    assert create_vm("web1", network="lab").json()["status"] == "succeeded"

@@ -6,9 +6,9 @@ import itertools
 
 import pytest
 
+from cloudlet.drivers.base import PowerState
 from cloudlet.errors import Conflict, InvalidState
 from cloudlet.services.lifecycle import FROM_POWER, TRANSITIONAL, State, check_action
-from cloudlet.drivers.base import PowerState
 
 # Written out by hand from the documented state machine, not copied from lifecycle.ALLOWED.
 ALLOWED = {

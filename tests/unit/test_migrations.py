@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def test_head_revision_is_the_newest_migration() -> None:
 def test_migrations_form_one_unbroken_line() -> None:
     revisions = list(script_directory().walk_revisions())
     assert revisions[-1].down_revision is None
-    for newer, older in zip(revisions, revisions[1:], strict=False):
+    for newer, older in itertools.pairwise(revisions):
         assert newer.down_revision == older.revision
 
 

@@ -25,10 +25,11 @@ Footprint = Callable[[], dict[str, int]]
 
 @pytest.fixture
 def backoff(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Record the retry delays of operations instead of sleeping them."""
+    """Record the retry delays of operations instead of sleeping them; jitter fixed at its middle."""
     delays: list[float] = []
     fake_time = types.SimpleNamespace(sleep=delays.append, monotonic=time.monotonic)
     monkeypatch.setattr(operations_module, "time", fake_time)
+    monkeypatch.setattr(operations_module, "random", types.SimpleNamespace(random=lambda: 0.5))
     return delays
 
 
@@ -67,8 +68,7 @@ def test_transient_start_failure_is_retried(sim: SimCloud, create_vm: CreateVm, 
     assert op["status"] == "succeeded", op
     assert sim.driver.fail_next["start"] == 0  # both failures were consumed
     assert sim.get("/api/v1/instances/web1").json()["state"] == "running"
-    assert len(backoff) == 2
-    assert backoff[1] > backoff[0] > 0  # exponential backoff
+    assert backoff == [0.5, 1.0]  # exponential backoff
 
 
 def test_start_failing_every_attempt_fails_and_cleans_up(
@@ -81,7 +81,7 @@ def test_start_failing_every_attempt_fails_and_cleans_up(
     assert op["status"] == "failed"
     assert op["error"]["code"] == "driver_error"
     assert sim.driver.fail_next["start"] == 6  # four attempts, then it gave up
-    assert len(backoff) == 3
+    assert backoff == [0.5, 1.0, 2.0]
     assert set(footprint().values()) == {0}  # the domain created before start is gone too
 
 

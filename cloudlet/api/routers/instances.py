@@ -26,16 +26,12 @@ def instances_public(session: Session, rows: list[Instance]) -> list[InstancePub
         a.instance_id: a
         for a in session.scalars(select(IPAllocation).where(IPAllocation.instance_id.in_(ids)))
     }
-    images = dict(
-        session.execute(select(Image.id, Image.name).where(Image.id.in_({r.image_id for r in rows})))
-        .tuples()
-        .all()
-    )
-    nets = dict(
-        session.execute(select(Network.id, Network.name).where(Network.id.in_({r.network_id for r in rows})))
-        .tuples()
-        .all()
-    )
+    image_ids = {r.image_id for r in rows}
+    network_ids = {r.network_id for r in rows}
+    images = {i: n for i, n in session.execute(select(Image.id, Image.name).where(Image.id.in_(image_ids)))}
+    nets = {
+        i: n for i, n in session.execute(select(Network.id, Network.name).where(Network.id.in_(network_ids)))
+    }
     out = []
     for r in rows:
         alloc = allocs.get(r.id)
