@@ -20,6 +20,14 @@ def require_real(reason: str) -> None:
     pytest.skip(reason)
 
 
+def require_service(reason: str) -> None:
+    """A service the README tells users to install themselves (PostgreSQL): CI has it and must
+    use it; on a user's machine without it, the tests that need it are skipped, visibly."""
+    if os.environ.get("CI"):
+        pytest.fail(f"required in CI: {reason}")
+    pytest.skip(f"{reason} (see README: PostgreSQL for the integration suite)")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

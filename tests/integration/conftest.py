@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from cloudlet.client import Client
-from tests.helpers import eventually, free_port, require_real
+from tests.helpers import eventually, free_port, require_real, require_service
 
 CLOUDLET = str(Path(sys.executable).with_name("cloudlet"))
 PG_ADMIN_URL = os.environ.get("CLOUDLET_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -148,7 +148,7 @@ def _make_pg_database() -> tuple[str, str]:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')  # name is ours, made of hex digits
     except Exception as exc:
-        require_real(f"PostgreSQL at {PG_ADMIN_URL}: {exc}")
+        require_service(f"PostgreSQL at {PG_ADMIN_URL}: {exc}")
     base = PG_ADMIN_URL.rsplit("/", 1)[0]
     return name, f"{base}/{name}"
 

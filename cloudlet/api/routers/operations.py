@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Query, Response
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from cloudlet.api.deps import CloudDep, Ctx, ReadSession
 from cloudlet.api.schemas import OperationPublic, Page
@@ -45,8 +45,6 @@ def list_operations(
     query = select(Operation).where(Operation.workspace_id == ctx.workspace_id)
     if status:
         query = query.where(Operation.status == status)
-    from sqlalchemy import func
-
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     rows = session.scalars(query.order_by(Operation.created_at.desc()).limit(limit).offset(offset))
     return Page(
