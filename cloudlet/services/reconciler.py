@@ -50,7 +50,13 @@ class Reconciler:
     # -- start-up recovery -----------------------------------------------------------------------
     def recover(self) -> dict[str, int]:
         """Run once at start, before serving: finish/roll back interrupted work, clean orphans."""
-        counts = {"rolled_back": 0, "finished_deletes": 0, "orphans_removed": 0, "dhcp_removed": 0}
+        counts = {
+            "rolled_back": 0,
+            "finished_deletes": 0,
+            "settled": 0,
+            "orphans_removed": 0,
+            "dhcp_removed": 0,
+        }
         with self.sessions() as s:
             stale = list(
                 s.scalars(select(Operation).where(Operation.status.in_([OpStatus.PENDING, OpStatus.RUNNING])))
@@ -67,6 +73,9 @@ class Reconciler:
                 self._remove_instance(inst.id)
                 key = "finished_deletes" if inst.state == State.DELETING else "rolled_back"
                 counts[key] += 1
+            else:  # an interrupted stop: the instance is whatever the backend says it is now
+                self._settle(inst.id)
+                counts["settled"] += 1
         self.ensure_networks()
         counts["orphans_removed"] = self._remove_orphan_instances()
         counts["dhcp_removed"] = self._remove_stray_dhcp_hosts()
@@ -89,6 +98,18 @@ class Reconciler:
             inst = s.get(Instance, instance_id)
             if inst is not None:
                 s.delete(inst)
+
+    def _settle(self, instance_id: str) -> None:
+        """Move a transitional instance to the backend's state (apply() leaves transitional alone)."""
+        try:
+            power = self.compute.state(instance_id)
+        except NotFound:
+            power = PowerState.MISSING
+        with transaction(self.sessions) as s:
+            inst = s.get(Instance, instance_id)
+            if inst is not None:
+                inst.state = FROM_POWER.get(power, State.ERROR)
+                inst.error = "the backend lost this instance" if power is PowerState.MISSING else None
 
     def ensure_networks(self) -> None:
         with self.sessions() as s:

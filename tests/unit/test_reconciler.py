@@ -147,3 +147,21 @@ def test_recovery_recreates_a_lost_backend_network_with_its_reservations(
     by_hand.cloud.reconciler.recover()
 
     assert [(h.mac, h.ip) for h in by_hand.driver.dhcp_hosts(backend)] == [(vm["mac"], vm["ip"])]
+
+
+def test_recovery_settles_an_interrupted_stop(by_hand: SimCloud, create_vm: CreateVm) -> None:
+    """A server killed during a graceful stop leaves the row 'stopping': after restart the
+    instance shows what the backend says (here: still running), not 'stopping' forever."""
+    vm_id = create_vm("web1").json()["target_id"]
+    with transaction(by_hand.cloud.db.sessions) as s:
+        row = s.get(Instance, vm_id)
+        assert row is not None
+        row.state = State.STOPPING
+        row.locked_by = "0d0d0d0d-0000-4000-8000-000000000000"
+
+    counts = by_hand.cloud.reconciler.recover()
+
+    assert counts["settled"] == 1
+    shown = by_hand.get("/api/v1/instances/web1").json()
+    assert shown["state"] == "running"
+    assert by_hand.post("/api/v1/instances/web1/actions/stop?wait=10").json()["status"] == "succeeded"
