@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     )
     resync_interval: float = Field(default=15.0, gt=0, description="Seconds between full reconciler passes.")
     operation_workers: int = Field(default=8, ge=1)
+    heartbeat_interval: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds between a replica's heartbeats; 3 missed ones mean it is gone.",
+    )
     log_level: str = "info"
     # The OS Cloud API of the system cloudlet replaces: off unless a listen address is given.
     oscloud_listen: str | None = Field(

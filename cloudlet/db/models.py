@@ -142,6 +142,18 @@ class Instance(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+class Runner(Base):
+    """A live server process (one replica). Operations record the runner that runs them, so a
+    starting replica recovers only the work of replicas that stopped beating, never a live one's."""
+
+    __tablename__ = "runners"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column()
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
 class Operation(Base):
     __tablename__ = "operations"
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -150,6 +162,7 @@ class Operation(Base):
     target_type: Mapped[str] = mapped_column(String(32))
     target_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
     status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    runner_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
     progress: Mapped[int] = mapped_column(default=0)
     message: Mapped[str | None] = mapped_column(Text, nullable=True)
     error: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)

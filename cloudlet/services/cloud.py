@@ -24,6 +24,7 @@ from cloudlet.services.instances import Instances
 from cloudlet.services.networks import Networks
 from cloudlet.services.operations import Operations
 from cloudlet.services.reconciler import Reconciler
+from cloudlet.services.runners import Runners
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ class Cloud:
     networks: Networks
     instances: Instances
     reconciler: Reconciler
+    runners: Runners
 
     @classmethod
     def build(cls, settings: Settings, backend: tuple[ComputeDriver, NetworkDriver] | None = None) -> Cloud:
@@ -47,7 +49,8 @@ class Cloud:
         db = Database(settings.effective_database_url)
         migrate.upgrade(db.engine)
         bus = EventBus()
-        ops = Operations(db.sessions, db.reads, bus, settings.operation_workers)
+        runners = Runners(db.sessions, settings.heartbeat_interval)
+        ops = Operations(db.sessions, db.reads, bus, runners.id, settings.operation_workers)
         with transaction(db.sessions) as s:
             deployment = deployment_id(s)
         compute, network_driver = backend or make_vm_backend(settings, deployment)
@@ -62,12 +65,17 @@ class Cloud:
             images=Images(db.sessions, ops, settings.images_dir, settings.allowed_import_dirs),
             networks=networks,
             instances=Instances(settings, db.sessions, ops, bus, compute, network_driver, networks),
-            reconciler=Reconciler(db.sessions, bus, ops, compute, network_driver, settings.resync_interval),
+            reconciler=Reconciler(
+                db.sessions, bus, ops, runners, compute, network_driver, settings.resync_interval
+            ),
+            runners=runners,
         )
 
     def start(self) -> str | None:
         """Bring the cloud up: default workspace, first admin token (returned once), recovery,
         the default network, then the reconciler's threads. Returns the new token or None."""
+        self.runners.register()
+        self.runners.start()
         with transaction(self.db.sessions) as s:
             ws = ensure_default_workspace(s)
             token = bootstrap_admin_token(s)
@@ -91,5 +99,6 @@ class Cloud:
     def close(self) -> None:
         self.reconciler.stop()
         self.ops.shutdown()
+        self.runners.stop()
         self.compute.close()
         self.db.dispose()

@@ -102,8 +102,9 @@ StepFn = Callable[[OperationContext], dict[str, Any] | None]
 
 class Operations:
     def __init__(
-        self, sessions: SessionFactory, reads: SessionFactory, bus: EventBus, workers: int = 8
+        self, sessions: SessionFactory, reads: SessionFactory, bus: EventBus, runner_id: str, workers: int = 8
     ) -> None:
+        self.runner_id = runner_id  # the process that runs what it records
         self.sessions = sessions
         self.reads = reads
         self.bus = bus
@@ -121,6 +122,7 @@ class Operations:
             target_type=target_type,
             target_id=target_id,
             status="pending",
+            runner_id=self.runner_id,
         )
         session.add(op)
         session.flush()

@@ -23,6 +23,7 @@ from cloudlet.services.events import Event, EventBus
 from cloudlet.services.lifecycle import FROM_POWER, TRANSITIONAL, State
 from cloudlet.services.networks import network_spec
 from cloudlet.services.operations import Operations, OpStatus
+from cloudlet.services.runners import Runners
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ class Reconciler:
         sessions: SessionFactory,
         bus: EventBus,
         ops: Operations,
+        runners: Runners,
         compute: ComputeDriver,
         network_driver: NetworkDriver,
         interval: float,
@@ -40,6 +42,7 @@ class Reconciler:
         self.sessions = sessions
         self.bus = bus
         self.ops = ops
+        self.runners = runners
         self.compute = compute
         self.network_driver = network_driver
         self.interval = interval
@@ -57,17 +60,29 @@ class Reconciler:
             "orphans_removed": 0,
             "dhcp_removed": 0,
         }
+        alive = self.runners.alive()
         with self.sessions() as s:
-            stale = list(
-                s.scalars(select(Operation).where(Operation.status.in_([OpStatus.PENDING, OpStatus.RUNNING])))
+            in_flight = s.scalars(
+                select(Operation).where(Operation.status.in_([OpStatus.PENDING, OpStatus.RUNNING]))
             )
-        for op in stale:
+            # Only the work of dead processes: a live replica's operations are its own business.
+            ops = list(in_flight)
+            stale = [op.id for op in ops if op.runner_id not in alive]
+            live = [op.id for op in ops if op.runner_id in alive]
+        for op_id in stale:
             self.ops.fail_interrupted(
-                op.id, "the server stopped while this operation ran; its work was rolled back"
+                op_id, "the server stopped while this operation ran; its work was rolled back"
             )
         with transaction(self.sessions) as s:
-            s.execute(update(Instance).values(locked_by=None))
-            unfinished = list(s.scalars(select(Instance).where(Instance.state.in_(list(TRANSITIONAL)))))
+            # Locks held by anything but a live replica's operation in flight are left-overs.
+            s.execute(update(Instance).where(Instance.locked_by.not_in(live)).values(locked_by=None))
+            unfinished = list(
+                s.scalars(
+                    select(Instance).where(
+                        Instance.state.in_(list(TRANSITIONAL)), Instance.locked_by.is_(None)
+                    )
+                )
+            )
         for inst in unfinished:
             if inst.state in (State.PENDING, State.PROVISIONING, State.DELETING):
                 self._remove_instance(inst.id)

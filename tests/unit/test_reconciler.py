@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 
 import httpx
 import pytest
 from sqlalchemy import select, update
 
-from cloudlet.db.models import Instance, IPAllocation, Network, Operation, Workspace
+from cloudlet.db.models import Instance, IPAllocation, Network, Operation, Runner, Workspace, utcnow
 from cloudlet.db.session import transaction
 from cloudlet.drivers.base import DhcpHost, InstanceSpec, PowerState
 from cloudlet.services.lifecycle import State
@@ -165,3 +166,40 @@ def test_recovery_settles_an_interrupted_stop(by_hand: SimCloud, create_vm: Crea
     shown = by_hand.get("/api/v1/instances/web1").json()
     assert shown["state"] == "running"
     assert by_hand.post("/api/v1/instances/web1/actions/stop?wait=10").json()["status"] == "succeeded"
+
+
+def test_recovery_leaves_a_live_replicas_operation_alone(by_hand: SimCloud, create_vm: CreateVm) -> None:
+    """Two replicas on one database: when one starts, the other's operation in flight (its runner
+    beats) is not failed and its instance not rolled back; a dead runner's operation is."""
+    vm_id = create_vm("web1").json()["target_id"]
+    other, gone = "11111111-0000-4000-8000-000000000000", "22222222-0000-4000-8000-000000000000"
+    with transaction(by_hand.cloud.db.sessions) as s:
+        row = s.get(Instance, vm_id)
+        assert row is not None
+        s.add(Runner(id=other, hostname="other", pid=1))
+        s.add(Runner(id=gone, hostname="gone", pid=2, heartbeat_at=utcnow() - timedelta(hours=1)))
+        live = Operation(
+            workspace_id=row.workspace_id,
+            kind="instance.stop",
+            target_type="instance",
+            target_id=vm_id,
+            status="running",
+            runner_id=other,
+        )
+        dead = Operation(
+            workspace_id=row.workspace_id,
+            kind="image.import",
+            target_type="image",
+            status="running",
+            runner_id=gone,
+        )
+        s.add_all([live, dead])
+        s.flush()
+        row.state, row.locked_by = State.STOPPING, live.id
+        live_id, dead_id = live.id, dead.id
+
+    by_hand.cloud.reconciler.recover()
+
+    assert by_hand.get(f"/api/v1/operations/{live_id}").json()["status"] == "running"
+    assert by_hand.get(f"/api/v1/operations/{dead_id}").json()["status"] == "failed"
+    assert by_hand.get("/api/v1/instances/web1").json()["state"] == "stopping"
