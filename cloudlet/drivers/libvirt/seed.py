@@ -18,8 +18,6 @@ import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
-import pycdlib
-
 VOLUME_LABEL = "cidata"
 
 # RFC 1123 label: letters, digits and hyphens, 1-63 characters, no hyphen at either end.
@@ -90,6 +88,8 @@ def render_user_data(*, hostname: str, ssh_keys: Sequence[str] = ()) -> str:
 
 
 def _iso_bytes(files: dict[str, bytes]) -> bytes:
+    import pycdlib  # only when a seed is made: it is 16 modules an idle server need not hold
+
     iso = pycdlib.PyCdlib()
     iso.new(interchange_level=3, vol_ident=VOLUME_LABEL, joliet=3, rock_ridge="1.09")
     try:
