@@ -58,10 +58,6 @@ class Database:
         read_engine = self.engine.execution_options(sqlite_begin="DEFERRED")
         self.reads: SessionFactory = sessionmaker(read_engine, expire_on_commit=False)
 
-    @property
-    def is_sqlite(self) -> bool:
-        return self.engine.dialect.name == "sqlite"
-
     def dispose(self) -> None:
         self.engine.dispose()
 
