@@ -90,3 +90,23 @@ def test_cli_round_trip(sqlite_server, tiny_image, ssh_key):  # type: ignore[no-
     assert bad.returncode != 0 and "cannot start" in bad.stderr
     assert _cli(sqlite_server, "vm", "delete", "cli1", "--force").returncode == 0
     assert "cli1" not in _cli(sqlite_server, "vm", "list").stdout
+
+
+def test_cli_login_saves_url_and_token(sqlite_server, tmp_path):  # type: ignore[no-untyped-def]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDLET_")}
+    env["XDG_CONFIG_HOME"] = str(tmp_path)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [CLOUDLET, *args], capture_output=True, text=True, env=env, timeout=60, check=False
+        )
+
+    bad = run("login", "--url", sqlite_server.url, "--token", "clt_not-a-real-token")
+    assert bad.returncode != 0 and "invalid" in bad.stderr.lower()
+    assert not (tmp_path / "cloudlet" / "client.toml").exists()
+    good = run("login", "--url", sqlite_server.url, "--token", sqlite_server.token)
+    assert good.returncode == 0, good.stderr
+    saved = tmp_path / "cloudlet" / "client.toml"
+    assert saved.stat().st_mode & 0o077 == 0, "the token file is private"
+    info = run("info")
+    assert info.returncode == 0 and "libvirt" in info.stdout and "ok" in info.stdout
