@@ -104,12 +104,21 @@ def cache_key(plan: _Plan, files: dict[str, bytes]) -> str:
     """A short hash of everything the image is made of."""
     inputs = {
         "builder": BUILDER_VERSION,
+        # The builder's own code: a change to how the image is made makes a new image.
+        "code": _code_fingerprint(),
         "plan": asdict(plan),
         "core_modules": CORE_MODULES,
         "cdrom_modules": CDROM_MODULES,
         "guest": {name: hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())},
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _code_fingerprint() -> str:
+    digest = hashlib.sha256()
+    for source in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    return digest.hexdigest()
 
 
 @contextlib.contextmanager
@@ -218,5 +227,10 @@ def build_tiny_image(cache_dir: Path, *, force: bool = False, log: Log | None = 
             image.chmod(0o644)
             os.replace(manifest_file, dest.with_suffix(".json"))
             os.replace(image, dest)  # the image appearing is the commit point
+        # Older builds are superseded. Images already imported into a server are copies, so
+        # removing the cached files breaks nothing.
+        for old in cache_dir.glob(f"{IMAGE_PREFIX}*"):
+            if old.stem != dest.stem:
+                old.unlink(missing_ok=True)
         say(f"built {dest} ({manifest['image_bytes']} bytes) in {manifest['build_seconds']} s")
     return dest
