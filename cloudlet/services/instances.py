@@ -20,7 +20,7 @@ from cloudlet.drivers.libvirt.seed import validate_ssh_key
 from cloudlet.errors import Conflict, InsufficientResources, Invalid, NotFound
 from cloudlet.services.context import RequestContext
 from cloudlet.services.events import Event, EventBus
-from cloudlet.services.lifecycle import State, check_action
+from cloudlet.services.lifecycle import FROM_POWER, State, check_action
 from cloudlet.services.names import check_name, lookup
 from cloudlet.services.networks import Networks
 from cloudlet.services.operations import OperationContext, Operations
@@ -278,8 +278,6 @@ class Instances:
         self._publish(instance_id)
 
     def _resync_one(self, instance_id: str) -> None:
-        from cloudlet.services.lifecycle import FROM_POWER
-
         try:
             power = self.compute.state(instance_id)
         except NotFound:
