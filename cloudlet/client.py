@@ -180,3 +180,57 @@ class Client:
 
     def delete_instance(self, ref: str, force: bool = False, wait: bool = True) -> dict[str, Any]:
         return self._op("DELETE", f"/instances/{ref}", wait, params={"force": force})
+
+    # -- Dockerfile projects -----------------------------------------------------------------------
+    @staticmethod
+    def _project_url(name: str, path: str | None = None) -> str:
+        """URL of a project or one of its files, quoted so that '#', '?' or '%' in a name stay text
+        and a '.' or '..' part reaches the server (which refuses it) instead of being resolved here."""
+        from urllib.parse import quote
+
+        url = f"/projects/{quote(name, safe='')}"
+        if path is None:
+            return url
+        parts = [p.replace(".", "%2E") if p in (".", "..") else quote(p, safe="") for p in path.split("/")]
+        return f"{url}/files/{'/'.join(parts)}"
+
+    def projects(self) -> list[dict[str, Any]]:
+        return list(self.request("GET", "/projects"))
+
+    def project(self, name: str) -> dict[str, Any]:
+        """A project with its ``files``."""
+        result: dict[str, Any] = self.request("GET", self._project_url(name))
+        return result
+
+    def create_project(self, name: str, dockerfile: str | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "POST", "/projects", json={"name": name, "dockerfile": dockerfile}
+        )
+        return result
+
+    def delete_project(self, name: str) -> None:
+        self.request("DELETE", self._project_url(name))
+
+    def project_file(self, name: str, path: str) -> bytes:
+        """A file's bytes, as stored."""
+        resp = self.http.request("GET", "/api/v1" + self._project_url(name, path))
+        if resp.status_code >= 400:
+            try:
+                problem = resp.json()
+            except ValueError:
+                problem = {"title": resp.reason_phrase, "detail": resp.text[:500], "code": "http_error"}
+            raise ApiError(resp.status_code, problem)
+        return resp.content
+
+    def put_project_file(self, name: str, path: str, content: bytes) -> dict[str, Any]:
+        """Create or replace a file (at most 10 MiB); returns its path, size and time."""
+        result: dict[str, Any] = self.request(
+            "PUT",
+            self._project_url(name, path),
+            content=content,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        return result
+
+    def delete_project_file(self, name: str, path: str) -> None:
+        self.request("DELETE", self._project_url(name, path))

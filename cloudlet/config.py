@@ -49,6 +49,13 @@ class Settings(BaseSettings):
     docker_url: str = "unix:///var/run/docker.sock"
     accelerator: Accelerator = Accelerator.AUTO
     vm_driver: str = Field(default="libvirt", description="Compute driver for VMs: 'libvirt' or 'sim'.")
+    container_driver: str = Field(
+        default="docker", description="Driver for containers: 'docker', 'sim' or 'none' (no containers)."
+    )
+    allow_host_mounts: bool = Field(
+        default=False, description="Let API users bind-mount host folders into containers (admins only)."
+    )
+    allow_privileged: bool = Field(default=False, description="Let API users run privileged containers.")
     image_import_dirs: list[Path] = Field(
         default_factory=list,
         description="Server-side folders images may be imported from by path (plus <data_dir>/import). "
@@ -84,6 +91,14 @@ class Settings(BaseSettings):
     @property
     def allowed_import_dirs(self) -> list[Path]:
         return [self.data_dir / "import", *self.image_import_dirs]
+
+    @property
+    def projects_dir(self) -> Path:
+        return self.data_dir / "projects"
+
+    @property
+    def operation_logs_dir(self) -> Path:
+        return self.data_dir / "operation-logs"
 
     @property
     def instances_dir(self) -> Path:

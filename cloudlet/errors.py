@@ -31,6 +31,10 @@ class Forbidden(CloudletError):
     status, code, title = 403, "forbidden", "Not allowed"
 
 
+class Unsupported(CloudletError):
+    status, code, title = 501, "unsupported", "Not supported by this backend"
+
+
 class NotFound(CloudletError):
     status, code, title = 404, "not_found", "Not found"
 
@@ -70,3 +74,9 @@ class DriverUnavailable(DriverError):
 
     def __init__(self, detail: str, **kw: Any) -> None:
         super().__init__(detail, transient=True, **kw)
+
+
+class RegistryUnreachable(DriverError):
+    """No container registry answered (DNS, connection or TLS failure): a pull or search cannot work."""
+
+    status, code, title = 502, "registry_unreachable", "Registry unreachable"

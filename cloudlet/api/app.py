@@ -13,7 +13,17 @@ from starlette.concurrency import run_in_threadpool
 
 from cloudlet import __version__
 from cloudlet.api import errors
-from cloudlet.api.routers import events, images, instances, networks, operations, system
+from cloudlet.api.routers import (
+    container_images,
+    containers,
+    events,
+    images,
+    instances,
+    networks,
+    operations,
+    projects,
+    system,
+)
 from cloudlet.config import Settings
 from cloudlet.services.cloud import Cloud
 
@@ -48,7 +58,18 @@ def create_app(
     )
     errors.install(app)
     api = APIRouter(prefix="/api/v1")
-    for module in (system, operations, images, networks, instances, events):
+    routers = (
+        system,
+        operations,
+        images,
+        networks,
+        instances,
+        containers,
+        container_images,
+        projects,
+        events,
+    )
+    for module in routers:
         api.include_router(module.router)
     app.include_router(api)
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 T = TypeVar("T")
 
@@ -73,6 +73,8 @@ class NetworkPublic(BaseModel):
 
 
 class InstanceCreate(BaseModel):
+    """A VM (the default kind)."""
+
     name: str = Field(description="Unique in the workspace; lowercase DNS label.", examples=["web1"])
     kind: Literal["vm"] = "vm"
     image: str = Field(description="Image name or id.", examples=["tiny"])
@@ -82,6 +84,80 @@ class InstanceCreate(BaseModel):
     network: str = Field("default", description="Network name or id.")
     hostname: str | None = Field(None, description="Guest hostname; defaults to the name.")
     ssh_keys: list[str] = Field(default_factory=list, description="OpenSSH public keys for root.")
+
+
+class PortMapping(BaseModel):
+    host: int = Field(description="Port on the host.", examples=[8080])
+    container: int = Field(description="Port inside the container.", examples=[80])
+    protocol: Literal["tcp", "udp"] = "tcp"
+    host_ip: str = Field("", description="Host address to bind; empty binds all.")
+
+
+class VolumeMount(BaseModel):
+    path: str = Field(description="Absolute folder inside the container.", examples=["/data"])
+    name: str | None = Field(
+        None, description="A cloudlet-managed named volume, made on first use and removed with the container."
+    )
+    host_path: str | None = Field(
+        None, description="A host folder to bind-mount: refused unless an admin set allow_host_mounts."
+    )
+    read_only: bool = False
+
+
+class ContainerCreate(BaseModel):
+    """A container from a local image (pull or build it first); runs detached."""
+
+    name: str = Field(description="Unique in the workspace; lowercase DNS label.", examples=["web"])
+    kind: Literal["container"]
+    image: str = Field(description="Image reference or id.", examples=["local/busybox:latest"])
+    command: list[str] | None = Field(
+        None, description="Replaces the image's CMD.", examples=[["httpd", "-f"]]
+    )
+    entrypoint: list[str] | None = Field(None, description="Replaces the image's ENTRYPOINT.")
+    env: dict[str, str] = Field(default_factory=dict)
+    ports: list[PortMapping] = Field(default_factory=list)
+    volumes: list[VolumeMount] = Field(default_factory=list)
+    cpus: float | None = Field(None, description="CPU limit, e.g. 0.5; none means unlimited.")
+    memory: int | None = Field(None, description="Memory limit in MiB; none means unlimited.")
+    restart: str = Field("no", description="no | on-failure | always | unless-stopped")
+    network: str = Field("default", description="cloudlet network name or id; its IPAM gives the address.")
+    hostname: str | None = None
+    privileged: bool = Field(False, description="Refused unless an admin set allow_privileged.")
+    workdir: str | None = None
+    user: str | None = None
+
+
+def _kind_of(value: Any) -> str:
+    kind = value.get("kind", "vm") if isinstance(value, dict) else getattr(value, "kind", "vm")
+    return "container" if kind == "container" else "vm"
+
+
+AnyInstanceCreate = Annotated[
+    Annotated[InstanceCreate, Tag("vm")] | Annotated[ContainerCreate, Tag("container")],
+    Discriminator(_kind_of),
+]
+
+
+class ContainerPublic(BaseModel):
+    image: str
+    short_id: str | None = Field(None, description="The engine's short container id.")
+    command: list[str] | None = None
+    entrypoint: list[str] | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    ports: list[PortMapping] = Field(default_factory=list)
+    volumes: list[VolumeMount] = Field(default_factory=list)
+    cpus: float | None = None
+    memory: int | None = Field(None, description="MiB")
+    restart: str = "no"
+    privileged: bool = False
+    workdir: str | None = None
+    user: str | None = None
+    status: str | None = Field(None, description="The engine's own status (running, exited...).")
+    exit_code: int | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    size_rw: int | None = Field(None, description="Bytes the container wrote (ask with size=true).")
+    size_root_fs: int | None = Field(None, description="Image plus written bytes (ask with size=true).")
 
 
 class InstancePublic(BaseModel):
@@ -101,6 +177,7 @@ class InstancePublic(BaseModel):
     mac: str | None = None
     host: str
     error: str | None = None
+    container: ContainerPublic | None = Field(None, description="Container settings (kind container).")
     created_at: datetime
     updated_at: datetime
 
@@ -117,3 +194,33 @@ class ServerInfo(BaseModel):
     version: str
     drivers: list[DriverInfoPublic]
     host: dict[str, int] | None = Field(None, description="cpus, memory_total_mb, memory_available_mb")
+
+
+class ProjectCreate(BaseModel):
+    name: str = Field(description="Unique in the workspace; lowercase DNS label.", examples=["webapp"])
+    dockerfile: str | None = Field(
+        None,
+        description="Content of the project's `Dockerfile` (at most 10 MiB); omit for an empty project.",
+        examples=["FROM alpine:3.20\nCOPY . /app\n"],
+    )
+
+
+class ProjectPublic(BaseModel):
+    """A Dockerfile project: a folder on the server holding a Dockerfile and the files it uses."""
+
+    name: str
+    file_count: int = Field(description="Files in the project, in all folders.")
+    total_bytes: int = Field(description="Bytes of all its files.")
+    updated_at: datetime = Field(description="Last change of any of its files.")
+    model_config = ConfigDict(from_attributes=True)
+
+
+class ProjectFilePublic(BaseModel):
+    path: str = Field(description="Relative to the project folder, '/'-separated.", examples=["app/main.py"])
+    size: int = Field(description="Bytes.")
+    modified_at: datetime
+    model_config = ConfigDict(from_attributes=True)
+
+
+class ProjectDetail(ProjectPublic):
+    files: list[ProjectFilePublic] = Field(description="Every file, sorted by path.")

@@ -125,7 +125,9 @@ class Instance(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"), index=True)
     name: Mapped[str] = mapped_column(String(63))
-    kind: Mapped[str] = mapped_column(String(16), default="vm")
+    kind: Mapped[str] = mapped_column(String(16), default="vm", index=True)
+    # Kind-specific settings: a container's image, command, env, ports, volumes, limits, short id.
+    config: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
     state: Mapped[str] = mapped_column(String(16), default="pending", index=True)
     image_id: Mapped[str | None] = mapped_column(ForeignKey("images.id"), nullable=True, index=True)
     network_id: Mapped[str | None] = mapped_column(ForeignKey("networks.id"), nullable=True, index=True)

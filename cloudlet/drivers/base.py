@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cloudlet.errors import Unsupported
+
 
 class PowerState(enum.StrEnum):
     """What the backend says an instance is doing (not cloudlet's own life-cycle state)."""
@@ -73,12 +75,51 @@ class InstanceSpec:
     cpus: int
     memory_mb: int
     disk_gb: int
-    image_path: Path
-    image_format: str
+    image_path: Path | None  # VMs: the base disk; containers name their image in ``container``
+    image_format: str | None
     hostname: str
     ssh_keys: tuple[str, ...] = ()
     user_data: str | None = None
     nics: tuple[NicSpec, ...] = ()
+    container: ContainerSpec | None = None
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    host: int
+    container: int
+    protocol: str = "tcp"  # "tcp" or "udp"
+    host_ip: str = ""  # "" binds every host address
+
+
+@dataclass(frozen=True)
+class MountSpec:
+    """A cloudlet-managed named volume (``source`` is the volume's name) or, when an admin allows
+    it, a host folder (``bind`` true, ``source`` an absolute host path)."""
+
+    source: str
+    target: str
+    read_only: bool = False
+    bind: bool = False
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """What a container runs; the neutral twin of an image, a command line and a HostConfig."""
+
+    image: str
+    command: tuple[str, ...] | None = None
+    entrypoint: tuple[str, ...] | None = None
+    env: tuple[tuple[str, str], ...] = ()
+    ports: tuple[PortSpec, ...] = ()
+    mounts: tuple[MountSpec, ...] = ()
+    cpu_limit: float | None = None  # CPUs, e.g. 0.5
+    memory_limit_mb: int | None = None
+    restart_policy: str = "no"  # no | on-failure | always | unless-stopped
+    privileged: bool = False
+    workdir: str | None = None
+    user: str | None = None
+    network: NetworkSpec | None = None  # the cloudlet network its NIC (``InstanceSpec.nics[0]``) is on
 
 
 @dataclass(frozen=True)
@@ -140,7 +181,15 @@ class ComputeDriver(abc.ABC):
 
     @abc.abstractmethod
     def reboot(self, instance_id: str) -> None:
-        """Restart the guest OS of a running instance."""
+        """Restart the guest OS of a running instance (a container: restart its process)."""
+
+    def pause(self, instance_id: str) -> None:
+        """Freeze a running instance in memory (capability ``pause``)."""
+        raise Unsupported(f"{self.name} instances cannot be paused")
+
+    def resume(self, instance_id: str) -> None:
+        """Thaw a paused instance."""
+        raise Unsupported(f"{self.name} instances cannot be paused")
 
     @abc.abstractmethod
     def delete(self, instance_id: str) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from cloudlet.config import Settings
 from cloudlet.drivers.base import ComputeDriver, NetworkDriver
+from cloudlet.drivers.containers import ContainerDriver
 from cloudlet.errors import Invalid
 
 VMBackend = tuple[ComputeDriver, NetworkDriver]
@@ -35,4 +36,36 @@ def make_vm_backend(settings: Settings, deployment: str) -> VMBackend:
         factory = VM_DRIVERS[settings.vm_driver]
     except KeyError:
         raise Invalid(f"unknown vm_driver {settings.vm_driver!r}; choose from {sorted(VM_DRIVERS)}") from None
+    return factory(settings, deployment)
+
+
+def _docker(settings: Settings, deployment: str) -> ContainerDriver:
+    from cloudlet.drivers.docker.driver import DockerDriver
+
+    return DockerDriver(settings.docker_url, deployment)
+
+
+def _sim_containers(settings: Settings, deployment: str) -> ContainerDriver:
+    from cloudlet.drivers.sim_containers import SimContainerDriver
+
+    return SimContainerDriver()
+
+
+CONTAINER_DRIVERS: dict[str, Callable[[Settings, str], ContainerDriver]] = {
+    "docker": _docker,
+    "sim": _sim_containers,
+}
+
+
+def make_container_driver(settings: Settings, deployment: str) -> ContainerDriver | None:
+    """The container driver named by ``settings.container_driver``; None when containers are off."""
+    if settings.container_driver == "none":
+        return None
+    try:
+        factory = CONTAINER_DRIVERS[settings.container_driver]
+    except KeyError:
+        choices = sorted([*CONTAINER_DRIVERS, "none"])
+        raise Invalid(
+            f"unknown container_driver {settings.container_driver!r}; choose from {choices}"
+        ) from None
     return factory(settings, deployment)

@@ -13,9 +13,11 @@ from cloudlet.db import migrate
 from cloudlet.db.models import Network
 from cloudlet.db.session import Database, transaction
 from cloudlet.drivers.base import ComputeDriver, NetworkDriver
-from cloudlet.drivers.registry import make_vm_backend
+from cloudlet.drivers.containers import ContainerDriver
+from cloudlet.drivers.registry import make_container_driver, make_vm_backend
 from cloudlet.errors import CloudletError
 from cloudlet.services.auth import bootstrap_admin_token, ensure_default_workspace
+from cloudlet.services.container_images import ContainerImages
 from cloudlet.services.context import RequestContext
 from cloudlet.services.deployment import deployment_id
 from cloudlet.services.events import EventBus
@@ -23,6 +25,8 @@ from cloudlet.services.images import Images
 from cloudlet.services.instances import Instances
 from cloudlet.services.networks import Networks
 from cloudlet.services.operations import Operations
+from cloudlet.services.oplogs import OperationLogs
+from cloudlet.services.projects import Projects
 from cloudlet.services.reconciler import Reconciler
 from cloudlet.services.runners import Runners
 
@@ -37,14 +41,25 @@ class Cloud:
     ops: Operations
     compute: ComputeDriver
     network_driver: NetworkDriver
+    container_driver: ContainerDriver | None
     images: Images
     networks: Networks
     instances: Instances
     reconciler: Reconciler
     runners: Runners
+    projects: Projects
+    oplogs: OperationLogs
+    container_images: ContainerImages | None  # None when containers are off
 
     @classmethod
-    def build(cls, settings: Settings, backend: tuple[ComputeDriver, NetworkDriver] | None = None) -> Cloud:
+    def build(
+        cls,
+        settings: Settings,
+        backend: tuple[ComputeDriver, NetworkDriver] | None = None,
+        container_driver: ContainerDriver | None = None,
+    ) -> Cloud:
+        """Assemble the cloud; tests pass their own drivers (``backend``, ``container_driver``),
+        otherwise the settings name them."""
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         db = Database(settings.effective_database_url)
         migrate.upgrade(db.engine)
@@ -54,7 +69,12 @@ class Cloud:
         with transaction(db.sessions) as s:
             deployment = deployment_id(s)
         compute, network_driver = backend or make_vm_backend(settings, deployment)
-        networks = Networks(db.sessions, ops, network_driver)
+        containers = container_driver or make_container_driver(settings, deployment)
+        networks = Networks(db.sessions, ops, network_driver, containers)
+        oplogs = OperationLogs(settings.operation_logs_dir, bus)
+        drivers: dict[str, ComputeDriver] = {"vm": compute}
+        if containers is not None:
+            drivers["container"] = containers
         return cls(
             settings=settings,
             db=db,
@@ -62,13 +82,19 @@ class Cloud:
             ops=ops,
             compute=compute,
             network_driver=network_driver,
+            container_driver=containers,
             images=Images(db.sessions, ops, settings.images_dir, settings.allowed_import_dirs),
             networks=networks,
-            instances=Instances(settings, db.sessions, ops, bus, compute, network_driver, networks),
+            instances=Instances(
+                settings, db.sessions, ops, bus, compute, network_driver, networks, containers
+            ),
             reconciler=Reconciler(
-                db.sessions, bus, ops, runners, compute, network_driver, settings.resync_interval
+                db.sessions, bus, ops, runners, drivers, network_driver, settings.resync_interval
             ),
             runners=runners,
+            projects=Projects(settings.data_dir / "projects"),
+            oplogs=oplogs,
+            container_images=ContainerImages(db.sessions, ops, oplogs, containers) if containers else None,
         )
 
     def start(self) -> str | None:
@@ -101,4 +127,6 @@ class Cloud:
         self.ops.shutdown()
         self.runners.stop()
         self.compute.close()
+        if self.container_driver is not None:
+            self.container_driver.close()
         self.db.dispose()

@@ -1,9 +1,11 @@
-"""Instances (VMs now, containers later): create with IP allocation and compensation, actions
-under a per-instance lock, delete that leaves nothing behind."""
+"""Instances, VMs and containers alike: create with IP allocation and compensation, actions under a
+per-instance lock, delete that leaves nothing behind. The kind picks the driver; everything else
+(names, IPAM, operations, events, the state machine) is shared."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,13 +18,15 @@ from cloudlet.config import Settings
 from cloudlet.db.models import Image, Instance, IPAllocation, Network
 from cloudlet.db.session import SessionFactory, transaction
 from cloudlet.drivers.base import ComputeDriver, DhcpHost, HostResources, InstanceSpec, NetworkDriver, NicSpec
+from cloudlet.drivers.containers import ContainerDriver
 from cloudlet.drivers.libvirt.seed import validate_ssh_key
-from cloudlet.errors import Conflict, InsufficientResources, Invalid, NotFound
+from cloudlet.errors import Conflict, DriverUnavailable, InsufficientResources, Invalid, NotFound
+from cloudlet.services import containers
 from cloudlet.services.context import RequestContext
 from cloudlet.services.events import Event, EventBus
 from cloudlet.services.lifecycle import FROM_POWER, State, check_action
 from cloudlet.services.names import check_name, lookup
-from cloudlet.services.networks import Networks
+from cloudlet.services.networks import Networks, network_spec
 from cloudlet.services.operations import OperationContext, Operations
 
 GIB = 1024**3
@@ -64,7 +68,9 @@ class Instances:
         compute: ComputeDriver,
         network_driver: NetworkDriver,
         networks: Networks,
+        container_driver: ContainerDriver | None = None,
     ) -> None:
+        self.container_driver = container_driver
         self.settings = settings
         self.sessions = sessions
         self.ops = ops
@@ -72,6 +78,14 @@ class Instances:
         self.compute = compute
         self.network_driver = network_driver
         self.networks = networks
+
+    def container_engine(self) -> ContainerDriver:
+        if self.container_driver is None:
+            raise DriverUnavailable("containers are off on this server (container_driver = none)")
+        return self.container_driver
+
+    def driver(self, kind: str) -> ComputeDriver:
+        return self.container_engine() if kind == "container" else self.compute
 
     # -- reading ---------------------------------------------------------------------------------
     def get(self, session: Session, ctx: RequestContext, ref: str) -> Instance:
@@ -84,10 +98,13 @@ class Instances:
         *,
         state: str | None = None,
         name: str | None = None,
+        kind: str | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> tuple[list[Instance], int]:
         query = select(Instance).where(Instance.workspace_id == ctx.workspace_id)
+        if kind:
+            query = query.where(Instance.kind == kind)
         if state:
             query = query.where(Instance.state == state)
         if name:
@@ -196,23 +213,118 @@ class Instances:
     def _provision(self, octx: OperationContext, spec: InstanceSpec) -> dict[str, Any]:
         octx.on_undo("forget instance", lambda: self._forget(spec.id))
         self._set_state(spec.id, State.PROVISIONING)
-        for nic in spec.nics:
-            self._reserve(octx, nic.network, DhcpHost(nic.mac, nic.ip, spec.hostname))
-        octx.progress(20, "creating disk and domain")
-        octx.retry(lambda: self.compute.create(spec))
-        octx.on_undo("delete domain and disks", lambda: self.compute.delete(spec.id))
+        driver: ComputeDriver = self.compute
+        if spec.container is None:  # VMs ask DHCP; containers get their address set directly
+            for nic in spec.nics:
+                self._reserve(octx, nic.network, DhcpHost(nic.mac, nic.ip, spec.hostname))
+            octx.progress(20, "creating disk and domain")
+        else:
+            driver = self.container_engine()
+            octx.progress(20, "creating container")
+        octx.retry(lambda: driver.create(spec))
+        octx.on_undo("delete from the backend", lambda: driver.delete(spec.id))
+        if spec.container is not None:
+            self._record_short_id(spec.id)
         octx.progress(60, "starting")
-        octx.retry(lambda: self.compute.start(spec.id))
+        octx.retry(lambda: driver.start(spec.id))
         self._set_state(spec.id, State.RUNNING)
         return {"instance_id": spec.id, "ip": spec.nics[0].ip if spec.nics else None}
+
+    def _record_short_id(self, instance_id: str) -> None:
+        short_id = self.container_engine().details(instance_id).short_id
+        with transaction(self.sessions) as s:
+            row = s.get(Instance, instance_id)
+            if row is not None:
+                row.config = {**(row.config or {}), "short_id": short_id}
+
+    # -- containers ------------------------------------------------------------------------------
+    def create_container(self, ctx: RequestContext, req: containers.ContainerRequest) -> tuple[str, str]:
+        """Check the request, the image and the host ports, claim name and IP, then create and
+        start the container in an operation. Returns (instance id, operation id)."""
+        containers.validate(req, self.settings)
+        driver = self.container_engine()
+        try:
+            driver.image(req.image)  # no implicit pulls: a missing image is the caller's mistake
+        except NotFound:
+            raise Invalid(
+                f"image {req.image!r} is not on the container host; pull or build it first",
+                code="unknown_image",
+            ) from None
+        config = containers.to_config(req)
+        with transaction(self.sessions) as s:
+            net = lookup_ref(s, Network, ctx, req.network, "network")
+            if net.status != "active":
+                raise Conflict(f"network {net.name!r} is not active ({net.status})", code="network_not_ready")
+            self._check_host_ports(s, req.ports)
+            row = Instance(
+                workspace_id=ctx.workspace_id,
+                name=req.name,
+                kind="container",
+                state=State.PENDING,
+                network_id=net.id,
+                cpus=math.ceil(req.cpus or 0),
+                memory_mb=req.memory or 0,
+                disk_gb=0,
+                hostname=req.hostname or req.name,
+                ssh_keys=[],
+                config=config,
+            )
+            s.add(row)
+            try:
+                s.flush()
+            except IntegrityError:
+                raise Conflict(f"an instance named {req.name!r} exists", code="name_taken") from None
+            alloc = self.networks.allocate(s, net, row.id)
+            op = self.ops.record(s, ctx, "instance.create", "instance", row.id)
+            row.locked_by = op.id
+            spec = InstanceSpec(
+                id=row.id,
+                name=row.name,
+                workspace_id=ctx.workspace_id,
+                cpus=row.cpus,
+                memory_mb=row.memory_mb,
+                disk_gb=0,
+                image_path=None,
+                image_format=None,
+                hostname=row.hostname,
+                nics=(NicSpec(net.backend_name, alloc.mac, alloc.address),),
+                container=containers.to_spec(config, network_spec(s, net)),
+            )
+            instance_id = row.id
+        self._publish(instance_id)
+        self.ops.launch(
+            op, lambda octx: self._provision(octx, spec), finally_=lambda: self._unlock(instance_id)
+        )
+        return instance_id, op.id
+
+    def _check_host_ports(self, session: Session, ports: tuple[containers.PortRequest, ...]) -> None:
+        """A host port another cloudlet container maps, or that something on the host holds now,
+        is refused before anything is made (the engine would only say so at start)."""
+        if not ports:
+            return
+        wanted = {(p.host, p.protocol) for p in ports}
+        for name, config in session.execute(
+            select(Instance.name, Instance.config).where(Instance.kind == "container")
+        ):
+            for p in (config or {}).get("ports") or []:
+                if (p["host"], p["protocol"]) in wanted:
+                    raise Conflict(
+                        f"host port {p['host']}/{p['protocol']} is already mapped by container {name!r}",
+                        code="port_in_use",
+                    )
+        for p in self.container_engine().ports_in_use([containers.port_spec(p) for p in ports]):
+            raise Conflict(f"host port {p.host}/{p.protocol} is in use on the host", code="port_in_use")
 
     def _reserve(self, octx: OperationContext, network: str, host: DhcpHost) -> None:
         octx.retry(lambda: self.network_driver.add_dhcp_host(network, host))
         octx.on_undo("release DHCP entry", lambda: self.network_driver.remove_dhcp_host(network, host.mac))
 
     # -- actions ---------------------------------------------------------------------------------
-    def action(self, ctx: RequestContext, ref: str, action: str, *, force: bool = False) -> str:
-        """start | stop | force-stop | reboot | delete, as an operation under the instance's lock."""
+    def action(
+        self, ctx: RequestContext, ref: str, action: str, *, force: bool = False, signal: str = "SIGKILL"
+    ) -> str:
+        """start | stop | force-stop | reboot | restart | kill | pause | resume | delete, as an
+        operation under the instance's lock."""
         with transaction(self.sessions) as s:
             row = self.get(s, ctx, ref)
             check_action(action, row.state)
@@ -229,38 +341,60 @@ class Instances:
             ).rowcount
             if claimed != 1:
                 raise Conflict(f"instance {row.name!r} is busy with another operation", code="instance_busy")
-            instance_id = row.id
+            instance_id, kind = row.id, row.kind
+        driver = self.driver(kind)
         self._publish(instance_id)
-        step = {
-            "start": self._start,
-            "stop": lambda octx, i: self._stop(octx, i, force=False),
-            "force-stop": lambda octx, i: self._stop(octx, i, force=True),
-            "reboot": self._reboot,
-            "delete": self._delete,
-        }[action]
-        self.ops.launch(op, lambda octx: step(octx, instance_id), finally_=lambda: self._unlock(instance_id))
+        steps: dict[str, Callable[[OperationContext], None]] = {
+            "start": lambda octx: self._start(octx, driver, instance_id),
+            "stop": lambda octx: self._stop(octx, driver, instance_id, force=False),
+            "force-stop": lambda octx: self._stop(octx, driver, instance_id, force=True),
+            "reboot": lambda octx: self._restart(octx, driver, instance_id),
+            "restart": lambda octx: self._restart(octx, driver, instance_id),
+            "kill": lambda octx: self._kill(octx, driver, instance_id, signal),
+            "pause": lambda octx: self._pause(octx, driver, instance_id, True),
+            "resume": lambda octx: self._pause(octx, driver, instance_id, False),
+            "delete": lambda octx: self._delete(octx, driver, instance_id),
+        }
+        step = steps[action]
+        self.ops.launch(op, step, finally_=lambda: self._unlock(instance_id))
         return op.id
 
-    def _start(self, octx: OperationContext, instance_id: str) -> None:
-        octx.retry(lambda: self.compute.start(instance_id))
+    def _start(self, octx: OperationContext, driver: ComputeDriver, instance_id: str) -> None:
+        octx.retry(lambda: driver.start(instance_id))
         self._set_state(instance_id, State.RUNNING, error=None)
 
-    def _stop(self, octx: OperationContext, instance_id: str, *, force: bool) -> None:
+    def _stop(self, octx: OperationContext, driver: ComputeDriver, instance_id: str, *, force: bool) -> None:
         try:
-            octx.retry(
-                lambda: self.compute.stop(instance_id, force=force, timeout=self.settings.stop_timeout)
-            )
+            octx.retry(lambda: driver.stop(instance_id, force=force, timeout=self.settings.stop_timeout))
         except Exception:
             self._resync_one(instance_id)
             raise
         self._set_state(instance_id, State.STOPPED)
 
-    def _reboot(self, octx: OperationContext, instance_id: str) -> None:
-        octx.retry(lambda: self.compute.reboot(instance_id))
-
-    def _delete(self, octx: OperationContext, instance_id: str) -> None:
+    def _restart(self, octx: OperationContext, driver: ComputeDriver, instance_id: str) -> None:
         try:
-            octx.retry(lambda: self.compute.delete(instance_id))
+            octx.retry(lambda: driver.reboot(instance_id))
+        finally:
+            self._resync_one(instance_id)
+
+    def _kill(self, octx: OperationContext, driver: ComputeDriver, instance_id: str, signal: str) -> None:
+        try:
+            if isinstance(driver, ContainerDriver):
+                octx.retry(lambda: driver.kill(instance_id, signal))
+            else:  # a VM has no process to signal: killing it is pulling the plug
+                octx.retry(lambda: driver.stop(instance_id, force=True))
+        finally:
+            self._resync_one(instance_id)
+
+    def _pause(self, octx: OperationContext, driver: ComputeDriver, instance_id: str, pause: bool) -> None:
+        try:
+            octx.retry(lambda: driver.pause(instance_id) if pause else driver.resume(instance_id))
+        finally:
+            self._resync_one(instance_id)
+
+    def _delete(self, octx: OperationContext, driver: ComputeDriver, instance_id: str) -> None:
+        try:
+            octx.retry(lambda: driver.delete(instance_id))
         except Exception:
             self._resync_one(instance_id)  # not stuck in "deleting": back to what the backend says
             raise
@@ -278,8 +412,12 @@ class Instances:
         self._publish(instance_id)
 
     def _resync_one(self, instance_id: str) -> None:
+        with self.sessions() as s:
+            kind = s.scalar(select(Instance.kind).where(Instance.id == instance_id))
+        if kind is None:
+            return
         try:
-            power = self.compute.state(instance_id)
+            power = self.driver(kind).state(instance_id)
         except NotFound:
             self._set_state(instance_id, State.ERROR, error="the backend no longer has this instance")
             return

@@ -6,7 +6,8 @@
                     (rolled back, gone)     └──stop──▶ stopping ┘
     any settled state ──delete──▶ deleting ──▶ (gone)
     error: the backend failed or lost the instance; start, force-stop and delete are allowed.
-    paused: the backend paused the guest; it can be stopped (forced) or deleted.
+    paused: the instance is frozen (pause); resume thaws it; it can be stopped (forced) or deleted.
+    restart stops and starts again (a VM reboots); kill signals a container's process (a VM: force-stop).
 
 The reconciler may move settled states (running, stopped, paused, error) to follow the backend;
 transitional states (pending, provisioning, stopping, deleting) belong to the operation in flight.
@@ -39,6 +40,10 @@ ALLOWED: dict[str, frozenset[State]] = {
     "stop": frozenset({State.RUNNING}),
     "force-stop": frozenset({State.RUNNING, State.PAUSED, State.STOPPING, State.ERROR}),
     "reboot": frozenset({State.RUNNING}),
+    "restart": frozenset({State.RUNNING, State.STOPPED, State.ERROR}),
+    "kill": frozenset({State.RUNNING, State.PAUSED}),
+    "pause": frozenset({State.RUNNING}),
+    "resume": frozenset({State.PAUSED}),
     "delete": frozenset({State.RUNNING, State.STOPPED, State.PAUSED, State.ERROR}),
 }
 

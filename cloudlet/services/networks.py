@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from cloudlet.db.models import Instance, IPAllocation, Network
 from cloudlet.db.session import SessionFactory, transaction
 from cloudlet.drivers.base import DhcpHost, NetworkDriver, NetworkSpec
+from cloudlet.drivers.containers import ContainerDriver
 from cloudlet.errors import Conflict, Exhausted, InUse, Invalid
 from cloudlet.services.context import RequestContext
 from cloudlet.services.names import check_name, lookup
@@ -57,7 +58,14 @@ def random_mac() -> str:
 
 
 class Networks:
-    def __init__(self, sessions: SessionFactory, ops: Operations, driver: NetworkDriver) -> None:
+    def __init__(
+        self,
+        sessions: SessionFactory,
+        ops: Operations,
+        driver: NetworkDriver,
+        containers: ContainerDriver | None = None,
+    ) -> None:
+        self.containers = containers  # told when a network goes, to drop its container side
         self.sessions = sessions
         self.ops = ops
         self.driver = driver
@@ -150,6 +158,9 @@ class Networks:
 
         def step(octx: OperationContext) -> None:
             octx.on_undo("keep network", lambda: self._set_status(net_id, "active"))
+            if self.containers is not None:
+                containers = self.containers
+                octx.retry(lambda: containers.detach_network(backend))
             octx.retry(lambda: self.driver.delete_network(backend))
             self._delete_row(net_id)
 

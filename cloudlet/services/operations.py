@@ -141,7 +141,7 @@ class Operations:
         except Exception as exc:
             ctx.run_undo()
             if isinstance(exc, CloudletError):
-                error = {"code": exc.code, "status": exc.status, "detail": exc.detail}
+                error = {**exc.extra, "code": exc.code, "status": exc.status, "detail": exc.detail}
             else:
                 log.exception("operation %s failed unexpectedly", op_id)
                 error = {"code": "internal_error", "status": 500, "detail": f"{type(exc).__name__}: {exc}"}

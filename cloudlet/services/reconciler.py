@@ -8,6 +8,7 @@ Objects without cloudlet's label are never touched.
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -35,18 +36,19 @@ class Reconciler:
         bus: EventBus,
         ops: Operations,
         runners: Runners,
-        compute: ComputeDriver,
+        drivers: dict[str, ComputeDriver],
         network_driver: NetworkDriver,
         interval: float,
     ) -> None:
+        """``drivers`` maps an instance kind ("vm", "container") to the driver that runs it."""
         self.sessions = sessions
         self.bus = bus
         self.ops = ops
         self.runners = runners
-        self.compute = compute
+        self.drivers = drivers
         self.network_driver = network_driver
         self.interval = interval
-        self._events: queue.Queue[tuple[str, PowerState] | None] = queue.Queue()
+        self._events: queue.Queue[tuple[str, str, PowerState] | None] = queue.Queue()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -84,13 +86,19 @@ class Reconciler:
                 )
             )
         for inst in unfinished:
-            if inst.state in (State.PENDING, State.PROVISIONING, State.DELETING):
-                self._remove_instance(inst.id)
-                key = "finished_deletes" if inst.state == State.DELETING else "rolled_back"
-                counts[key] += 1
-            else:  # an interrupted stop: the instance is whatever the backend says it is now
-                self._settle(inst.id)
-                counts["settled"] += 1
+            driver = self.drivers.get(inst.kind)
+            if driver is None:
+                continue
+            try:
+                if inst.state in (State.PENDING, State.PROVISIONING, State.DELETING):
+                    self._remove_instance(driver, inst.id)
+                    key = "finished_deletes" if inst.state == State.DELETING else "rolled_back"
+                    counts[key] += 1
+                else:  # an interrupted stop: the instance is whatever the backend says it is now
+                    self._settle(driver, inst.id)
+                    counts["settled"] += 1
+            except CloudletError as err:
+                log.error("recovering %s instance %s failed: %s", inst.kind, inst.id, err.detail)
         self.ensure_networks()
         counts["orphans_removed"] = self._remove_orphan_instances()
         counts["dhcp_removed"] = self._remove_stray_dhcp_hosts()
@@ -99,8 +107,8 @@ class Reconciler:
             log.info("recovery: %s", counts)
         return counts
 
-    def _remove_instance(self, instance_id: str) -> None:
-        self.compute.delete(instance_id)
+    def _remove_instance(self, driver: ComputeDriver, instance_id: str) -> None:
+        driver.delete(instance_id)
         with transaction(self.sessions) as s:
             rows = s.execute(
                 select(IPAllocation, Network.backend_name)
@@ -114,10 +122,10 @@ class Reconciler:
             if inst is not None:
                 s.delete(inst)
 
-    def _settle(self, instance_id: str) -> None:
+    def _settle(self, driver: ComputeDriver, instance_id: str) -> None:
         """Move a transitional instance to the backend's state (apply() leaves transitional alone)."""
         try:
-            power = self.compute.state(instance_id)
+            power = driver.state(instance_id)
         except NotFound:
             power = PowerState.MISSING
         with transaction(self.sessions) as s:
@@ -139,13 +147,18 @@ class Reconciler:
     def _remove_orphan_instances(self) -> int:
         with self.sessions() as s:
             known = set(s.scalars(select(Instance.id)))
-        backend_ids = {i.id for i in self.compute.list_instances()}
-        dirs: set[str] = set(self.compute.residue())
-        orphans = (backend_ids | dirs) - known
-        for instance_id in orphans:
-            log.warning("removing orphan instance %s (not in the database)", instance_id)
-            self.compute.delete(instance_id)
-        return len(orphans)
+        removed = 0
+        for kind, driver in self.drivers.items():
+            try:
+                backend_ids = {i.id for i in driver.list_instances()}
+                orphans = (backend_ids | set(driver.residue())) - known
+                for instance_id in orphans:
+                    log.warning("removing orphan %s %s (not in the database)", kind, instance_id)
+                    driver.delete(instance_id)
+                    removed += 1
+            except CloudletError as err:
+                log.error("looking for orphan %s instances failed: %s", kind, err.detail)
+        return removed
 
     def _remove_stray_dhcp_hosts(self) -> int:
         removed = 0
@@ -164,12 +177,13 @@ class Reconciler:
         return removed
 
     # -- continuous ------------------------------------------------------------------------------
-    def on_backend_event(self, instance_id: str, state: PowerState) -> None:
+    def on_backend_event(self, kind: str, instance_id: str, state: PowerState) -> None:
         """Driver callback (any thread): queue and return at once."""
-        self._events.put((instance_id, state))
+        self._events.put((kind, instance_id, state))
 
     def start(self) -> None:
-        self.compute.watch(self.on_backend_event)
+        for kind, driver in self.drivers.items():
+            driver.watch(functools.partial(self.on_backend_event, kind))
         for target, name in ((self._event_loop, "reconcile-events"), (self._resync_loop, "reconcile-resync")):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
@@ -184,12 +198,12 @@ class Reconciler:
             item = self._events.get()
             if item is None:
                 return
-            instance_id, _reported = item
+            kind, instance_id, _reported = item
             try:
                 # An event is a trigger, not the truth: it may be stale by the time it is handled
                 # (a "started" event read after the user stopped the VM), so ask the backend now.
                 try:
-                    power = self.compute.state(instance_id)
+                    power = self.drivers[kind].state(instance_id)
                 except NotFound:
                     power = PowerState.MISSING
                 self.apply(instance_id, power)
@@ -227,8 +241,15 @@ class Reconciler:
         self.bus.publish(Event("instance.updated", workspace_id, payload))
 
     def resync(self) -> None:
-        states = {i.id: i.state for i in self.compute.list_instances()}
-        with self.sessions() as s:
-            rows = list(s.execute(select(Instance.id, Instance.state).where(Instance.locked_by.is_(None))))
-        for instance_id, _state in rows:
-            self.apply(instance_id, states.get(instance_id, PowerState.MISSING))
+        for kind, driver in self.drivers.items():
+            try:
+                states = {i.id: i.state for i in driver.list_instances()}
+            except CloudletError as err:  # a backend that is away says nothing about its instances
+                log.warning("resync of %s instances skipped: %s", kind, err.detail)
+                continue
+            with self.sessions() as s:
+                rows = list(
+                    s.scalars(select(Instance.id).where(Instance.locked_by.is_(None), Instance.kind == kind))
+                )
+            for instance_id in rows:
+                self.apply(instance_id, states.get(instance_id, PowerState.MISSING))

@@ -16,6 +16,7 @@ from cloudlet.api.app import create_app
 from cloudlet.config import Settings
 from cloudlet.db.models import Instance, IPAllocation
 from cloudlet.drivers.sim import SimDriver
+from cloudlet.drivers.sim_containers import SimContainerDriver
 from cloudlet.services.cloud import Cloud
 
 
@@ -26,6 +27,7 @@ class SimCloud:
     driver: SimDriver
     token: str
     data_dir: Path
+    containers: SimContainerDriver
 
     @property
     def headers(self) -> dict[str, str]:
@@ -47,16 +49,18 @@ def sim_cloud(data_dir: Path) -> Iterator[SimCloud]:
     settings = Settings(
         data_dir=data_dir,
         vm_driver="sim",
+        container_driver="sim",
         memory_reserve_mb=512,
         resync_interval=3600,
         image_import_dirs=[data_dir],  # tests import images they make in their tmp folder
     )
     driver = SimDriver(memory_mb=8192)
-    cloud = Cloud.build(settings, backend=(driver, driver))
+    containers = SimContainerDriver()
+    cloud = Cloud.build(settings, backend=(driver, driver), container_driver=containers)
     tokens: list[str] = []
     app = create_app(settings, cloud=cloud, on_admin_token=tokens.append)
     with TestClient(app) as client:
-        yield SimCloud(client, cloud, driver, tokens[0], data_dir)
+        yield SimCloud(client, cloud, driver, tokens[0], data_dir, containers)
 
 
 @pytest.fixture

@@ -15,7 +15,13 @@ from cloudlet.config import Settings
 from tests.unit.conftest import SimCloud
 
 PROBLEM_FIELDS = {"type", "title", "status", "detail", "code"}
-PATH_VALUES = {"ref": "web1", "op_id": "5f0c7a52-3f6e-4e58-9a53-6b1c1b1f0d2e", "action": "start"}
+PATH_VALUES = {
+    "ref": "web1",
+    "op_id": "5f0c7a52-3f6e-4e58-9a53-6b1c1b1f0d2e",
+    "action": "start",
+    "name": "proj1",
+    "path": "Dockerfile",
+}
 
 
 def api_routes() -> list[tuple[str, str]]:
@@ -24,7 +30,7 @@ def api_routes() -> list[tuple[str, str]]:
     out = []
     for template, methods in app.openapi()["paths"].items():
         if template.startswith("/api/v1"):
-            path = re.sub(r"\{(\w+)\}", lambda m: PATH_VALUES[m.group(1)], template)
+            path = re.sub(r"\{(\w+)\}", lambda m: PATH_VALUES[m.group(1)], template.replace(":path}", "}"))
             out += [(method.upper(), path) for method in sorted(methods)]
     return out
 

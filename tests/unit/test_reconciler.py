@@ -47,7 +47,7 @@ def test_a_late_backend_event_does_not_undo_a_newer_state(sim: SimCloud, create_
     assert sim.driver.instances[web1] == "stopped"
 
     sim.cloud.reconciler.on_backend_event(
-        web1, PowerState.RUNNING
+        "vm", web1, PowerState.RUNNING
     )  # reported before the stop, delivered late
     sim.driver.stop(web2)  # a real change, reported through the same queue after the late one
     eventually(lambda: state_of(sim, "web2") == "stopped", timeout=5, interval=0.02, what="web2 stopped")

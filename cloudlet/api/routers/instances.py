@@ -1,8 +1,8 @@
-"""Instances (VMs) and their actions."""
+"""Instances (VMs and containers) and their actions."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Response
 from sqlalchemy import select
@@ -10,16 +10,53 @@ from sqlalchemy.orm import Session
 
 from cloudlet.api.deps import CloudDep, Ctx, ReadSession
 from cloudlet.api.routers.operations import WaitParam, accepted
-from cloudlet.api.schemas import InstanceCreate, InstancePublic, OperationPublic, Page
+from cloudlet.api.schemas import (
+    AnyInstanceCreate,
+    ContainerCreate,
+    ContainerPublic,
+    InstancePublic,
+    OperationPublic,
+    Page,
+)
 from cloudlet.db.models import Image, Instance, IPAllocation, Network
+from cloudlet.drivers.containers import ContainerDetails
+from cloudlet.errors import CloudletError
+from cloudlet.services.cloud import Cloud
+from cloudlet.services.containers import ContainerRequest, PortRequest, VolumeRequest
 from cloudlet.services.instances import CreateRequest
 
 router = APIRouter(prefix="/instances", tags=["instances"])
 
-Action = Literal["start", "stop", "force-stop", "reboot"]
+Action = Literal["start", "stop", "force-stop", "reboot", "restart", "kill", "pause", "resume"]
+SIGNAL = r"^(SIG)?[A-Z0-9]{2,8}$|^[0-9]{1,2}$"
 
 
-def instances_public(session: Session, rows: list[Instance]) -> list[InstancePublic]:
+def container_public(config: dict[str, Any], details: ContainerDetails | None = None) -> ContainerPublic:
+    view = ContainerPublic.model_validate(config)
+    if details is not None:
+        view.short_id = details.short_id
+        view.status = details.status
+        view.exit_code = details.exit_code
+        view.started_at = details.started_at
+        view.finished_at = details.finished_at
+        view.size_rw = details.size_rw
+        view.size_root_fs = details.size_root_fs
+    return view
+
+
+def live_details(cloud: Cloud, row: Instance, *, size: bool) -> ContainerDetails | None:
+    """The engine's view of a container; None when it cannot be asked now (the row still shows)."""
+    if row.kind != "container" or row.state in ("pending", "provisioning", "deleting"):
+        return None
+    try:
+        return cloud.instances.container_engine().details(row.id, size=size)
+    except CloudletError:
+        return None
+
+
+def instances_public(
+    session: Session, rows: list[Instance], details: dict[str, ContainerDetails] | None = None
+) -> list[InstancePublic]:
     """Public views of instances, with image/network names and addresses in three queries."""
     ids = [r.id for r in rows]
     allocs = {
@@ -53,6 +90,11 @@ def instances_public(session: Session, rows: list[Instance]) -> list[InstancePub
                 mac=alloc.mac if alloc else None,
                 host=r.host,
                 error=r.error,
+                container=(
+                    container_public(r.config or {}, (details or {}).get(r.id))
+                    if r.kind == "container"
+                    else None
+                ),
                 created_at=r.created_at,
                 updated_at=r.updated_at,
             )
@@ -67,19 +109,53 @@ def list_instances(
     ctx: Ctx,
     state: str | None = Query(None, description="Only instances in this state."),
     name: str | None = Query(None, description="Only instances whose name contains this."),
+    kind: Literal["vm", "container"] | None = Query(None, description="Only VMs or only containers."),
+    size: bool = Query(False, description="Containers: measure disk use (slower)."),
     limit: int = Query(50, ge=1, le=1000),
     offset: int = Query(0, ge=0),
 ) -> Page[InstancePublic]:
     """List instances, oldest first."""
-    rows, total = cloud.instances.search(session, ctx, state=state, name=name, limit=limit, offset=offset)
-    return Page(items=instances_public(session, rows), total=total, limit=limit, offset=offset)
+    rows, total = cloud.instances.search(
+        session, ctx, state=state, name=name, kind=kind, limit=limit, offset=offset
+    )
+    details: dict[str, ContainerDetails] = {}
+    if size and any(r.kind == "container" for r in rows):
+        for row in rows:
+            found = live_details(cloud, row, size=True)
+            if found is not None:
+                details[row.id] = found
+    return Page(items=instances_public(session, rows, details), total=total, limit=limit, offset=offset)
+
+
+def container_request(body: ContainerCreate) -> ContainerRequest:
+    return ContainerRequest(
+        name=body.name,
+        image=body.image,
+        command=tuple(body.command) if body.command is not None else None,
+        entrypoint=tuple(body.entrypoint) if body.entrypoint is not None else None,
+        env=dict(body.env),
+        ports=tuple(PortRequest(p.host, p.container, p.protocol, p.host_ip) for p in body.ports),
+        volumes=tuple(VolumeRequest(v.path, v.name, v.host_path, v.read_only) for v in body.volumes),
+        cpus=body.cpus,
+        memory=body.memory,
+        restart=body.restart,
+        network=body.network,
+        hostname=body.hostname,
+        privileged=body.privileged,
+        workdir=body.workdir,
+        user=body.user,
+    )
 
 
 @router.post("", status_code=202, response_model=OperationPublic)
 def create_instance(
-    body: InstanceCreate, cloud: CloudDep, ctx: Ctx, response: Response, wait: float | None = WaitParam
+    body: AnyInstanceCreate, cloud: CloudDep, ctx: Ctx, response: Response, wait: float | None = WaitParam
 ) -> OperationPublic:
-    """Create and start a VM from an image; its IP is allocated before it boots."""
+    """Create and start a VM from an image (its IP is allocated before it boots), or run a
+    container (`kind: container`) from a local image on a cloudlet network."""
+    if isinstance(body, ContainerCreate):
+        _, op_id = cloud.instances.create_container(ctx, container_request(body))
+        return accepted(cloud, ctx, op_id, wait, response)
     req = CreateRequest(
         name=body.name,
         image=body.image,
@@ -95,17 +171,32 @@ def create_instance(
 
 
 @router.get("/{ref}", response_model=InstancePublic)
-def get_instance(cloud: CloudDep, session: ReadSession, ctx: Ctx, ref: str) -> InstancePublic:
-    """Show an instance by name or id."""
-    return instances_public(session, [cloud.instances.get(session, ctx, ref)])[0]
+def get_instance(
+    cloud: CloudDep,
+    session: ReadSession,
+    ctx: Ctx,
+    ref: str,
+    size: bool = Query(False, description="Containers: measure disk use (slower)."),
+) -> InstancePublic:
+    """Show an instance by name or id; a container's view includes the engine's live status."""
+    row = cloud.instances.get(session, ctx, ref)
+    found = live_details(cloud, row, size=size)
+    return instances_public(session, [row], {row.id: found} if found else None)[0]
 
 
 @router.post("/{ref}/actions/{action}", status_code=202, response_model=OperationPublic)
 def instance_action(
-    cloud: CloudDep, ctx: Ctx, ref: str, action: Action, response: Response, wait: float | None = WaitParam
+    cloud: CloudDep,
+    ctx: Ctx,
+    ref: str,
+    action: Action,
+    response: Response,
+    wait: float | None = WaitParam,
+    signal: str = Query("SIGKILL", pattern=SIGNAL, description="kill: the signal to send."),
 ) -> OperationPublic:
-    """Start, stop (graceful, then forced after the timeout), force-stop or reboot."""
-    return accepted(cloud, ctx, cloud.instances.action(ctx, ref, action), wait, response)
+    """Start; stop (graceful, then forced after the timeout); force-stop; reboot or restart;
+    kill (a container's process gets `signal`; a VM is powered off); pause; resume."""
+    return accepted(cloud, ctx, cloud.instances.action(ctx, ref, action, signal=signal), wait, response)
 
 
 @router.delete("/{ref}", status_code=202, response_model=OperationPublic)

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from fastapi import APIRouter, Query, Response
+from fastapi.responses import StreamingResponse
 from sqlalchemy import func, select
+from starlette.concurrency import run_in_threadpool
 
 from cloudlet.api.deps import CloudDep, Ctx, ReadSession
 from cloudlet.api.schemas import OperationPublic, Page
+from cloudlet.api.streams import drain
 from cloudlet.db.models import Operation
+from cloudlet.drivers.containers import Stream
+from cloudlet.errors import NotFound
 from cloudlet.services.cloud import Cloud
 from cloudlet.services.context import RequestContext
 from cloudlet.services.operations import OpStatus
@@ -60,3 +67,36 @@ def get_operation(
     op = accepted(cloud, ctx, op_id, wait, response)
     response.status_code = 200
     return op
+
+
+@router.get(
+    "/{op_id}/log",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/plain": {}}, "description": "The log, streamed."}},
+)
+async def operation_log(
+    cloud: CloudDep,
+    ctx: Ctx,
+    op_id: str,
+    follow: bool = Query(False, description="Stream new lines until the operation ends."),
+) -> StreamingResponse:
+    """The text log of an operation that keeps one (image builds and pulls)."""
+
+    def check() -> None:
+        with cloud.db.reads() as s:
+            cloud.ops.get(s, ctx, op_id)
+        if not cloud.oplogs.exists(op_id):
+            raise NotFound(f"operation {op_id} has no log", code="log_not_found")
+
+    def is_final() -> bool:
+        with cloud.db.reads() as s:
+            return OpStatus(cloud.ops.get(s, ctx, op_id).status).is_final
+
+    await run_in_threadpool(check)
+    lines = Stream(cloud.oplogs.read(op_id, follow=follow, is_final=is_final))
+
+    async def body() -> AsyncIterator[bytes]:
+        async for chunk in drain(lines):
+            yield chunk
+
+    return StreamingResponse(body(), media_type="text/plain; charset=utf-8")

@@ -30,7 +30,7 @@ from cloudlet.drivers.base import (
 from cloudlet.drivers.libvirt import xml
 from cloudlet.drivers.libvirt.guest import EVENT_MAP, STATE_MAP, domain_name, instance_id_of
 from cloudlet.drivers.libvirt.host import LibvirtHost, choose_domain_type
-from cloudlet.errors import DriverError, NotFound
+from cloudlet.errors import DriverError, Invalid, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,8 @@ class LibvirtDriver(ComputeDriver, NetworkDriver):
     def create(self, spec: InstanceSpec) -> None:
         from cloudlet.drivers.libvirt.seed import build_nocloud_seed
 
+        if spec.image_path is None or spec.image_format is None:
+            raise Invalid("a VM needs a base image", code="image_required")
         folder = self._dir(spec.id)
         disk, seed = folder / "disk.qcow2", folder / "seed.iso"
         with contextlib.ExitStack() as undo:

@@ -1,0 +1,110 @@
+"""Bridges from blocking backend streams to async responses and websockets.
+
+Each open stream parks one thread in a blocking read. Those threads get their own limiter, so a
+hundred log followers cannot starve the thread pool that serves ordinary requests; and every
+stream is closed when its client leaves, which wakes and frees its thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, MutableMapping
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+from fastapi import WebSocket, WebSocketDisconnect
+from starlette.concurrency import run_in_threadpool
+
+from cloudlet.api.deps import websocket_context
+from cloudlet.drivers.containers import Stream
+from cloudlet.errors import CloudletError
+from cloudlet.services.context import RequestContext
+
+T = TypeVar("T")
+_END = object()
+_limiter: anyio.CapacityLimiter | None = None
+
+
+def stream_limiter() -> anyio.CapacityLimiter:
+    global _limiter
+    if _limiter is None:  # made lazily: a limiter belongs to the running event loop's library
+        _limiter = anyio.CapacityLimiter(1000)
+    return _limiter
+
+
+async def in_stream_thread(fn: Callable[..., T], *args: Any) -> T:
+    return await anyio.to_thread.run_sync(fn, *args, limiter=stream_limiter())
+
+
+async def drain(stream: Stream[T]) -> AsyncIterator[T]:
+    """Items of ``stream`` as they come; the stream is closed however the iteration ends."""
+    try:
+        while True:
+            item = await in_stream_thread(next, stream, _END)
+            if item is _END:
+                return
+            yield item
+    finally:
+        stream.close()
+
+
+# Websocket close codes: 4000 + the HTTP status the same problem would have had.
+def close_code(err: CloudletError) -> int:
+    return 4000 + err.status if 400 <= err.status < 600 else 4500
+
+
+async def accept_or_refuse(websocket: WebSocket, open_: Callable[[RequestContext], T]) -> T | None:
+    """Authenticate, run ``open_`` (it resolves the target and opens the backend stream) in a
+    thread, then accept. On a domain error the socket is closed with a 4xxx code and the
+    problem's detail as the reason, and None is returned."""
+    try:
+        ctx = await run_in_threadpool(websocket_context, websocket)
+        opened = await run_in_threadpool(open_, ctx)
+    except CloudletError as err:
+        await websocket.close(code=close_code(err), reason=f"{err.code}: {err.detail}"[:120])
+        return None
+    await websocket.accept()
+    return opened
+
+
+async def pump_until_disconnect(
+    websocket: WebSocket,
+    produce: Callable[[], Coroutine[Any, Any, None]],
+    on_message: Callable[[MutableMapping[str, Any]], Awaitable[None]] | None = None,
+) -> None:
+    """Run ``produce`` (sending to the client) while reading the client's messages; whichever
+    ends first ends both. The caller closes its backend stream afterwards."""
+
+    async def receive() -> None:
+        with contextlib.suppress(WebSocketDisconnect):
+            while True:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                if on_message is not None:
+                    await on_message(message)
+
+    producer = asyncio.create_task(produce())
+    receiver = asyncio.create_task(receive())
+    try:
+        await asyncio.wait({producer, receiver}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (producer, receiver):
+            task.cancel()
+        for task in (producer, receiver):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+    if producer.done() and not producer.cancelled() and producer.exception() is None:
+        with contextlib.suppress(Exception):
+            await websocket.close(code=1000)
+
+
+def parse_json(text: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None

@@ -1,0 +1,1 @@
+"""The Docker Engine driver: containers as cloudlet instances."""
