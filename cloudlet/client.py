@@ -234,3 +234,67 @@ class Client:
 
     def delete_project_file(self, name: str, path: str) -> None:
         self.request("DELETE", self._project_url(name, path))
+
+    # -- containers ------------------------------------------------------------------------------
+    def _check(self, resp: httpx.Response) -> None:
+        if resp.status_code >= 400:
+            resp.read()
+            try:
+                problem = resp.json()
+            except ValueError:
+                problem = {"title": resp.reason_phrase, "detail": resp.text[:500], "code": "http_error"}
+            raise ApiError(resp.status_code, problem)
+
+    def _stream(self, path: str, params: dict[str, Any]) -> Iterator[bytes]:
+        with self.http.stream("GET", "/api/v1" + path, params=params, timeout=None) as resp:
+            self._check(resp)
+            yield from resp.iter_bytes()
+
+    def ws_url(self, path: str, **params: Any) -> tuple[str, dict[str, str]]:
+        """The websocket URL of an API path, and the headers that authenticate it."""
+        from urllib.parse import urlencode
+
+        base = self.url.replace("http", "ws", 1) + "/api/v1" + path
+        query = urlencode(params, doseq=True)
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        return (f"{base}?{query}" if query else base), headers
+
+    def container_logs(
+        self, ref: str, *, follow: bool = False, tail: int | None = None, timestamps: bool = False
+    ) -> Iterator[bytes]:
+        params: dict[str, Any] = {"follow": follow, "timestamps": timestamps}
+        if tail is not None:
+            params["tail"] = tail
+        return self._stream(f"/instances/{ref}/logs", params)
+
+    def exec(self, ref: str, command: list[str], tty: bool = False) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "POST", f"/instances/{ref}/exec", json={"command": command, "tty": tty}, timeout=None
+        )
+        return result
+
+    def container_stats(self, ref: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", f"/instances/{ref}/stats")
+        return result
+
+    def container_images(self, filter: str | None = None) -> list[dict[str, Any]]:
+        return list(self.request("GET", "/container-images", params={"filter": filter} if filter else {}))
+
+    def pull_image(self, ref: str, wait: bool = True) -> dict[str, Any]:
+        return self._op("POST", "/container-images/pull", wait, json={"image": ref})
+
+    def search_images(self, term: str, limit: int = 25) -> list[dict[str, Any]]:
+        return list(self.request("GET", "/container-images/search", params={"q": term, "limit": limit}))
+
+    def delete_container_image(self, ref: str, force: bool = False) -> None:
+        self.request("DELETE", f"/container-images/{ref}", params={"force": force})
+
+    def prune_images(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("POST", "/container-images/prune")
+        return result
+
+    def build_project(self, name: str, tags: list[str], wait: bool = True) -> dict[str, Any]:
+        return self._op("POST", f"{self._project_url(name)}/build", wait, json={"tags": tags})
+
+    def operation_log(self, op_id: str, follow: bool = False) -> Iterator[bytes]:
+        return self._stream(f"/operations/{op_id}/log", {"follow": follow})

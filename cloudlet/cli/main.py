@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import typer
 
-from cloudlet.cli import images, networks, vms
+from cloudlet.cli import containers, images, networks, vms
 from cloudlet.cli.common import client, console, err_console, handle_errors
 
 app = typer.Typer(help="cloudlet: VMs and containers from one API.", no_args_is_help=True)
 app.add_typer(images.app, name="image")
 app.add_typer(networks.app, name="network")
 app.add_typer(vms.app, name="vm")
+app.add_typer(containers.app, name="ct")
 
 
 @app.command(

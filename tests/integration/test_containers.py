@@ -279,3 +279,63 @@ def test_reconciler_follows_changes_made_outside(sqlite_server, engine):  # type
         assert foreign.status == "running", "a container without cloudlet's labels was touched"
     finally:
         foreign.remove(force=True)
+
+
+def test_cli_drives_containers_images_and_projects(sqlite_server, engine, tmp_path):  # type: ignore[no-untyped-def]
+    from tests.integration.test_events_and_cli import _cli
+
+    port = free_port()
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text(DOCKERFILE)
+    page = tmp_path / "index.html"
+    page.write_text("from the cli\n")
+
+    def ok(*args: str, stdin: str | None = None) -> str:
+        done = _cli(sqlite_server, *args) if stdin is None else _cli_input(sqlite_server, stdin, *args)
+        assert done.returncode == 0, (args, done.stdout, done.stderr)
+        return done.stdout
+
+    ok("ct", "project", "create", "cliweb", "--dockerfile", str(dockerfile))
+    ok("ct", "project", "put", "cliweb", "index.html", "--from", str(page))
+    built = ok("ct", "project", "build", "cliweb", "--tag", "cliweb:1")
+    assert "Step 1/" in built and "Successfully tagged cliweb:1" in built
+    assert "cliweb:1" in ok("ct", "image", "list", "cliweb")
+
+    ok("ct", "run", "cliweb", "cliweb:1", "-p", f"{port}:8080", "-e", "WHO=cli", "--memory", "32")
+    assert (
+        eventually(lambda: httpx.get(f"http://127.0.0.1:{port}/", timeout=2).text, timeout=20)
+        == "from the cli\n"
+    )
+    listed = ok("ct", "list")
+    assert "cliweb" in listed and f"{port}->8080/tcp" in listed
+    assert "running" in ok("ct", "show", "cliweb")
+    assert "url:/" in ok("ct", "logs", "cliweb", "--tail", "5")
+    assert ok("ct", "exec", "cliweb", "--", "sh", "-c", "echo $WHO") == "cli\n"
+    failed = _cli(sqlite_server, "ct", "exec", "cliweb", "--", "sh", "-c", "exit 5")
+    assert failed.returncode == 5
+    shell = _cli_input(
+        sqlite_server, "echo $((6*7))\nexit 4\n", "ct", "exec", "-it", "cliweb", "--", "/bin/sh"
+    )
+    assert shell.returncode == 4 and "42" in shell.stdout, (shell.stdout, shell.stderr)
+    assert "MEM" in ok("ct", "stats", "cliweb")
+    ok("ct", "stop", "cliweb")
+    ok("ct", "delete", "cliweb")
+    ok("ct", "image", "delete", "cliweb:1")
+
+    for args in (("ct", "image", "pull", "alpine:3"), ("ct", "image", "search", "nginx")):
+        refused = _cli(sqlite_server, *args)
+        assert refused.returncode != 0 and "registry_unreachable" in refused.stderr, refused.stderr
+    bad = _cli(sqlite_server, "ct", "run", "x1", BUSYBOX_REF, "-v", "/etc:/host")
+    assert bad.returncode == 2 and "host_mounts_forbidden" in bad.stderr
+
+
+def _cli_input(server, stdin: str, *args: str):  # type: ignore[no-untyped-def]
+    import os
+    import subprocess
+
+    from tests.integration.conftest import CLOUDLET
+
+    env = {**os.environ, "CLOUDLET_URL": server.url, "CLOUDLET_TOKEN": server.token, "COLUMNS": "200"}
+    return subprocess.run(
+        [CLOUDLET, *args], input=stdin, capture_output=True, text=True, env=env, timeout=120, check=False
+    )
