@@ -159,9 +159,11 @@ class Client:
         return self._op("DELETE", f"/networks/{ref}", wait)
 
     def instances(
-        self, state: str | None = None, name: str | None = None, limit: int = 1000
+        self, state: str | None = None, name: str | None = None, limit: int = 1000, kind: str | None = None
     ) -> list[dict[str, Any]]:
         params: dict[str, Any] = {"limit": limit}
+        if kind:
+            params["kind"] = kind
         if state:
             params["state"] = state
         if name:

@@ -81,7 +81,7 @@ def list_vms(
 ) -> None:
     """List VMs."""
     with client() as c:
-        rows = c.instances(state=state, name=name)
+        rows = c.instances(state=state, name=name, kind="vm")
     table(
         ["NAME", "STATE", "IP", "CPUS", "MEMORY", "DISK", "IMAGE", "NETWORK", "ID"],
         [

@@ -339,3 +339,46 @@ def _cli_input(server, stdin: str, *args: str):  # type: ignore[no-untyped-def]
     return subprocess.run(
         [CLOUDLET, *args], input=stdin, capture_output=True, text=True, env=env, timeout=120, check=False
     )
+
+
+def test_vm_and_container_on_one_network_reach_each_other(sqlite_server, engine, tiny_image, ssh_key):  # type: ignore[no-untyped-def]
+    from tests.integration.conftest import import_tiny, ssh_run, wait_guest_http
+
+    key, pub = ssh_key
+    with sqlite_server.client() as c:
+        import_tiny(c, tiny_image)
+        vm = c.create_instance(name="neighbour-vm", image="tiny", memory=128, ssh_keys=[pub], hostname="nvm")
+        ct = c.create_instance(
+            kind="container",
+            name="neighbour-ct",
+            image=BUSYBOX_REF,
+            command=["httpd", "-f", "-p", "8080", "-h", "/etc"],
+        )
+        vm_ip, ct_ip = vm["result"]["ip"], ct["result"]["ip"]
+        net = c.network("default")
+        assert c.instance("neighbour-ct")["network"] == "default"
+        # both addresses come from cloudlet's IPAM, on the same network
+        import ipaddress
+
+        assert {ipaddress.ip_address(vm_ip), ipaddress.ip_address(ct_ip)} <= set(
+            ipaddress.ip_network(net["cidr"])
+        )
+        (real,) = labelled(engine, ct["result"]["instance_id"])
+        assert next(iter(real.attrs["NetworkSettings"]["Networks"].values()))["IPAddress"] == ct_ip
+
+        wait_guest_http(vm_ip, "nvm")
+        got = c.exec("neighbour-ct", ["wget", "-q", "-O", "-", f"http://{vm_ip}/"])
+        assert got == {**got, "exit_code": 0, "output": "nvm\n"}, got
+        back = eventually(
+            lambda: (
+                (p := ssh_run(key, vm_ip, "wget", "-q", "-O", "-", f"http://{ct_ip}:8080/passwd")).returncode
+                == 0
+                and p.stdout
+            ),
+            timeout=60,
+            interval=2,
+            what="the VM to fetch from the container",
+        )
+        assert back.startswith("root:")
+        c.delete_instance("neighbour-ct", force=True)
+        c.delete_instance("neighbour-vm", force=True)
