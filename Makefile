@@ -41,6 +41,7 @@ integration: venv
 
 bench: setup
 	$(PY) bench/vm_lifecycle.py
+	$(PY) bench/container_lifecycle.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

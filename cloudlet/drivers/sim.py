@@ -88,6 +88,18 @@ class SimDriver(ComputeDriver, NetworkDriver):
             if self._require(instance_id) is not PowerState.RUNNING:
                 raise DriverError("domain is not running")
 
+    def pause(self, instance_id: str) -> None:
+        with self._lock:
+            if self._require(instance_id) is not PowerState.RUNNING:
+                raise DriverError("domain is not running")
+            self._set(instance_id, PowerState.PAUSED)
+
+    def resume(self, instance_id: str) -> None:
+        with self._lock:
+            if self._require(instance_id) is not PowerState.PAUSED:
+                raise DriverError("domain is not paused")
+            self._set(instance_id, PowerState.RUNNING)
+
     def delete(self, instance_id: str) -> None:
         with self._lock:
             self.instances.pop(instance_id, None)

@@ -82,7 +82,7 @@ def instances_public(
                 memory=r.memory_mb,
                 disk=r.disk_gb,
                 hostname=r.hostname,
-                image=images.get(r.image_id or ""),
+                image=images.get(r.image_id or "") or (r.config or {}).get("image"),
                 image_id=r.image_id,
                 network=nets.get(r.network_id or ""),
                 network_id=r.network_id,

@@ -151,6 +151,12 @@ class LibvirtDriver(ComputeDriver, NetworkDriver):
     def reboot(self, instance_id: str) -> None:
         self.host.call("rebooting domain", lambda c: self._domain(c, instance_id).reboot(0))
 
+    def pause(self, instance_id: str) -> None:
+        self.host.call("pausing domain", lambda c: self._domain(c, instance_id).suspend())
+
+    def resume(self, instance_id: str) -> None:
+        self.host.call("resuming domain", lambda c: self._domain(c, instance_id).resume())
+
     def delete(self, instance_id: str) -> None:
         def run(c: libvirt.virConnect) -> None:
             dom = self._domain(c, instance_id)
