@@ -75,12 +75,7 @@ class Client:
     # -- plumbing --------------------------------------------------------------------------------
     def request(self, method: str, path: str, **kw: Any) -> Any:
         resp = self.http.request(method, "/api/v1" + path, **kw)
-        if resp.status_code >= 400:
-            try:
-                problem = resp.json()
-            except ValueError:
-                problem = {"title": resp.reason_phrase, "detail": resp.text[:500], "code": "http_error"}
-            raise ApiError(resp.status_code, problem)
+        self._check(resp)
         return resp.json() if resp.content else None
 
     def wait(
@@ -216,12 +211,7 @@ class Client:
     def project_file(self, name: str, path: str) -> bytes:
         """A file's bytes, as stored."""
         resp = self.http.request("GET", "/api/v1" + self._project_url(name, path))
-        if resp.status_code >= 400:
-            try:
-                problem = resp.json()
-            except ValueError:
-                problem = {"title": resp.reason_phrase, "detail": resp.text[:500], "code": "http_error"}
-            raise ApiError(resp.status_code, problem)
+        self._check(resp)
         return resp.content
 
     def put_project_file(self, name: str, path: str, content: bytes) -> dict[str, Any]:
@@ -238,7 +228,9 @@ class Client:
         self.request("DELETE", self._project_url(name, path))
 
     # -- containers ------------------------------------------------------------------------------
-    def _check(self, resp: httpx.Response) -> None:
+    @staticmethod
+    def _check(resp: httpx.Response) -> None:
+        """Raise the server's problem+json (or what stands in for it) as an ApiError."""
         if resp.status_code >= 400:
             resp.read()
             try:

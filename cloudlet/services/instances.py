@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cloudlet.config import Settings
-from cloudlet.db.models import Image, Instance, IPAllocation, Network
+from cloudlet.db.models import Image, Instance, IPAllocation, Network, Operation
 from cloudlet.db.session import SessionFactory, transaction
 from cloudlet.drivers.base import ComputeDriver, DhcpHost, HostResources, InstanceSpec, NetworkDriver, NicSpec
 from cloudlet.drivers.containers import ContainerDriver
@@ -159,9 +159,7 @@ class Instances:
             image = lookup_ref(s, Image, ctx, req.image, "image")
             if image.status != "ready":
                 raise Conflict(f"image {image.name!r} is not ready ({image.status})", code="image_not_ready")
-            net = lookup_ref(s, Network, ctx, req.network, "network")
-            if net.status != "active":
-                raise Conflict(f"network {net.name!r} is not active ({net.status})", code="network_not_ready")
+            net = self._active_network(s, ctx, req.network)
             min_gb = math.ceil((image.virtual_size or 0) / GIB)
             if req.disk < min_gb:
                 raise Invalid(
@@ -182,14 +180,7 @@ class Instances:
                 hostname=req.hostname or req.name,
                 ssh_keys=list(ssh_keys),
             )
-            s.add(row)
-            try:
-                s.flush()
-            except IntegrityError:
-                raise Conflict(f"an instance named {req.name!r} exists", code="name_taken") from None
-            alloc = self.networks.allocate(s, net, row.id)
-            op = self.ops.record(s, ctx, "instance.create", "instance", row.id)
-            row.locked_by = op.id
+            alloc, op = self._claim(s, ctx, row, net)
             spec = InstanceSpec(
                 id=row.id,
                 name=row.name,
@@ -209,6 +200,28 @@ class Instances:
             op, lambda octx: self._provision(octx, spec), finally_=lambda: self._unlock(instance_id)
         )
         return instance_id, op.id
+
+    @staticmethod
+    def _active_network(session: Session, ctx: RequestContext, ref: str) -> Network:
+        net: Network = lookup_ref(session, Network, ctx, ref, "network")
+        if net.status != "active":
+            raise Conflict(f"network {net.name!r} is not active ({net.status})", code="network_not_ready")
+        return net
+
+    def _claim(
+        self, session: Session, ctx: RequestContext, row: Instance, net: Network
+    ) -> tuple[IPAllocation, Operation]:
+        """Insert the instance (its name is unique per workspace), take its address and record
+        the create operation, which holds the instance's lock, all in the caller's transaction."""
+        session.add(row)
+        try:
+            session.flush()
+        except IntegrityError:
+            raise Conflict(f"an instance named {row.name!r} exists", code="name_taken") from None
+        alloc = self.networks.allocate(session, net, row.id)
+        op = self.ops.record(session, ctx, "instance.create", "instance", row.id)
+        row.locked_by = op.id
+        return alloc, op
 
     def _provision(self, octx: OperationContext, spec: InstanceSpec) -> dict[str, Any]:
         octx.on_undo("forget instance", lambda: self._forget(spec.id))
@@ -252,9 +265,7 @@ class Instances:
             ) from None
         config = containers.to_config(req)
         with transaction(self.sessions) as s:
-            net = lookup_ref(s, Network, ctx, req.network, "network")
-            if net.status != "active":
-                raise Conflict(f"network {net.name!r} is not active ({net.status})", code="network_not_ready")
+            net = self._active_network(s, ctx, req.network)
             self._check_host_ports(s, req.ports)
             row = Instance(
                 workspace_id=ctx.workspace_id,
@@ -269,14 +280,7 @@ class Instances:
                 ssh_keys=[],
                 config=config,
             )
-            s.add(row)
-            try:
-                s.flush()
-            except IntegrityError:
-                raise Conflict(f"an instance named {req.name!r} exists", code="name_taken") from None
-            alloc = self.networks.allocate(s, net, row.id)
-            op = self.ops.record(s, ctx, "instance.create", "instance", row.id)
-            row.locked_by = op.id
+            alloc, op = self._claim(s, ctx, row, net)
             spec = InstanceSpec(
                 id=row.id,
                 name=row.name,

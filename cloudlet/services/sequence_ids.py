@@ -1,4 +1,5 @@
-"""Small integer ids for APIs of replaced systems that number their VMs 1, 2, 3..."""
+"""Small integer ids for APIs of replaced systems that number their VMs 1, 2, 3... (VMs only:
+those systems had no containers)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ def number_instances(sessions: SessionFactory, workspace_id: str) -> list[tuple[
     """Every instance of the workspace with its integer id (numbering new ones), by id."""
     with transaction(sessions) as s:
         numbered = dict(_numbered(s, workspace_id))
-        for inst in s.scalars(select(Instance).where(Instance.workspace_id == workspace_id)):
+        vms = select(Instance).where(Instance.workspace_id == workspace_id, Instance.kind == "vm")
+        for inst in s.scalars(vms):
             if inst.id not in {i.id for i in numbered.values()}:
                 try:
                     with s.begin_nested():
@@ -28,7 +30,7 @@ def _numbered(s: Session, workspace_id: str) -> list[tuple[int, Instance]]:
     rows = s.execute(
         select(OSCloudId.id, Instance)
         .join(Instance, Instance.id == OSCloudId.instance_id)
-        .where(Instance.workspace_id == workspace_id)
+        .where(Instance.workspace_id == workspace_id, Instance.kind == "vm")
     ).all()
     return [(n, inst) for n, inst in rows]
 
@@ -38,7 +40,7 @@ def instance_for_number(sessions: SessionFactory, workspace_id: str, number: int
         return s.scalar(
             select(Instance)
             .join(OSCloudId, OSCloudId.instance_id == Instance.id)
-            .where(OSCloudId.id == number, Instance.workspace_id == workspace_id)
+            .where(OSCloudId.id == number, Instance.workspace_id == workspace_id, Instance.kind == "vm")
         )
 
 

@@ -20,7 +20,7 @@ def test_parallel_creates_get_distinct_addresses_and_names_have_one_winner(serve
     def create(name: str) -> str:
         with server.client() as c:
             try:
-                c.create_instance(name=name, image="tiny", memory=64)
+                c.create_instance(name=name, image="tiny", memory=128)
             except ApiError as err:
                 return err.code
             return "created"

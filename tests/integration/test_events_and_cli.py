@@ -19,7 +19,7 @@ def test_events_stream_operations_and_states(sqlite_server, tiny_image):  # type
         import_tiny(c, tiny_image)
         ws_url = sqlite_server.url.replace("http", "ws") + "/api/v1/events"
         with connect(ws_url, additional_headers={"Authorization": f"Bearer {sqlite_server.token}"}) as ws:
-            c.create_instance(name="evt1", image="tiny", memory=64)
+            c.create_instance(name="evt1", image="tiny", memory=128)
             seen: list[dict] = []
 
             def create_ops() -> list[dict]:

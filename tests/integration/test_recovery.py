@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 def test_reconciler_follows_changes_made_outside(sqlite_server, libvirt_conn, tiny_image):  # type: ignore[no-untyped-def]
     with sqlite_server.client() as c:
         import_tiny(c, tiny_image)
-        c.create_instance(name="outside", image="tiny", memory=64)
+        c.create_instance(name="outside", image="tiny", memory=128)
         c.action("outside", "force-stop")
         assert c.instance("outside")["state"] == "stopped"
         c.action("outside", "start")
@@ -46,7 +46,7 @@ def test_kill_mid_create_is_rolled_back_on_restart(libvirt_conn, tiny_image):  #
         with server.client() as c:
             import_tiny(c, tiny_image)
             bridge = c.network("default")["bridge"]
-            op = c.create_instance(wait=False, name="doomed", image="tiny", memory=64)
+            op = c.create_instance(wait=False, name="doomed", image="tiny", memory=128)
             instance_id = op["target_id"]
             folder = server.data_dir / "instances" / instance_id
             # Kill as soon as the create has made something on the host.
@@ -62,5 +62,5 @@ def test_kill_mid_create_is_rolled_back_on_restart(libvirt_conn, tiny_image):  #
             assert not folder.exists()
             assert dhcp_macs(libvirt_conn, bridge) == set()
             # The name is free again.
-            c.create_instance(name="doomed", image="tiny", memory=64)
+            c.create_instance(name="doomed", image="tiny", memory=128)
             assert c.instance("doomed")["state"] == "running"

@@ -59,11 +59,11 @@ def test_full_network_and_in_use_guards(sqlite_server, libvirt_conn, tiny_image)
         c.create_network("small", cidr)
         ips = set()
         for i in range(4):
-            c.create_instance(name=f"fill{i}", image="tiny", memory=64, network="small")
+            c.create_instance(name=f"fill{i}", image="tiny", memory=128, network="small")
             ips.add(c.instance(f"fill{i}")["ip"])
         assert len(ips) == 4
         with pytest.raises(ApiError) as err:
-            c.create_instance(name="fill4", image="tiny", memory=64, network="small")
+            c.create_instance(name="fill4", image="tiny", memory=128, network="small")
         assert (err.value.status, err.value.code) == (409, "network_exhausted")
         assert all(v["name"] != "fill4" for v in c.instances())
 
