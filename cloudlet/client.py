@@ -44,23 +44,47 @@ def load_client_config(path: Path = CONFIG_PATH) -> dict[str, str]:
     return {k: str(v) for k, v in data.items()}
 
 
-def save_client_config(url: str, token: str, path: Path = CONFIG_PATH) -> None:
+def save_client_config(
+    url: str,
+    token: str,
+    path: Path = CONFIG_PATH,
+    *,
+    refresh_token: str | None = None,
+    workspace: str | None = None,
+) -> None:
+    """Save where and as whom to connect (mode 0600). ``token`` is an API token or the access
+    token of a sign-in, whose ``refresh_token`` then renews it."""
     import json
 
+    values = {"url": url, "token": token, "refresh_token": refresh_token, "workspace": workspace}
     path.parent.mkdir(parents=True, exist_ok=True)
     # json.dumps quotes strings in a way that is valid TOML for these simple values.
-    text = f"url = {json.dumps(url)}\ntoken = {json.dumps(token)}\n"
+    text = "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items() if v is not None)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
 
 
 class Client:
-    def __init__(self, url: str | None = None, token: str | None = None, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        workspace: str | None = None,
+    ) -> None:
         config = load_client_config()
         self.url = (url or os.environ.get("CLOUDLET_URL") or config.get("url") or DEFAULT_URL).rstrip("/")
         self.token = token or os.environ.get("CLOUDLET_TOKEN") or config.get("token")
+        # a saved sign-in renews its short-lived access token with its refresh token
+        self.refresh_token = (
+            config.get("refresh_token") if not (token or os.environ.get("CLOUDLET_TOKEN")) else None
+        )
+        self.workspace = workspace or os.environ.get("CLOUDLET_WORKSPACE") or config.get("workspace")
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        if self.workspace:
+            headers["X-Cloudlet-Workspace"] = self.workspace
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
 
     def close(self) -> None:
@@ -75,8 +99,30 @@ class Client:
     # -- plumbing --------------------------------------------------------------------------------
     def request(self, method: str, path: str, **kw: Any) -> Any:
         resp = self.http.request(method, "/api/v1" + path, **kw)
+        if resp.status_code == 401 and self.refresh_token and self._renew():
+            resp = self.http.request(method, "/api/v1" + path, **kw)
         self._check(resp)
         return resp.json() if resp.content else None
+
+    def _renew(self) -> bool:
+        """Trade the saved refresh token for a new pair and save it; False if that fails."""
+        resp = self.http.post("/api/v1/auth/refresh", json={"refresh_token": self.refresh_token})
+        if resp.status_code != 200:
+            return False
+        pair = resp.json()
+        self.token, self.refresh_token = pair["access_token"], pair["refresh_token"]
+        self.http.headers["Authorization"] = f"Bearer {self.token}"
+        save_client_config(self.url, self.token, refresh_token=self.refresh_token, workspace=self.workspace)
+        return True
+
+    def login(self, username: str, password: str) -> dict[str, Any]:
+        """Sign in with a password; the client then uses the new access token."""
+        pair: dict[str, Any] = self.request(
+            "POST", "/auth/login", json={"username": username, "password": password}
+        )
+        self.token, self.refresh_token = pair["access_token"], pair["refresh_token"]
+        self.http.headers["Authorization"] = f"Bearer {self.token}"
+        return pair
 
     def wait(
         self,

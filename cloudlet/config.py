@@ -73,6 +73,38 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds between a replica's heartbeats; 3 missed ones mean it is gone.",
     )
+    jwt_secret: str | None = Field(
+        default=None,
+        description="Key signing sign-in tokens (32+ characters); unset: generated once and kept in the DB.",
+    )
+    allow_signup: bool = Field(default=False, description="Let anyone create an account (POST /auth/signup).")
+    oidc_issuer: str | None = Field(
+        default=None, description="OpenID Connect provider (issuer URL); sign-in through it is off if unset."
+    )
+    oidc_client_id: str | None = Field(default=None, description="This server's client id at the provider.")
+    oidc_client_secret: str | None = Field(default=None, description="This server's client secret.")
+    oidc_scopes: str = Field(default="openid profile email", description="Scopes asked of the provider.")
+    oidc_username_claim: str = Field(
+        default="preferred_username", description="ID token claim a new account's username is made from."
+    )
+    oidc_auto_create: bool = Field(
+        default=True, description="Make a local account at a person's first OpenID Connect sign-in."
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="External base URL of the server (e.g. https://cloud.example.com), for the OpenID "
+        "Connect redirect URI; default: taken from each request.",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser origins allowed to call the API (JSON list); none by default.",
+    )
+    login_attempts: int = Field(
+        default=10, ge=1, description="Failed sign-ins per account and per address before a pause."
+    )
+    login_window: float = Field(
+        default=300.0, gt=0, description="Seconds the failed sign-ins are counted over."
+    )
     log_level: str = "info"
     # The OS Cloud API of the system cloudlet replaces: off unless a listen address is given.
     oscloud_listen: str | None = Field(

@@ -8,12 +8,15 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
 from cloudlet import __version__
 from cloudlet.api import errors
+from cloudlet.api.audit import AuditMiddleware
 from cloudlet.api.routers import (
+    auth,
     container_images,
     containers,
     events,
@@ -23,6 +26,7 @@ from cloudlet.api.routers import (
     operations,
     projects,
     system,
+    workspaces,
 )
 from cloudlet.config import Settings
 from cloudlet.services.cloud import Cloud
@@ -57,9 +61,19 @@ def create_app(
         lifespan=lifespan,
     )
     errors.install(app)
+    app.add_middleware(AuditMiddleware)
+    if settings.cors_origins:  # none by default: the dashboard is served from the same origin
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-Cloudlet-Workspace"],
+        )
     api = APIRouter(prefix="/api/v1")
     routers = (
         system,
+        auth,
+        workspaces,
         operations,
         images,
         networks,

@@ -1,12 +1,13 @@
-"""Request dependencies: the assembled cloud and the caller's context (auth + workspace scope)."""
+"""Request dependencies: the assembled cloud, the caller's context (who, which workspace, which
+permissions) and the permission each route needs."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request, WebSocket
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from cloudlet.db.session import transaction
@@ -15,7 +16,15 @@ from cloudlet.services.auth import authenticate, touch_token
 from cloudlet.services.cloud import Cloud
 from cloudlet.services.context import RequestContext
 
-bearer = HTTPBearer(auto_error=False, description="An API token: `Authorization: Bearer clt_...`")
+bearer = HTTPBearer(
+    auto_error=False, description="An API token (`clt_...`) or the access token of a sign-in."
+)
+workspace_header = APIKeyHeader(
+    name="X-Cloudlet-Workspace",
+    auto_error=False,
+    scheme_name="workspace",
+    description="Workspace (name or id) for a signed-in user; API tokens are bound to theirs.",
+)
 
 
 def get_cloud(request: Request) -> Cloud:
@@ -23,11 +32,15 @@ def get_cloud(request: Request) -> Cloud:
     return cloud
 
 
-def context_for(cloud: Cloud, secret: str | None, source: str | None) -> RequestContext:
+def context_for(
+    cloud: Cloud, secret: str | None, workspace: str | None, source: str | None
+) -> RequestContext:
     if not secret:
         raise Unauthorized("an 'Authorization: Bearer <token>' header is required", code="missing_token")
+    if len(secret) > 4096:
+        raise Unauthorized("invalid token", code="invalid_token")
     with cloud.db.reads() as s:
-        ctx, touch = authenticate(s, secret, source=source)
+        ctx, touch = authenticate(s, secret, key=cloud.jwt_key, workspace=workspace, source=source)
     if touch is not None:
         with transaction(cloud.db.sessions) as s:
             touch_token(s, touch)
@@ -35,19 +48,36 @@ def context_for(cloud: Cloud, secret: str | None, source: str | None) -> Request
 
 
 def get_context(
-    request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+    request: Request,
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    workspace: Annotated[str | None, Depends(workspace_header)],
 ) -> RequestContext:
     source = request.client.host if request.client else None
-    return context_for(get_cloud(request), creds.credentials if creds else None, source)
+    workspace = workspace or request.query_params.get("workspace")
+    ctx = context_for(get_cloud(request), creds.credentials if creds else None, workspace, source)
+    request.state.ctx = ctx  # for the audit log
+    return ctx
 
 
 def websocket_context(websocket: WebSocket) -> RequestContext:
     """Browsers cannot set headers on websockets, so ``?token=`` is accepted there too."""
     header = websocket.headers.get("authorization", "")
     secret = header[7:] if header.lower().startswith("bearer ") else websocket.query_params.get("token")
+    workspace = websocket.headers.get("x-cloudlet-workspace") or websocket.query_params.get("workspace")
     source = websocket.client.host if websocket.client else None
     cloud: Cloud = websocket.app.state.cloud
-    return context_for(cloud, secret, source)
+    return context_for(cloud, secret, workspace, source)
+
+
+def need(permission: str) -> Callable[[RequestContext], RequestContext]:
+    """A dependency giving the caller's context once it holds ``permission`` (else 403)."""
+
+    def check(ctx: Annotated[RequestContext, Depends(get_context)]) -> RequestContext:
+        ctx.require(permission)
+        return ctx
+
+    check.__name__ = f"need_{permission.replace(':', '_')}"
+    return check
 
 
 def read_session(cloud: Annotated[Cloud, Depends(get_cloud)]) -> Iterator[Session]:
@@ -58,3 +88,16 @@ def read_session(cloud: Annotated[Cloud, Depends(get_cloud)]) -> Iterator[Sessio
 CloudDep = Annotated[Cloud, Depends(get_cloud)]
 Ctx = Annotated[RequestContext, Depends(get_context)]
 ReadSession = Annotated[Session, Depends(read_session)]
+
+
+CanViewInstances = Annotated[RequestContext, Depends(need("instance:view"))]
+CanCreateInstances = Annotated[RequestContext, Depends(need("instance:create"))]
+CanEditInstances = Annotated[RequestContext, Depends(need("instance:edit"))]
+CanDeleteInstances = Annotated[RequestContext, Depends(need("instance:delete"))]
+CanViewNetworks = Annotated[RequestContext, Depends(need("network:view"))]
+CanCreateNetworks = Annotated[RequestContext, Depends(need("network:create"))]
+CanDeleteNetworks = Annotated[RequestContext, Depends(need("network:delete"))]
+CanViewImages = Annotated[RequestContext, Depends(need("image:view"))]
+CanCreateImages = Annotated[RequestContext, Depends(need("image:create"))]
+CanEditImages = Annotated[RequestContext, Depends(need("image:edit"))]
+CanDeleteImages = Annotated[RequestContext, Depends(need("image:delete"))]

@@ -42,7 +42,12 @@ def problem(status: int, code: str, title: str, detail: str, instance: str, **ex
 def install(app: FastAPI) -> None:
     @app.exception_handler(CloudletError)
     async def cloudlet_error(request: Request, exc: CloudletError) -> JSONResponse:
-        return problem(exc.status, exc.code, exc.title, exc.detail, request.url.path, **exc.extra)
+        response = problem(exc.status, exc.code, exc.title, exc.detail, request.url.path, **exc.extra)
+        if "retry_after" in exc.extra:
+            response.headers["Retry-After"] = str(exc.extra["retry_after"])
+        if exc.status == 401:
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

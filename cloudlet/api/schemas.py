@@ -49,8 +49,13 @@ class ImagePublic(BaseModel):
     file_size: int | None = Field(None, description="Bytes the image takes on the host.")
     sha256: str | None = None
     source: str | None = None
+    public: bool = Field(False, description="Published by a system admin to every workspace.")
     created_at: datetime
     model_config = ConfigDict(from_attributes=True)
+
+
+class ImageUpdate(BaseModel):
+    public: bool = Field(description="Share with every workspace (system admins only).")
 
 
 class NetworkCreate(BaseModel):

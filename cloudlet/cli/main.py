@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cloudlet.cli import containers, images, networks, vms
+from cloudlet.cli import admin, containers, images, networks, tenancy, vms
 from cloudlet.cli.common import client, console, err_console, handle_errors
 
 app = typer.Typer(help="cloudlet: VMs and containers from one API.", no_args_is_help=True)
@@ -12,6 +12,13 @@ app.add_typer(images.app, name="image")
 app.add_typer(networks.app, name="network")
 app.add_typer(vms.app, name="vm")
 app.add_typer(containers.app, name="ct")
+app.add_typer(admin.app, name="admin")
+app.add_typer(tenancy.workspace_app, name="workspace")
+app.add_typer(tenancy.member_app, name="member")
+app.add_typer(tenancy.role_app, name="role")
+app.add_typer(tenancy.token_app, name="token")
+app.add_typer(tenancy.quota_app, name="quota")
+app.add_typer(tenancy.audit_app, name="audit")
 
 
 @app.command(
@@ -27,18 +34,28 @@ def server(ctx: typer.Context) -> None:
 @app.command()
 def login(
     url: str = typer.Option("http://127.0.0.1:8470", help="Server URL."),
-    token: str = typer.Option(..., prompt=True, hide_input=True, help="API token."),
+    username: str | None = typer.Option(None, "--username", "-u", help="Sign in with a password."),
+    token: str | None = typer.Option(None, help="Use an API token instead (prompted if neither is given)."),
 ) -> None:
-    """Check a token against the server and save URL and token for later commands."""
+    """Sign in (password) or check an API token, and save the URL and credentials for later
+    commands (a sign-in renews itself with its refresh token)."""
     from cloudlet.client import CONFIG_PATH, Client, save_client_config
 
-    @handle_errors
-    def check() -> None:
-        with Client(url, token) as c:
-            c.info()
+    if username is None and token is None:
+        token = typer.prompt("API token", hide_input=True)
+    password = typer.prompt("password", hide_input=True) if username is not None else None
 
-    check()
-    save_client_config(url, token)
+    @handle_errors
+    def check() -> tuple[str, str | None]:
+        with Client(url, token or "") as c:
+            if username is not None and password is not None:
+                pair = c.login(username, password)
+                return pair["access_token"], pair["refresh_token"]
+            c.info()
+            return token or "", None
+
+    secret, refresh = check()
+    save_client_config(url, secret, refresh_token=refresh)
     console.print(f"logged in to {url}; saved to {CONFIG_PATH}")
 
 

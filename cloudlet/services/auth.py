@@ -1,19 +1,30 @@
-"""API tokens: random secrets shown once; only their SHA-256 is stored. SHA-256 (not a password hash)
-fits because the secret has 256 bits of entropy: there is nothing to brute-force."""
+"""Who a bearer secret is, in which workspace, with which permissions.
+
+Two kinds of bearer: API tokens (``clt_...``: random, stored as SHA-256, bound to one user, one
+workspace and one role, with an optional expiry) and the JWT access tokens of a sign-in. Both are
+checked against the live database on every request, so revoking a token, disabling a user or
+removing a membership takes effect at once. A token's permissions are its role's, and never more
+than its user holds in that workspace now.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+from datetime import datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from cloudlet.db.models import DEFAULT_WORKSPACE, ApiToken, Workspace, utcnow
-from cloudlet.errors import Unauthorized
+from cloudlet.db.models import DEFAULT_WORKSPACE, ApiToken, Membership, Role, User, Workspace, utcnow
+from cloudlet.errors import NotFound, Unauthorized
 from cloudlet.services.context import RequestContext
+from cloudlet.services.logins import decode_access, login_active
+from cloudlet.services.names import is_uuid
+from cloudlet.services.permissions import ALL_PERMISSIONS, BUILTIN_ROLES
 
 TOKEN_PREFIX = "clt_"
+BOOTSTRAP_ADMIN = "admin"
 
 
 def hash_token(secret: str) -> str:
@@ -29,42 +40,190 @@ def ensure_default_workspace(session: Session) -> Workspace:
     return ws
 
 
-def create_token(session: Session, name: str, *, role: str = "admin", workspace_id: str | None = None) -> str:
-    """Store a new token and return its secret (the only time it is ever visible)."""
-    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    session.add(
-        ApiToken(
-            name=name, token_hash=hash_token(secret), prefix=secret[:10], role=role, workspace_id=workspace_id
+def ensure_builtin_roles(session: Session) -> dict[str, Role]:
+    roles = {r.name: r for r in session.scalars(select(Role).where(Role.workspace_id.is_(None)))}
+    for name, permissions in BUILTIN_ROLES.items():
+        if name not in roles:
+            roles[name] = Role(workspace_id=None, name=name, permissions=sorted(permissions))
+            session.add(roles[name])
+        elif set(roles[name].permissions) != permissions:  # a newer release widened a built-in role
+            roles[name].permissions = sorted(permissions)
+    session.flush()
+    return roles
+
+
+def find_role(session: Session, workspace_id: str, name_or_id: str) -> Role:
+    """A built-in role by name, or one of the workspace's custom roles by name or id."""
+    column = Role.id if is_uuid(name_or_id) else Role.name
+    role = session.scalar(
+        select(Role).where(
+            column == name_or_id, (Role.workspace_id == workspace_id) | Role.workspace_id.is_(None)
         )
     )
+    if role is None:
+        raise NotFound(f"role {name_or_id!r} not found", code="role_not_found")
+    return role
+
+
+def create_token(
+    session: Session,
+    name: str,
+    *,
+    user_id: str,
+    workspace_id: str,
+    role: Role,
+    expires_at: datetime | None = None,
+) -> tuple[ApiToken, str]:
+    """Store a new token; return it with its secret (the only time the secret is visible)."""
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken(
+        name=name,
+        token_hash=hash_token(secret),
+        prefix=secret[:10],
+        role=role.name,
+        role_id=role.id,
+        user_id=user_id,
+        workspace_id=workspace_id,
+        expires_at=expires_at,
+    )
+    session.add(token)
     session.flush()
+    return token, secret
+
+
+def bootstrap(session: Session) -> str | None:
+    """First start: the default workspace, the built-in roles, the ``admin`` user (a system
+    admin, owner of the default workspace) and its first API token, returned once. Tokens of
+    the foundation release (no user) are given to that admin, as owners of the default workspace."""
+    ws = ensure_default_workspace(session)
+    roles = ensure_builtin_roles(session)
+    first_start = session.scalar(select(ApiToken.id).limit(1)) is None
+    legacy = list(session.scalars(select(ApiToken).where(ApiToken.user_id.is_(None))))
+    if not first_start and not legacy:
+        return None
+    admin = session.scalar(select(User).where(User.username == BOOTSTRAP_ADMIN))
+    if admin is None:
+        admin = User(username=BOOTSTRAP_ADMIN, is_admin=True, display_name="Administrator")
+        session.add(admin)
+        session.flush()
+    if (
+        session.scalar(
+            select(Membership.id).where(Membership.user_id == admin.id, Membership.workspace_id == ws.id)
+        )
+        is None
+    ):
+        session.add(Membership(workspace_id=ws.id, user_id=admin.id, role_id=roles["owner"].id))
+    for token in legacy:
+        token.user_id, token.workspace_id = admin.id, token.workspace_id or ws.id
+        token.role_id, token.role = roles["owner"].id, "owner"
+    if not first_start:
+        return None
+    _, secret = create_token(session, "admin", user_id=admin.id, workspace_id=ws.id, role=roles["owner"])
     return secret
 
 
-def bootstrap_admin_token(session: Session) -> str | None:
-    """On first start (no token at all), make the admin token and return it; else None."""
-    if session.scalar(select(ApiToken.id).limit(1)) is not None:
-        return None
-    return create_token(session, "admin", role="admin")
+def _workspace(session: Session, ref: str) -> Workspace | None:
+    column = Workspace.id if is_uuid(ref) else Workspace.name
+    return session.scalar(select(Workspace).where(column == ref))
+
+
+def _membership_role(session: Session, user: User, workspace_id: str) -> Role | None:
+    return session.scalar(
+        select(Role)
+        .join(Membership, Membership.role_id == Role.id)
+        .where(Membership.user_id == user.id, Membership.workspace_id == workspace_id)
+    )
+
+
+def _default_workspace_for(session: Session, user: User) -> Workspace | None:
+    default = session.scalar(select(Workspace).where(Workspace.name == DEFAULT_WORKSPACE))
+    if default is not None and (user.is_admin or _membership_role(session, user, default.id)):
+        return default
+    return session.scalar(
+        select(Workspace)
+        .join(Membership, Membership.workspace_id == Workspace.id)
+        .where(Membership.user_id == user.id)
+        .order_by(Workspace.name)
+        .limit(1)
+    )
+
+
+def _user_permissions(session: Session, user: User, workspace_id: str) -> tuple[str, frozenset[str]] | None:
+    """The user's role name and permissions in a workspace; None when not a member (system
+    admins are owners everywhere)."""
+    role = _membership_role(session, user, workspace_id)
+    if role is not None:
+        perms = frozenset(role.permissions)
+        return role.name, (ALL_PERMISSIONS if user.is_admin else perms)
+    if user.is_admin:
+        return "owner", ALL_PERMISSIONS
+    return None
 
 
 def authenticate(
-    session: Session, secret: str, *, source: str | None = None
+    session: Session, secret: str, *, key: str, workspace: str | None = None, source: str | None = None
 ) -> tuple[RequestContext, str | None]:
-    """The request context of a bearer token, and the token id if its last use should be recorded
-    (at most once a minute, so that requests stay read-only and SQLite readers never queue)."""
+    """The request context of a bearer secret, and the API token id if its last use should be
+    recorded (at most once a minute, so requests stay read-only and SQLite readers never queue).
+    ``workspace`` (name or id) picks the workspace of a signed-in user; another workspace than an
+    API token's own is a 404, like every resource the caller may not see."""
+    if secret.startswith(TOKEN_PREFIX):
+        return _token_context(session, secret, workspace, source)
+    claims = decode_access(key, secret)
+    if not login_active(session, str(claims["sid"])):
+        raise Unauthorized("this sign-in was ended (signed out or revoked)", code="token_revoked")
+    user = session.get(User, claims["sub"])
+    if user is None or user.disabled_at is not None:
+        raise Unauthorized("invalid access token", code="invalid_token")
+    ws = _workspace(session, workspace) if workspace else _default_workspace_for(session, user)
+    if ws is None:
+        if workspace:
+            raise NotFound(f"workspace {workspace!r} not found", code="workspace_not_found")
+        return RequestContext(
+            user.username, "", "none", source, user.id, None, frozenset(), user.is_admin
+        ), None
+    held = _user_permissions(session, user, ws.id)
+    if held is None:
+        raise NotFound(f"workspace {workspace or ws.name!r} not found", code="workspace_not_found")
+    role, perms = held
+    return RequestContext(user.username, ws.id, role, source, user.id, None, perms, user.is_admin), None
+
+
+def _token_context(
+    session: Session, secret: str, workspace: str | None, source: str | None
+) -> tuple[RequestContext, str | None]:
+    invalid = Unauthorized("invalid or revoked token", code="invalid_token")
     token = session.scalar(
         select(ApiToken).where(ApiToken.token_hash == hash_token(secret), ApiToken.revoked_at.is_(None))
     )
-    if token is None:
-        raise Unauthorized("invalid or revoked token", code="invalid_token")
-    workspace_id = token.workspace_id
-    if workspace_id is None:
-        workspace_id = session.scalar(select(Workspace.id).where(Workspace.name == DEFAULT_WORKSPACE))
-        if workspace_id is None:
-            raise Unauthorized("the default workspace does not exist yet", code="invalid_token")
-    stale = token.last_used_at is None or (utcnow() - token.last_used_at).total_seconds() > 60
-    ctx = RequestContext(principal=token.name, workspace_id=workspace_id, role=token.role, source=source)
+    if token is None or token.user_id is None or token.workspace_id is None:
+        raise invalid
+    now = utcnow()
+    if token.expires_at is not None and token.expires_at <= now:
+        raise Unauthorized("this API token has expired", code="token_expired")
+    user = session.get(User, token.user_id)
+    if user is None or user.disabled_at is not None:
+        raise invalid
+    if workspace:
+        ws = _workspace(session, workspace)
+        if ws is None or ws.id != token.workspace_id:
+            raise NotFound(f"workspace {workspace!r} not found", code="workspace_not_found")
+    held = _user_permissions(session, user, token.workspace_id)
+    if held is None:
+        raise Unauthorized("the token's user is no longer a member of its workspace", code="invalid_token")
+    role = session.get(Role, token.role_id) if token.role_id else None
+    token_perms = frozenset(role.permissions) if role is not None else frozenset()
+    stale = token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60
+    ctx = RequestContext(
+        principal=user.username,
+        workspace_id=token.workspace_id,
+        role=role.name if role is not None else token.role,
+        source=source,
+        user_id=user.id,
+        token_id=token.id,
+        permissions=token_perms & held[1],
+        is_admin=user.is_admin and "member:edit" in token_perms,
+    )
     return ctx, token.id if stale else None
 
 

@@ -16,17 +16,20 @@ from cloudlet.drivers.base import ComputeDriver, NetworkDriver
 from cloudlet.drivers.containers import ContainerDriver
 from cloudlet.drivers.registry import make_container_driver, make_vm_backend
 from cloudlet.errors import CloudletError
-from cloudlet.services.auth import bootstrap_admin_token, ensure_default_workspace
+from cloudlet.services.audit import AuditLog
+from cloudlet.services.auth import bootstrap, ensure_default_workspace
 from cloudlet.services.container_images import ContainerImages
 from cloudlet.services.context import RequestContext
 from cloudlet.services.deployment import deployment_id
 from cloudlet.services.events import EventBus
 from cloudlet.services.images import Images
 from cloudlet.services.instances import Instances
+from cloudlet.services.logins import signing_key
 from cloudlet.services.networks import Networks
 from cloudlet.services.operations import Operations
 from cloudlet.services.oplogs import OperationLogs
 from cloudlet.services.projects import Projects
+from cloudlet.services.ratelimit import LoginThrottle
 from cloudlet.services.reconciler import Reconciler
 from cloudlet.services.runners import Runners
 
@@ -49,6 +52,9 @@ class Cloud:
     runners: Runners
     projects: Projects
     oplogs: OperationLogs
+    audit: AuditLog
+    jwt_key: str
+    throttle: LoginThrottle
     container_images: ContainerImages | None  # None when containers are off
 
     @classmethod
@@ -68,6 +74,7 @@ class Cloud:
         ops = Operations(db.sessions, db.reads, bus, runners.id, settings.operation_workers)
         with transaction(db.sessions) as s:
             deployment = deployment_id(s)
+            jwt_key = signing_key(s, settings.jwt_secret)
         compute, network_driver = backend or make_vm_backend(settings, deployment)
         containers = container_driver or make_container_driver(settings, deployment)
         networks = Networks(db.sessions, ops, network_driver, containers)
@@ -94,6 +101,9 @@ class Cloud:
             runners=runners,
             projects=Projects(settings.data_dir / "projects"),
             oplogs=oplogs,
+            audit=AuditLog(db.sessions, db.reads),
+            jwt_key=jwt_key,
+            throttle=LoginThrottle(settings.login_attempts, settings.login_window),
             container_images=ContainerImages(db.sessions, ops, oplogs, containers) if containers else None,
         )
 
@@ -104,7 +114,7 @@ class Cloud:
         self.runners.start()
         with transaction(self.db.sessions) as s:
             ws = ensure_default_workspace(s)
-            token = bootstrap_admin_token(s)
+            token = bootstrap(s)
             has_default = s.scalar(
                 select(Network.id).where(Network.workspace_id == ws.id, Network.name == "default")
             )
@@ -124,6 +134,7 @@ class Cloud:
 
     def close(self) -> None:
         self.reconciler.stop()
+        self.audit.close()
         self.ops.shutdown()
         self.runners.stop()
         self.compute.close()

@@ -17,9 +17,9 @@ from sqlalchemy.orm import Session
 from cloudlet.db.models import Image, Instance, Operation
 from cloudlet.db.session import SessionFactory, transaction
 from cloudlet.drivers import qemu_img
-from cloudlet.errors import Conflict, Forbidden, InUse, Invalid
+from cloudlet.errors import Conflict, Forbidden, InUse, Invalid, NotFound
 from cloudlet.services.context import RequestContext
-from cloudlet.services.names import IMAGE_NAME, check_name, lookup
+from cloudlet.services.names import IMAGE_NAME, check_name, is_uuid, lookup
 from cloudlet.services.operations import OperationContext, Operations
 
 FORMATS = ("qcow2", "raw")
@@ -73,12 +73,29 @@ class Images:
         self.import_dirs = [d.resolve() for d in import_dirs]
 
     def get(self, session: Session, ctx: RequestContext, ref: str) -> Image:
-        return lookup(session, Image, ctx.workspace_id, ref, "image")
+        """The workspace's own image, or one a system admin published to all."""
+        return usable_image(session, ctx.workspace_id, ref)
 
     def all(self, session: Session, ctx: RequestContext) -> list[Image]:
+        """The workspace's images and the published ones."""
         return list(
-            session.scalars(select(Image).where(Image.workspace_id == ctx.workspace_id).order_by(Image.name))
+            session.scalars(
+                select(Image)
+                .where((Image.workspace_id == ctx.workspace_id) | Image.public.is_(True))
+                .order_by(Image.name, Image.workspace_id != ctx.workspace_id)
+            )
         )
+
+    def publish(self, ctx: RequestContext, ref: str, public: bool) -> Image:
+        """Share an image with every workspace, or stop sharing it (system admins only)."""
+        if not ctx.is_admin:
+            raise Forbidden("only system admins publish images", code="permission_denied")
+        with transaction(self.sessions) as s:
+            row = lookup(s, Image, ctx.workspace_id, ref, "image")
+            row.public = public
+            s.flush()
+            s.expunge(row)
+            return row
 
     def _new_row(self, ctx: RequestContext, name: str, source: str) -> tuple[str, Operation]:
         check_name(name, IMAGE_NAME, "image name")
@@ -174,7 +191,7 @@ class Images:
 
     def delete(self, ctx: RequestContext, ref: str) -> str:
         with transaction(self.sessions) as s:
-            row = self.get(s, ctx, ref)
+            row = lookup(s, Image, ctx.workspace_id, ref, "image")  # only its own workspace deletes it
             users = s.scalar(select(func.count()).where(Instance.image_id == row.id)) or 0
             if users:
                 raise InUse(f"image {row.name!r} is used by {users} instance(s)", code="image_in_use")
@@ -191,3 +208,15 @@ class Images:
 
         self.ops.launch(op, step)
         return op.id
+
+
+def usable_image(session: Session, workspace_id: str, ref: str) -> Image:
+    """An image a workspace may use: its own (first) or a published one; else 404."""
+    try:
+        return lookup(session, Image, workspace_id, ref, "image")
+    except NotFound:
+        column = Image.id if is_uuid(ref) else Image.name
+        found = session.scalar(select(Image).where(column == ref, Image.public.is_(True)).limit(1))
+        if found is None:
+            raise
+        return found

@@ -15,15 +15,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cloudlet.config import Settings
-from cloudlet.db.models import Image, Instance, IPAllocation, Network, Operation
+from cloudlet.db.models import Instance, IPAllocation, Network, Operation
 from cloudlet.db.session import SessionFactory, transaction
 from cloudlet.drivers.base import ComputeDriver, DhcpHost, HostResources, InstanceSpec, NetworkDriver, NicSpec
 from cloudlet.drivers.containers import ContainerDriver
 from cloudlet.drivers.libvirt.seed import validate_ssh_key
 from cloudlet.errors import Conflict, DriverUnavailable, InsufficientResources, Invalid, NotFound
-from cloudlet.services import containers
+from cloudlet.services import containers, quotas
 from cloudlet.services.context import RequestContext
 from cloudlet.services.events import Event, EventBus
+from cloudlet.services.images import usable_image
 from cloudlet.services.lifecycle import FROM_POWER, State, check_action
 from cloudlet.services.names import check_name, lookup
 from cloudlet.services.networks import Networks, network_spec
@@ -156,7 +157,10 @@ class Instances:
         ssh_keys = self._validate(req)
         host = self.compute.host_resources()  # asked before the transaction: no lock held meanwhile
         with transaction(self.sessions) as s:
-            image = lookup_ref(s, Image, ctx, req.image, "image")
+            try:
+                image = usable_image(s, ctx.workspace_id, req.image)
+            except NotFound as err:
+                raise Invalid(err.detail, code="unknown_image") from None
             if image.status != "ready":
                 raise Conflict(f"image {image.name!r} is not ready ({image.status})", code="image_not_ready")
             net = self._active_network(s, ctx, req.network)
@@ -167,6 +171,15 @@ class Instances:
                     code="disk_too_small",
                 )
             self._check_memory(s, host, req.memory)
+            quotas.claim(
+                s,
+                ctx.workspace_id,
+                instances=1,
+                vcpus=req.cpus,
+                memory_mb=req.memory,
+                disk_gb=req.disk,
+                ips=1,
+            )
             row = Instance(
                 workspace_id=ctx.workspace_id,
                 name=req.name,
@@ -267,6 +280,14 @@ class Instances:
         with transaction(self.sessions) as s:
             net = self._active_network(s, ctx, req.network)
             self._check_host_ports(s, req.ports)
+            quotas.claim(
+                s,
+                ctx.workspace_id,
+                instances=1,
+                vcpus=math.ceil(req.cpus or 0),
+                memory_mb=req.memory or 0,
+                ips=1,
+            )
             row = Instance(
                 workspace_id=ctx.workspace_id,
                 name=req.name,

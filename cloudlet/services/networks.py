@@ -18,6 +18,7 @@ from cloudlet.db.session import SessionFactory, transaction
 from cloudlet.drivers.base import DhcpHost, NetworkDriver, NetworkSpec
 from cloudlet.drivers.containers import ContainerDriver
 from cloudlet.errors import Conflict, Exhausted, InUse, Invalid
+from cloudlet.services import quotas
 from cloudlet.services.context import RequestContext
 from cloudlet.services.names import check_name, lookup
 from cloudlet.services.operations import OperationContext, Operations
@@ -89,6 +90,7 @@ class Networks:
         if mode not in MODES:
             raise Invalid(f"invalid mode {mode!r}: choose one of {', '.join(MODES)}", code="invalid_mode")
         net = parse_cidr(cidr)
+        quotas.claim(session, ctx.workspace_id, networks=1)
         for other in session.scalars(select(Network)):
             if ipaddress.ip_network(other.cidr).overlaps(net):
                 raise Conflict(f"{cidr} overlaps network {other.name!r} ({other.cidr})", code="cidr_overlap")

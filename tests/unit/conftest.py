@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from cloudlet.api.app import create_app
 from cloudlet.config import Settings
-from cloudlet.db.models import Instance, IPAllocation
+from cloudlet.db.models import AuditEntry, Instance, IPAllocation
 from cloudlet.drivers.sim import SimDriver
 from cloudlet.drivers.sim_containers import SimContainerDriver
 from cloudlet.services.cloud import Cloud
@@ -59,8 +59,22 @@ def sim_cloud(data_dir: Path) -> Iterator[SimCloud]:
     cloud = Cloud.build(settings, backend=(driver, driver), container_driver=containers)
     tokens: list[str] = []
     app = create_app(settings, cloud=cloud, on_admin_token=tokens.append)
-    with TestClient(app) as client:
+    mutations: list[str] = []
+
+    async def counting(scope: Any, receive: Any, send: Any) -> None:
+        """The app, counting the mutating calls that reach it (through any client)."""
+        mutating = scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH", "DELETE")
+        if mutating and scope["path"].startswith("/api/"):
+            mutations.append(f"{scope['method']} {scope['path']}")
+        await app(scope, receive, send)
+
+    with TestClient(counting) as client:
         yield SimCloud(client, cloud, driver, tokens[0], data_dir, containers)
+        # Every mutating call of the test, refused ones included, left an audit row.
+        cloud.audit.flush()
+        with cloud.db.reads() as s:
+            audited = s.scalar(select(func.count()).select_from(AuditEntry)) or 0
+        assert audited == len(mutations), f"{len(mutations)} mutating calls but {audited} audit rows"
 
 
 @pytest.fixture

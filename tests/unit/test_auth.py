@@ -9,7 +9,7 @@ from sqlalchemy import select, text, update
 
 from cloudlet.db.models import ApiToken, utcnow
 from cloudlet.db.session import transaction
-from cloudlet.services.auth import bootstrap_admin_token, create_token
+from cloudlet.services.auth import bootstrap, create_token, find_role
 from tests.unit.conftest import SimCloud
 
 
@@ -23,7 +23,7 @@ def test_first_start_makes_one_admin_token(sim: SimCloud) -> None:
     assert len(sim.token) > 40
     rows = token_rows(sim)
     assert len(rows) == 1
-    assert (rows[0]["name"], rows[0]["role"]) == ("admin", "admin")
+    assert (rows[0]["name"], rows[0]["role"]) == ("admin", "owner")
 
 
 def test_only_the_sha256_of_the_token_is_stored(sim: SimCloud) -> None:
@@ -45,7 +45,7 @@ def test_the_secret_is_nowhere_in_the_database_files(sim: SimCloud) -> None:
 
 def test_a_second_start_makes_no_new_token(sim: SimCloud) -> None:
     with transaction(sim.cloud.db.sessions) as s:
-        assert bootstrap_admin_token(s) is None
+        assert bootstrap(s) is None
     assert len(token_rows(sim)) == 1
 
 
@@ -63,7 +63,9 @@ def test_revoked_token_is_401(sim: SimCloud) -> None:
 
 def test_other_tokens_keep_working_when_one_is_revoked(sim: SimCloud) -> None:
     with transaction(sim.cloud.db.sessions) as s:
-        second = create_token(s, "ci")
+        admin = s.scalar(select(ApiToken)).user_id
+        ws = s.scalar(select(ApiToken)).workspace_id
+        _, second = create_token(s, "ci", user_id=admin, workspace_id=ws, role=find_role(s, ws, "viewer"))
         s.execute(update(ApiToken).where(ApiToken.name == "admin").values(revoked_at=utcnow()))
     assert sim.get("/api/v1/networks").status_code == 401
     resp = sim.client.get("/api/v1/networks", headers={"Authorization": f"Bearer {second}"})

@@ -7,7 +7,7 @@ from datetime import datetime
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
-from cloudlet.api.deps import CloudDep, Ctx
+from cloudlet.api.deps import CanCreateImages, CanDeleteImages, CanViewImages, CloudDep
 from cloudlet.api.routers.operations import WaitParam, accepted
 from cloudlet.api.schemas import OperationPublic
 from cloudlet.drivers.containers import ContainerImage
@@ -65,7 +65,7 @@ def image_public(i: ContainerImage) -> ContainerImagePublic:
 @router.get("/container-images", response_model=list[ContainerImagePublic])
 def list_container_images(
     cloud: CloudDep,
-    ctx: Ctx,
+    ctx: CanViewImages,
     filter: str | None = Query(
         None, max_length=200, description="Keep images whose tag or id contains this."
     ),
@@ -77,7 +77,7 @@ def list_container_images(
 @router.get("/container-images/search", response_model=list[RegistryImagePublic])
 def search_container_images(
     cloud: CloudDep,
-    ctx: Ctx,
+    ctx: CanViewImages,
     q: str = Query(min_length=1, max_length=128),
     limit: int = Query(25, ge=1, le=100),
 ) -> list[RegistryImagePublic]:
@@ -87,7 +87,11 @@ def search_container_images(
 
 @router.post("/container-images/pull", status_code=202, response_model=OperationPublic)
 def pull_container_image(
-    body: PullRequest, cloud: CloudDep, ctx: Ctx, response: Response, wait: float | None = WaitParam
+    body: PullRequest,
+    cloud: CloudDep,
+    ctx: CanCreateImages,
+    response: Response,
+    wait: float | None = WaitParam,
 ) -> OperationPublic:
     """Pull an image; the operation's log (`GET /operations/{id}/log`) shows the progress. With no
     registry reachable the operation fails with `registry_unreachable` (502) within moments."""
@@ -95,20 +99,23 @@ def pull_container_image(
 
 
 @router.post("/container-images/prune", response_model=PruneResult)
-def prune_container_images(cloud: CloudDep, ctx: Ctx) -> PruneResult:
+def prune_container_images(cloud: CloudDep, ctx: CanDeleteImages) -> PruneResult:
     """Remove dangling (untagged, unused) images."""
     return PruneResult(**image_service(cloud).prune())
 
 
 @router.get("/container-images/{ref:path}", response_model=ContainerImagePublic)
-def get_container_image(cloud: CloudDep, ctx: Ctx, ref: str) -> ContainerImagePublic:
+def get_container_image(cloud: CloudDep, ctx: CanViewImages, ref: str) -> ContainerImagePublic:
     """One image by repo:tag or id."""
     return image_public(image_service(cloud).get(ref))
 
 
 @router.delete("/container-images/{ref:path}", status_code=204)
 def delete_container_image(
-    cloud: CloudDep, ctx: Ctx, ref: str, force: bool = Query(False, description="Even when in use.")
+    cloud: CloudDep,
+    ctx: CanDeleteImages,
+    ref: str,
+    force: bool = Query(False, description="Even when in use."),
 ) -> Response:
     """Delete an image; 409 `image_in_use` while a container uses it."""
     image_service(cloud).delete(ref, force=force)
@@ -120,7 +127,7 @@ def build_project(
     name: str,
     body: BuildRequest,
     cloud: CloudDep,
-    ctx: Ctx,
+    ctx: CanCreateImages,
     response: Response,
     wait: float | None = WaitParam,
 ) -> OperationPublic:

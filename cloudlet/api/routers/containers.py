@@ -14,7 +14,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from cloudlet.api.deps import CloudDep, Ctx
+from cloudlet.api.deps import CanEditInstances, CanViewInstances, CloudDep
 from cloudlet.api.streams import accept_or_refuse, drain, in_stream_thread, parse_json, pump_until_disconnect
 from cloudlet.drivers.containers import ContainerDriver, ContainerStats, ExecSession, Stream
 from cloudlet.errors import Invalid, InvalidState
@@ -27,9 +27,10 @@ DEFAULT_SHELL = ["/bin/sh"]
 
 
 def running_container(
-    cloud: Cloud, ctx: RequestContext, ref: str, *, running: bool
+    cloud: Cloud, ctx: RequestContext, ref: str, *, running: bool, permission: str = "instance:view"
 ) -> tuple[ContainerDriver, str]:
     """The engine and the instance id of a workspace's container (running, when asked)."""
+    ctx.require(permission)
     with cloud.db.reads() as s:
         row = cloud.instances.get(s, ctx, ref)
         kind, state, instance_id, name = row.kind, row.state, row.id, row.name
@@ -84,7 +85,7 @@ def stats_public(s: ContainerStats) -> StatsPublic:
 )
 async def container_logs(
     cloud: CloudDep,
-    ctx: Ctx,
+    ctx: CanViewInstances,
     ref: str,
     tail: int | None = Query(None, ge=0, le=1_000_000, description="Only the last N lines."),
     since: datetime | None = Query(None, description="Only lines from this time on."),
@@ -136,9 +137,9 @@ async def container_logs_ws(
 
 
 @router.post("/{ref}/exec", response_model=ExecResponse)
-def container_exec(cloud: CloudDep, ctx: Ctx, ref: str, body: ExecRequest) -> ExecResponse:
+def container_exec(cloud: CloudDep, ctx: CanEditInstances, ref: str, body: ExecRequest) -> ExecResponse:
     """Run a command in a running container to its end; returns its exit code and output."""
-    driver, instance_id = running_container(cloud, ctx, ref, running=True)
+    driver, instance_id = running_container(cloud, ctx, ref, running=True, permission="instance:edit")
     result = driver.exec_run(
         instance_id, body.command, tty=body.tty, env=body.env, workdir=body.workdir, user=body.user
     )
@@ -167,7 +168,7 @@ async def container_exec_ws(
         rows, cols = 24, 80
 
     def open_(ctx: RequestContext) -> ExecSession:
-        driver, instance_id = running_container(cloud, ctx, ref, running=True)
+        driver, instance_id = running_container(cloud, ctx, ref, running=True, permission="instance:edit")
         return driver.exec_interactive(instance_id, command, rows=rows, cols=cols, user=user)
 
     session = await accept_or_refuse(websocket, open_)
@@ -209,7 +210,7 @@ def _exit_code(session: ExecSession) -> int | None:
 
 
 @router.get("/{ref}/stats", response_model=StatsPublic)
-def container_stats(cloud: CloudDep, ctx: Ctx, ref: str) -> StatsPublic:
+def container_stats(cloud: CloudDep, ctx: CanViewInstances, ref: str) -> StatsPublic:
     """One sample: CPU %, memory without page cache, network and block IO."""
     driver, instance_id = running_container(cloud, ctx, ref, running=True)
     return stats_public(driver.stats(instance_id))

@@ -8,7 +8,14 @@ from fastapi import APIRouter, Query, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cloudlet.api.deps import CloudDep, Ctx, ReadSession
+from cloudlet.api.deps import (
+    CanCreateInstances,
+    CanDeleteInstances,
+    CanEditInstances,
+    CanViewInstances,
+    CloudDep,
+    ReadSession,
+)
 from cloudlet.api.routers.operations import WaitParam, accepted
 from cloudlet.api.schemas import (
     AnyInstanceCreate,
@@ -106,7 +113,7 @@ def instances_public(
 def list_instances(
     cloud: CloudDep,
     session: ReadSession,
-    ctx: Ctx,
+    ctx: CanViewInstances,
     state: str | None = Query(None, description="Only instances in this state."),
     name: str | None = Query(None, description="Only instances whose name contains this."),
     kind: Literal["vm", "container"] | None = Query(None, description="Only VMs or only containers."),
@@ -149,7 +156,11 @@ def container_request(body: ContainerCreate) -> ContainerRequest:
 
 @router.post("", status_code=202, response_model=OperationPublic)
 def create_instance(
-    body: AnyInstanceCreate, cloud: CloudDep, ctx: Ctx, response: Response, wait: float | None = WaitParam
+    body: AnyInstanceCreate,
+    cloud: CloudDep,
+    ctx: CanCreateInstances,
+    response: Response,
+    wait: float | None = WaitParam,
 ) -> OperationPublic:
     """Create and start a VM from an image (its IP is allocated before it boots), or run a
     container (`kind: container`) from a local image on a cloudlet network."""
@@ -174,7 +185,7 @@ def create_instance(
 def get_instance(
     cloud: CloudDep,
     session: ReadSession,
-    ctx: Ctx,
+    ctx: CanViewInstances,
     ref: str,
     size: bool = Query(False, description="Containers: measure disk use (slower)."),
 ) -> InstancePublic:
@@ -187,7 +198,7 @@ def get_instance(
 @router.post("/{ref}/actions/{action}", status_code=202, response_model=OperationPublic)
 def instance_action(
     cloud: CloudDep,
-    ctx: Ctx,
+    ctx: CanEditInstances,
     ref: str,
     action: Action,
     response: Response,
@@ -202,7 +213,7 @@ def instance_action(
 @router.delete("/{ref}", status_code=202, response_model=OperationPublic)
 def delete_instance(
     cloud: CloudDep,
-    ctx: Ctx,
+    ctx: CanDeleteInstances,
     ref: str,
     response: Response,
     force: bool = Query(False, description="Delete even when running."),

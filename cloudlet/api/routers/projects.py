@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from cloudlet.api.deps import CloudDep, Ctx
+from cloudlet.api.deps import CanCreateImages, CanDeleteImages, CanEditImages, CanViewImages, CloudDep
 from cloudlet.api.schemas import ProjectCreate, ProjectDetail, ProjectFilePublic, ProjectPublic
 from cloudlet.errors import Invalid
 from cloudlet.services.projects import MAX_FILE_BYTES, split_path
@@ -15,19 +15,19 @@ FILE_PATH = "/{name}/files/{path:path}"
 
 
 @router.get("", response_model=list[ProjectPublic])
-def list_projects(cloud: CloudDep, ctx: Ctx) -> list[ProjectPublic]:
+def list_projects(cloud: CloudDep, ctx: CanViewImages) -> list[ProjectPublic]:
     """List the workspace's projects."""
     return [ProjectPublic.model_validate(p) for p in cloud.projects.list(ctx)]
 
 
 @router.post("", status_code=201, response_model=ProjectPublic)
-def create_project(body: ProjectCreate, cloud: CloudDep, ctx: Ctx) -> ProjectPublic:
+def create_project(body: ProjectCreate, cloud: CloudDep, ctx: CanCreateImages) -> ProjectPublic:
     """Create a project, optionally with its Dockerfile (409 when the name is taken)."""
     return ProjectPublic.model_validate(cloud.projects.create(ctx, body.name, body.dockerfile))
 
 
 @router.get("/{name}", response_model=ProjectDetail)
-def get_project(cloud: CloudDep, ctx: Ctx, name: str) -> ProjectDetail:
+def get_project(cloud: CloudDep, ctx: CanViewImages, name: str) -> ProjectDetail:
     """Show a project and its files."""
     info = cloud.projects.get(ctx, name)
     files = [ProjectFilePublic.model_validate(f) for f in cloud.projects.files(ctx, name)]
@@ -35,7 +35,7 @@ def get_project(cloud: CloudDep, ctx: Ctx, name: str) -> ProjectDetail:
 
 
 @router.delete("/{name}", status_code=204)
-def delete_project(cloud: CloudDep, ctx: Ctx, name: str) -> Response:
+def delete_project(cloud: CloudDep, ctx: CanDeleteImages, name: str) -> Response:
     """Delete a project and all its files."""
     cloud.projects.delete(ctx, name)
     return Response(status_code=204)
@@ -51,7 +51,7 @@ def delete_project(cloud: CloudDep, ctx: Ctx, name: str) -> Response:
         }
     },
 )
-def read_file(cloud: CloudDep, ctx: Ctx, name: str, path: str) -> Response:
+def read_file(cloud: CloudDep, ctx: CanViewImages, name: str, path: str) -> Response:
     """Download a file: text/plain when it is UTF-8 text, application/octet-stream otherwise."""
     data = cloud.projects.read_file(ctx, name, path)
     try:
@@ -71,7 +71,9 @@ def read_file(cloud: CloudDep, ctx: Ctx, name: str, path: str) -> Response:
         }
     },
 )
-async def write_file(request: Request, cloud: CloudDep, ctx: Ctx, name: str, path: str) -> ProjectFilePublic:
+async def write_file(
+    request: Request, cloud: CloudDep, ctx: CanEditImages, name: str, path: str
+) -> ProjectFilePublic:
     """Create or replace a file with the raw request body; missing folders are made."""
     # A bad path or an unknown project fails before any byte is read.
     split_path(path)
@@ -92,7 +94,7 @@ async def write_file(request: Request, cloud: CloudDep, ctx: Ctx, name: str, pat
 
 
 @router.delete(FILE_PATH, status_code=204)
-def delete_file(cloud: CloudDep, ctx: Ctx, name: str, path: str) -> Response:
+def delete_file(cloud: CloudDep, ctx: CanEditImages, name: str, path: str) -> Response:
     """Delete a file."""
     cloud.projects.delete_file(ctx, name, path)
     return Response(status_code=204)

@@ -1,0 +1,218 @@
+"""Sign-in (password), token refresh and sign-out, the caller's own account, and user admin."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from cloudlet.api.deps import CloudDep, Ctx
+from cloudlet.db.models import User
+from cloudlet.db.session import transaction
+from cloudlet.errors import CloudletError, Forbidden, Unauthorized
+from cloudlet.services import logins, users
+from cloudlet.services.workspaces import visible_workspaces
+
+router = APIRouter(tags=["auth"])
+
+# Bodies are small: a long field is refused by validation, never hashed.
+Username = Field(min_length=1, max_length=64)
+Password = Field(min_length=1, max_length=users.MAX_PASSWORD)
+
+
+class LoginRequest(BaseModel):
+    username: str = Username
+    password: str = Password
+
+
+class RefreshRequest(BaseModel):
+    refresh_token: str = Field(min_length=1, max_length=256)
+
+
+class TokenPairPublic(BaseModel):
+    access_token: str = Field(description="A JWT for `Authorization: Bearer`; short-lived.")
+    refresh_token: str = Field(description="Trade it at /auth/refresh for a new pair; each works once.")
+    token_type: str = "bearer"
+    expires_in: int = Field(description="Seconds the access token is valid.")
+
+
+class PasswordChange(BaseModel):
+    current_password: str = Password
+    new_password: str = Password
+
+
+class UserCreate(BaseModel):
+    username: str = Username
+    password: str | None = Field(None, max_length=users.MAX_PASSWORD)
+    display_name: str | None = Field(None, max_length=128)
+    is_admin: bool = False
+
+
+class UserUpdate(BaseModel):
+    disabled: bool | None = None
+    is_admin: bool | None = None
+    display_name: str | None = Field(None, max_length=128)
+    password: str | None = Field(None, max_length=users.MAX_PASSWORD)
+
+
+class UserPublic(BaseModel):
+    id: str
+    username: str
+    display_name: str | None
+    is_admin: bool
+    disabled: bool
+    created_at: datetime
+
+
+class MembershipPublic(BaseModel):
+    workspace_id: str
+    workspace: str
+    role: str
+
+
+class MePublic(UserPublic):
+    workspace_id: str = Field(description="The workspace this request ran in.")
+    role: str
+    permissions: list[str]
+    workspaces: list[MembershipPublic]
+
+
+def user_public(u: User) -> UserPublic:
+    return UserPublic(
+        id=u.id,
+        username=u.username,
+        display_name=u.display_name,
+        is_admin=u.is_admin,
+        disabled=u.disabled_at is not None,
+        created_at=u.created_at,
+    )
+
+
+def _pair(pair: logins.TokenPair) -> TokenPairPublic:
+    return TokenPairPublic(
+        access_token=pair.access_token, refresh_token=pair.refresh_token, expires_in=pair.expires_in
+    )
+
+
+@router.post("/auth/login", response_model=TokenPairPublic)
+def login(body: LoginRequest, request: Request, cloud: CloudDep) -> TokenPairPublic:
+    """Sign in with a password. Unknown user and wrong password give the same 401; repeated
+    failures per account or address are paused (429 with Retry-After)."""
+    source = request.client.host if request.client else "unknown"
+    account, address = f"user:{body.username}", f"addr:{source}"
+    cloud.throttle.check(account, address)
+    try:
+        with transaction(cloud.db.sessions) as s:
+            user = users.verify_login(s, body.username, body.password)
+            pair = logins.start_login(s, cloud.jwt_key, user)
+    except Unauthorized:
+        cloud.throttle.failed(account, address)
+        raise
+    cloud.throttle.succeeded(account)
+    return _pair(pair)
+
+
+@router.post("/auth/signup", response_model=TokenPairPublic, status_code=201)
+def signup(body: LoginRequest, cloud: CloudDep) -> TokenPairPublic:
+    """Create an account and sign in; only when an admin set `allow_signup`."""
+    if not cloud.settings.allow_signup:
+        raise Forbidden("self sign-up is off on this server", code="signup_disabled")
+    with transaction(cloud.db.sessions) as s:
+        user = users.create_user(s, body.username, body.password)
+        pair = logins.start_login(s, cloud.jwt_key, user)
+    return _pair(pair)
+
+
+@router.post("/auth/refresh", response_model=TokenPairPublic)
+def refresh(body: RefreshRequest, cloud: CloudDep) -> TokenPairPublic:
+    """Trade a refresh token for a new pair. A refresh token works once: using one again
+    revokes the whole sign-in (401 `refresh_reused`)."""
+    error: CloudletError | None
+    with transaction(cloud.db.sessions) as s:
+        pair, error = logins.refresh_login(s, cloud.jwt_key, body.refresh_token)
+    if error is not None:  # raised after the commit, so a detected reuse stays revoked
+        raise error
+    assert pair is not None
+    return _pair(pair)
+
+
+@router.post("/auth/logout", status_code=204)
+def logout(body: RefreshRequest, cloud: CloudDep) -> Response:
+    """End a sign-in: its refresh token and every access token of it stop working at once."""
+    with transaction(cloud.db.sessions) as s:
+        logins.logout(s, body.refresh_token)
+    return Response(status_code=204)
+
+
+@router.get("/auth/me", response_model=MePublic)
+def me(cloud: CloudDep, ctx: Ctx) -> MePublic:
+    """The caller: account, current workspace, role and permissions, and every membership."""
+    with cloud.db.reads() as s:
+        user = users.get_user(s, ctx.user_id or "")
+        spaces = [
+            MembershipPublic(workspace_id=ws.id, workspace=ws.name, role=role)
+            for ws, role in visible_workspaces(s, ctx)
+        ]
+        return MePublic(
+            **user_public(user).model_dump(),
+            workspace_id=ctx.workspace_id,
+            role=ctx.role,
+            permissions=sorted(ctx.permissions),
+            workspaces=spaces,
+        )
+
+
+@router.post("/auth/password", status_code=204)
+def change_password(body: PasswordChange, cloud: CloudDep, ctx: Ctx) -> Response:
+    """Change your own password (the current one is asked again)."""
+    with transaction(cloud.db.sessions) as s:
+        user = users.get_user(s, ctx.user_id or "")
+        users.change_password(s, user, body.current_password, body.new_password)
+    return Response(status_code=204)
+
+
+# -- user admin (system admins) -------------------------------------------------------------------
+def _require_admin(ctx: Ctx) -> None:
+    if not ctx.is_admin:
+        raise Forbidden("only system admins manage users", code="permission_denied")
+
+
+@router.get("/users", response_model=list[UserPublic], tags=["users"])
+def list_users(cloud: CloudDep, ctx: Ctx) -> list[UserPublic]:
+    """Every account (system admins only)."""
+    _require_admin(ctx)
+    with cloud.db.reads() as s:
+        return [user_public(u) for u in s.scalars(select(User).order_by(User.username))]
+
+
+@router.post("/users", response_model=UserPublic, status_code=201, tags=["users"])
+def create_user(body: UserCreate, cloud: CloudDep, ctx: Ctx) -> UserPublic:
+    """Create an account (system admins only); without a password it can only use OIDC."""
+    _require_admin(ctx)
+    with transaction(cloud.db.sessions) as s:
+        user = users.create_user(
+            s, body.username, body.password, is_admin=body.is_admin, display_name=body.display_name
+        )
+        return user_public(user)
+
+
+@router.patch("/users/{ref}", response_model=UserPublic, tags=["users"])
+def update_user(ref: str, body: UserUpdate, cloud: CloudDep, ctx: Ctx) -> UserPublic:
+    """Disable or enable an account (it stops working at once), make or unmake a system admin,
+    rename it, or set a new password (system admins only)."""
+    _require_admin(ctx)
+    with transaction(cloud.db.sessions) as s:
+        user = users.get_user(s, ref)
+        if user.id == ctx.user_id and (body.disabled or body.is_admin is False):
+            raise Forbidden("you cannot disable or demote yourself", code="permission_denied")
+        if body.disabled is not None:
+            users.set_disabled(user, body.disabled)
+        if body.is_admin is not None:
+            user.is_admin = body.is_admin
+        if body.display_name is not None:
+            user.display_name = body.display_name
+        if body.password is not None:
+            user.password_hash = users.hash_password(body.password)
+        return user_public(user)

@@ -1,0 +1,105 @@
+"""Local accounts: argon2id password hashes, creation, password changes, disabling.
+
+Unknown user and wrong password take the same time and give the same error, so a login form
+cannot be used to find out which accounts exist.
+"""
+
+from __future__ import annotations
+
+import re
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from cloudlet.db.models import User, utcnow
+from cloudlet.errors import Conflict, Invalid, NotFound, Unauthorized
+
+USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+MIN_PASSWORD = 10
+MAX_PASSWORD = 1024  # argon2 hashes anything, but a megabyte "password" is a denial of service
+
+_hasher = PasswordHasher()  # argon2id with the library's current recommended costs
+_DUMMY_HASH = _hasher.hash("not a password of anybody")
+
+
+def check_username(username: str) -> str:
+    if not USERNAME.fullmatch(username):
+        raise Invalid(
+            f"invalid username {username[:64]!r}: "
+            "lowercase letters, digits, '.', '_' and '-', 1-63 characters",
+            code="invalid_username",
+        )
+    return username
+
+
+def check_password(password: str) -> str:
+    if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+        raise Invalid(f"a password needs {MIN_PASSWORD} to {MAX_PASSWORD} characters", code="weak_password")
+    return password
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(check_password(password))
+
+
+def create_user(
+    session: Session,
+    username: str,
+    password: str | None,
+    *,
+    is_admin: bool = False,
+    display_name: str | None = None,
+) -> User:
+    user = User(
+        username=check_username(username),
+        password_hash=hash_password(password) if password is not None else None,
+        is_admin=is_admin,
+        display_name=display_name,
+    )
+    session.add(user)
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError:
+        raise Conflict(f"a user named {username!r} exists", code="name_taken") from None
+    return user
+
+
+def get_user(session: Session, ref: str) -> User:
+    user = session.scalar(select(User).where((User.id == ref) | (User.username == ref)))
+    if user is None:
+        raise NotFound(f"user {ref!r} not found", code="user_not_found")
+    return user
+
+
+def verify_login(session: Session, username: str, password: str) -> User:
+    """The user if the password is right and the account enabled; otherwise one error for all."""
+    wrong = Unauthorized("invalid username or password", code="invalid_credentials")
+    if len(password) > MAX_PASSWORD:
+        raise wrong
+    user = session.scalar(select(User).where(User.username == username))
+    stored = user.password_hash if user is not None and user.password_hash else _DUMMY_HASH
+    try:
+        _hasher.verify(stored, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        raise wrong from None
+    if user is None or not user.password_hash or user.disabled_at is not None:
+        raise wrong
+    if _hasher.check_needs_rehash(user.password_hash):
+        user.password_hash = _hasher.hash(password)
+    return user
+
+
+def change_password(session: Session, user: User, old: str, new: str) -> None:
+    try:
+        _hasher.verify(user.password_hash or _DUMMY_HASH, old)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        raise Unauthorized("the current password is wrong", code="invalid_credentials") from None
+    user.password_hash = hash_password(new)
+
+
+def set_disabled(user: User, disabled: bool) -> None:
+    user.disabled_at = utcnow() if disabled else None

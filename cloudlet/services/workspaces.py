@@ -1,0 +1,239 @@
+"""Workspaces, their members and their custom roles.
+
+Everything a workspace holds is addressed through the caller's membership: a workspace the caller
+is not a member of answers 404, exactly like one that does not exist.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from cloudlet.db.models import ApiToken, Instance, Membership, Network, Role, User, Workspace, utcnow
+from cloudlet.errors import Conflict, Forbidden, InUse, NotFound
+from cloudlet.services.auth import ensure_builtin_roles, find_role
+from cloudlet.services.context import RequestContext
+from cloudlet.services.names import check_name, is_uuid
+from cloudlet.services.permissions import BUILTIN_ROLES, check_permissions
+from cloudlet.services.users import get_user
+
+
+def visible_workspaces(session: Session, ctx: RequestContext) -> list[tuple[Workspace, str]]:
+    """The caller's workspaces with the caller's role in each (all of them for system admins)."""
+    if ctx.is_admin:
+        rows = session.execute(
+            select(Workspace, Role.name)
+            .outerjoin(
+                Membership, (Membership.workspace_id == Workspace.id) & (Membership.user_id == ctx.user_id)
+            )
+            .outerjoin(Role, Role.id == Membership.role_id)
+            .order_by(Workspace.name)
+        ).all()
+        return [(ws, role or "owner") for ws, role in rows]
+    rows = session.execute(
+        select(Workspace, Role.name)
+        .join(Membership, Membership.workspace_id == Workspace.id)
+        .join(Role, Role.id == Membership.role_id)
+        .where(Membership.user_id == ctx.user_id)
+        .order_by(Workspace.name)
+    ).all()
+    return [(ws, role) for ws, role in rows]
+
+
+def get_workspace(session: Session, ctx: RequestContext, ref: str) -> tuple[Workspace, str]:
+    """A workspace the caller belongs to, with the caller's role there; else 404."""
+    for ws, role in visible_workspaces(session, ctx):
+        if ref in (ws.id, ws.name):
+            return ws, role
+    raise NotFound(f"workspace {ref!r} not found", code="workspace_not_found")
+
+
+def role_permissions(session: Session, ctx: RequestContext, workspace_id: str) -> frozenset[str]:
+    """The caller's permissions in a workspace (a token is held to its own role as well)."""
+    if ctx.workspace_id == workspace_id:
+        return ctx.permissions
+    if ctx.token_id is not None:  # a token is bound to its workspace
+        return frozenset()
+    if ctx.is_admin:
+        return frozenset(BUILTIN_ROLES["owner"])
+    role = session.scalar(
+        select(Role)
+        .join(Membership, Membership.role_id == Role.id)
+        .where(Membership.user_id == ctx.user_id, Membership.workspace_id == workspace_id)
+    )
+    return frozenset(role.permissions) if role is not None else frozenset()
+
+
+def require_in(session: Session, ctx: RequestContext, workspace_id: str, permission: str) -> None:
+    if permission not in role_permissions(session, ctx, workspace_id):
+        raise Forbidden(f"your role in this workspace does not allow {permission}", code="permission_denied")
+
+
+def create_workspace(session: Session, ctx: RequestContext, name: str) -> Workspace:
+    """A new workspace, owned by its creator."""
+    if ctx.user_id is None:
+        raise Forbidden("only users create workspaces", code="permission_denied")
+    if ctx.token_id is not None and not ctx.is_admin:
+        raise Forbidden(
+            "API tokens are bound to their workspace; sign in to create one", code="permission_denied"
+        )
+    ws = Workspace(name=check_name(name, what="workspace name"))
+    session.add(ws)
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError:
+        raise Conflict(f"a workspace named {name!r} exists", code="name_taken") from None
+    owner = ensure_builtin_roles(session)["owner"]
+    session.add(Membership(workspace_id=ws.id, user_id=ctx.user_id, role_id=owner.id))
+    session.flush()
+    return ws
+
+
+def delete_workspace(session: Session, ctx: RequestContext, ref: str) -> None:
+    ws, role = get_workspace(session, ctx, ref)
+    if role != "owner" and not ctx.is_admin:
+        raise Forbidden("only an owner can delete a workspace", code="permission_denied")
+    for model, what in ((Instance, "instances"), (Network, "networks")):
+        count = session.scalar(select(func.count()).where(model.workspace_id == ws.id)) or 0
+        if count:
+            raise InUse(f"workspace {ws.name!r} still has {count} {what}", code="workspace_not_empty")
+    for token in session.scalars(select(ApiToken).where(ApiToken.workspace_id == ws.id)):
+        token.revoked_at = token.revoked_at or utcnow()
+    for m in session.scalars(select(Membership).where(Membership.workspace_id == ws.id)):
+        session.delete(m)
+    for r in session.scalars(select(Role).where(Role.workspace_id == ws.id)):
+        session.delete(r)
+    session.flush()
+    session.delete(ws)
+
+
+# -- members -------------------------------------------------------------------------------------
+def members(session: Session, workspace_id: str) -> list[tuple[User, Role, Membership]]:
+    rows = session.execute(
+        select(User, Role, Membership)
+        .join(Membership, Membership.user_id == User.id)
+        .join(Role, Role.id == Membership.role_id)
+        .where(Membership.workspace_id == workspace_id)
+        .order_by(User.username)
+    ).all()
+    return [(u, r, m) for u, r, m in rows]
+
+
+def _guard_owner_change(ctx: RequestContext, actor_role: str, role_names: set[str]) -> None:
+    if "owner" in role_names and actor_role != "owner" and not ctx.is_admin:
+        raise Forbidden("only an owner can make or change owners", code="permission_denied")
+
+
+def add_member(
+    session: Session, ctx: RequestContext, workspace_id: str, actor_role: str, username: str, role_ref: str
+) -> Membership:
+    require_in(session, ctx, workspace_id, "member:create")
+    user = get_user(session, username)
+    role = find_role(session, workspace_id, role_ref)
+    _guard_owner_change(ctx, actor_role, {role.name})
+    membership = Membership(workspace_id=workspace_id, user_id=user.id, role_id=role.id)
+    session.add(membership)
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError:
+        raise Conflict(f"{user.username!r} is already a member", code="already_member") from None
+    return membership
+
+
+def _membership(session: Session, workspace_id: str, username: str) -> tuple[Membership, Role]:
+    user = get_user(session, username)
+    row = session.execute(
+        select(Membership, Role)
+        .join(Role, Role.id == Membership.role_id)
+        .where(Membership.workspace_id == workspace_id, Membership.user_id == user.id)
+    ).first()
+    if row is None:
+        raise NotFound(f"{username!r} is not a member", code="member_not_found")
+    return row[0], row[1]
+
+
+def _owners(session: Session, workspace_id: str) -> int:
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(Membership)
+            .join(Role, Role.id == Membership.role_id)
+            .where(Membership.workspace_id == workspace_id, Role.name == "owner", Role.workspace_id.is_(None))
+        )
+        or 0
+    )
+
+
+def set_member_role(
+    session: Session, ctx: RequestContext, workspace_id: str, actor_role: str, username: str, role_ref: str
+) -> Membership:
+    require_in(session, ctx, workspace_id, "member:edit")
+    membership, current = _membership(session, workspace_id, username)
+    role = find_role(session, workspace_id, role_ref)
+    _guard_owner_change(ctx, actor_role, {current.name, role.name})
+    if current.name == "owner" and role.name != "owner" and _owners(session, workspace_id) <= 1:
+        raise Conflict("a workspace keeps at least one owner", code="last_owner")
+    membership.role_id = role.id
+    return membership
+
+
+def remove_member(
+    session: Session, ctx: RequestContext, workspace_id: str, actor_role: str, username: str
+) -> None:
+    require_in(session, ctx, workspace_id, "member:delete")
+    membership, current = _membership(session, workspace_id, username)
+    _guard_owner_change(ctx, actor_role, {current.name})
+    if current.name == "owner" and _owners(session, workspace_id) <= 1:
+        raise Conflict("a workspace keeps at least one owner", code="last_owner")
+    session.delete(membership)
+
+
+# -- custom roles --------------------------------------------------------------------------------
+def roles(session: Session, workspace_id: str) -> list[Role]:
+    return list(
+        session.scalars(
+            select(Role)
+            .where((Role.workspace_id == workspace_id) | Role.workspace_id.is_(None))
+            .order_by(Role.workspace_id.is_not(None), Role.name)
+        )
+    )
+
+
+def create_role(
+    session: Session, ctx: RequestContext, workspace_id: str, name: str, permissions: list[str]
+) -> Role:
+    require_in(session, ctx, workspace_id, "member:edit")
+    check_name(name, what="role name")
+    if name in BUILTIN_ROLES:
+        raise Conflict(f"{name!r} is a built-in role", code="name_taken")
+    perms = check_permissions(permissions)
+    held = role_permissions(session, ctx, workspace_id)
+    if not perms <= held:  # nobody hands out more than they hold
+        raise Forbidden(f"you cannot grant {', '.join(sorted(perms - held))}", code="permission_denied")
+    role = Role(workspace_id=workspace_id, name=name, permissions=sorted(perms))
+    session.add(role)
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError:
+        raise Conflict(f"a role named {name!r} exists", code="name_taken") from None
+    return role
+
+
+def delete_role(session: Session, ctx: RequestContext, workspace_id: str, ref: str) -> None:
+    require_in(session, ctx, workspace_id, "member:edit")
+    column = Role.id if is_uuid(ref) else Role.name
+    role = session.scalar(select(Role).where(column == ref, Role.workspace_id == workspace_id))
+    if role is None:
+        raise NotFound(f"role {ref!r} not found", code="role_not_found")
+    used = session.scalar(select(func.count()).where(Membership.role_id == role.id)) or 0
+    used += (
+        session.scalar(select(func.count()).where(ApiToken.role_id == role.id, ApiToken.revoked_at.is_(None)))
+        or 0
+    )
+    if used:
+        raise InUse(f"role {role.name!r} is given to {used} member(s) or token(s)", code="role_in_use")
+    session.delete(role)
