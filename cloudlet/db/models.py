@@ -156,6 +156,19 @@ class Quota(Base):
     pool_checkouts: Mapped[int | None] = mapped_column(nullable=True)
 
 
+class ContainerImageClaim(Base):
+    """A container image tag that a workspace pulled or built. The engine's tags are host-wide:
+    a tag one workspace holds is invisible to the others and cannot be taken over by them.
+    Images nobody claims (made on the host outside cloudlet) are shared by every workspace."""
+
+    __tablename__ = "container_images"
+    __table_args__ = (UniqueConstraint("workspace_id", "ref", name="uq_container_images_workspace_ref"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"), index=True)
+    ref: Mapped[str] = mapped_column(String(255), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class AuditEntry(Base):
     """Who did what to which target, when, from where, and how it ended."""
 

@@ -21,7 +21,7 @@ from cloudlet.drivers.base import ComputeDriver, DhcpHost, HostResources, Instan
 from cloudlet.drivers.containers import ContainerDriver
 from cloudlet.drivers.libvirt.seed import validate_ssh_key
 from cloudlet.errors import Conflict, DriverUnavailable, InsufficientResources, Invalid, NotFound
-from cloudlet.services import containers, quotas
+from cloudlet.services import container_images, containers, quotas
 from cloudlet.services.context import RequestContext
 from cloudlet.services.events import Event, EventBus
 from cloudlet.services.images import usable_image
@@ -269,13 +269,14 @@ class Instances:
         start the container in an operation. Returns (instance id, operation id)."""
         containers.validate(req, self.settings)
         driver = self.container_engine()
-        try:
-            driver.image(req.image)  # no implicit pulls: a missing image is the caller's mistake
-        except NotFound:
-            raise Invalid(
-                f"image {req.image!r} is not on the container host; pull or build it first",
-                code="unknown_image",
-            ) from None
+        with self.sessions() as s:
+            try:  # no implicit pulls: a missing (or another workspace's) image is the caller's mistake
+                container_images.usable_image(s, driver, ctx, req.image)
+            except NotFound:
+                raise Invalid(
+                    f"image {req.image!r} is not on the container host; pull or build it first",
+                    code="unknown_image",
+                ) from None
         config = containers.to_config(req)
         with transaction(self.sessions) as s:
             net = self._active_network(s, ctx, req.network)

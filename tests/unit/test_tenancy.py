@@ -447,11 +447,15 @@ def test_events_reach_only_their_workspace(sim: SimCloud, create_vm) -> None:  #
         == 201
     )
     with sim.client.websocket_connect(f"/api/v1/events?token={otto}&workspace=team-o") as ws:
-        create_vm("noisy")
-        sim.post("/api/v1/workspaces", json={"name": "marker"})  # audit only; no event
-        ws.close()
-    # nothing to receive: the default workspace's events never reached team-o's socket
-    assert sim.cloud.bus is not None
+        assert create_vm("noisy").json()["status"] == "succeeded"  # the default workspace: many events
+        mine = {"name": "onet", "cidr": "10.96.0.0/24"}
+        made = sim.client.post(
+            "/api/v1/networks", json=mine, headers=bearer(otto, "team-o"), params={"wait": 5}
+        )
+        assert made.status_code == 200
+        first = ws.receive_json()
+        # the first event otto sees is his own network's operation: none of the VM's came through
+        assert first["type"] == "operation.updated" and first["data"]["kind"] == "network.create", first
 
 
 def test_weak_jwt_secrets_are_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -497,3 +501,37 @@ def test_published_images_serve_every_workspace(sim: SimCloud, image: str) -> No
     assert sim.client.delete(f"/api/v1/images/{image}", headers=mine).status_code == 404
     sim.client.patch(f"/api/v1/images/{image}", json={"public": False}, headers=sim.headers)
     assert sim.client.get("/api/v1/images", headers=mine).json() == []
+
+
+def test_container_image_tags_belong_to_their_workspace(sim: SimCloud) -> None:
+    from cloudlet.db.models import ContainerImageClaim
+
+    sim.containers.add_image("team:1")
+    with transaction(sim.cloud.db.sessions) as s:
+        default = s.scalar(select(Workspace.id).where(Workspace.name == "default"))
+        s.add(ContainerImageClaim(workspace_id=default, ref="team:1"))
+    make_user(sim, "rita")
+    rita = login(sim, "rita")["access_token"]
+    assert (
+        sim.client.post("/api/v1/workspaces", json={"name": "team-r"}, headers=bearer(rita)).status_code
+        == 201
+    )
+    hers = bearer(rita, "team-r")
+    sim.client.post(
+        "/api/v1/networks", json={"name": "rnet", "cidr": "10.97.0.0/24"}, headers=hers, params={"wait": 5}
+    )
+    seen = [i["tags"] for i in sim.client.get("/api/v1/container-images", headers=hers).json()]
+    assert seen == [["local/busybox:latest"]]  # the host's shared image, not the other team's tag
+    assert sim.client.get("/api/v1/container-images/team:1", headers=hers).status_code == 404
+    run = {"kind": "container", "name": "c1", "image": "team:1", "network": "rnet"}
+    refused = sim.client.post("/api/v1/instances", json=run, headers=hers)
+    assert refused.status_code == 422 and refused.json()["code"] == "unknown_image"
+    taken = sim.client.post("/api/v1/container-images/pull", json={"image": "team:1"}, headers=hers)
+    assert taken.status_code == 409 and taken.json()["code"] == "tag_taken"
+    shared = sim.client.delete("/api/v1/container-images/local/busybox:latest", headers=hers)
+    assert shared.status_code == 403
+    ok = sim.client.post(
+        "/api/v1/instances", json={**run, "image": "local/busybox:latest"}, headers=hers, params={"wait": 5}
+    )
+    assert ok.json()["status"] == "succeeded"
+    assert [i["tags"] for i in sim.get("/api/v1/container-images").json()].count(["team:1"]) == 1

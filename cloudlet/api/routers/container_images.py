@@ -71,7 +71,7 @@ def list_container_images(
     ),
 ) -> list[ContainerImagePublic]:
     """Images on the container host, newest first."""
-    return [image_public(i) for i in image_service(cloud).local(filter)]
+    return [image_public(i) for i in image_service(cloud).local(ctx, filter)]
 
 
 @router.get("/container-images/search", response_model=list[RegistryImagePublic])
@@ -101,13 +101,13 @@ def pull_container_image(
 @router.post("/container-images/prune", response_model=PruneResult)
 def prune_container_images(cloud: CloudDep, ctx: CanDeleteImages) -> PruneResult:
     """Remove dangling (untagged, unused) images."""
-    return PruneResult(**image_service(cloud).prune())
+    return PruneResult(**image_service(cloud).prune(ctx))
 
 
 @router.get("/container-images/{ref:path}", response_model=ContainerImagePublic)
 def get_container_image(cloud: CloudDep, ctx: CanViewImages, ref: str) -> ContainerImagePublic:
     """One image by repo:tag or id."""
-    return image_public(image_service(cloud).get(ref))
+    return image_public(image_service(cloud).get(ctx, ref))
 
 
 @router.delete("/container-images/{ref:path}", status_code=204)
@@ -118,7 +118,7 @@ def delete_container_image(
     force: bool = Query(False, description="Even when in use."),
 ) -> Response:
     """Delete an image; 409 `image_in_use` while a container uses it."""
-    image_service(cloud).delete(ref, force=force)
+    image_service(cloud).delete(ctx, ref, force=force)
     return Response(status_code=204)
 
 

@@ -1,5 +1,6 @@
 """tenancy: users, roles, memberships, refresh tokens, quotas and the audit log; API tokens
-belong to a user and carry a role and an expiry; images can be published to every workspace
+belong to a user and carry a role and an expiry; images can be published to every workspace;
+container image tags belong to workspaces
 
 Revision ID: 0004
 Revises: 0003
@@ -104,6 +105,18 @@ def upgrade() -> None:
     op.create_index("ix_audit_log_at", "audit_log", ["at"])
     op.create_index("ix_audit_log_workspace_id", "audit_log", ["workspace_id"])
     op.create_index("ix_audit_log_user_id", "audit_log", ["user_id"])
+    op.create_table(
+        "container_images",
+        sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column("workspace_id", sa.String(length=36), nullable=False),
+        sa.Column("ref", sa.String(length=255), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["workspace_id"], ["workspaces.id"]),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("workspace_id", "ref", name="uq_container_images_workspace_ref"),
+    )
+    op.create_index("ix_container_images_workspace_id", "container_images", ["workspace_id"])
+    op.create_index("ix_container_images_ref", "container_images", ["ref"])
     with op.batch_alter_table("images", schema=None) as batch_op:
         batch_op.add_column(sa.Column("public", sa.Boolean(), nullable=False, server_default=sa.false()))
     with op.batch_alter_table("api_tokens", schema=None) as batch_op:
@@ -125,5 +138,13 @@ def downgrade() -> None:
         batch_op.drop_column("user_id")
     with op.batch_alter_table("images", schema=None) as batch_op:
         batch_op.drop_column("public")
-    for table in ("audit_log", "quotas", "refresh_tokens", "memberships", "roles", "users"):
+    for table in (
+        "container_images",
+        "audit_log",
+        "quotas",
+        "refresh_tokens",
+        "memberships",
+        "roles",
+        "users",
+    ):
         op.drop_table(table)
