@@ -77,6 +77,9 @@ class Settings(BaseSettings):
         default=None,
         description="Key signing sign-in tokens (32+ characters); unset: generated once and kept in the DB.",
     )
+    host_terminal: bool = Field(
+        default=False, description="Offer system admins a shell on the host over a websocket (audited)."
+    )
     allow_signup: bool = Field(default=False, description="Let anyone create an account (POST /auth/signup).")
     oidc_issuer: str | None = Field(
         default=None, description="OpenID Connect provider (issuer URL); sign-in through it is off if unset."

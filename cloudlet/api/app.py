@@ -20,6 +20,7 @@ from cloudlet.api.routers import (
     container_images,
     containers,
     events,
+    host,
     images,
     instances,
     networks,
@@ -81,6 +82,7 @@ def create_app(
         containers,
         container_images,
         projects,
+        host,
         events,
     )
     for module in routers:

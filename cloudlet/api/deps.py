@@ -3,6 +3,7 @@ permissions) and the permission each route needs."""
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable, Iterator
 from typing import Annotated
 
@@ -11,7 +12,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from sqlalchemy.orm import Session
 
 from cloudlet.db.session import transaction
-from cloudlet.errors import Unauthorized
+from cloudlet.errors import Forbidden, Unauthorized
 from cloudlet.services.auth import authenticate, touch_token
 from cloudlet.services.cloud import Cloud
 from cloudlet.services.context import RequestContext
@@ -25,6 +26,21 @@ workspace_header = APIKeyHeader(
     scheme_name="workspace",
     description="Workspace (name or id) for a signed-in user; API tokens are bound to theirs.",
 )
+
+
+ACCESS_COOKIE = "cloudlet_access"
+REFRESH_COOKIE = "cloudlet_refresh"
+CSRF_COOKIE = "cloudlet_csrf"
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+def check_csrf(request: Request) -> None:
+    """Double-submit check for cookie sessions: a change must carry the CSRF cookie's value in
+    the X-CSRF-Token header, which another site's page can neither read nor set."""
+    cookie = request.cookies.get(CSRF_COOKIE, "")
+    header = request.headers.get("x-csrf-token", "")
+    if not cookie or not hmac.compare_digest(cookie, header):
+        raise Forbidden("missing or wrong X-CSRF-Token header for a cookie session", code="csrf_failed")
 
 
 def get_cloud(request: Request) -> Cloud:
@@ -54,7 +70,12 @@ def get_context(
 ) -> RequestContext:
     source = request.client.host if request.client else None
     workspace = workspace or request.query_params.get("workspace")
-    ctx = context_for(get_cloud(request), creds.credentials if creds else None, workspace, source)
+    secret = creds.credentials if creds else None
+    if secret is None and ACCESS_COOKIE in request.cookies:  # a browser session
+        if request.method not in SAFE_METHODS:
+            check_csrf(request)
+        secret = request.cookies[ACCESS_COOKIE]
+    ctx = context_for(get_cloud(request), secret, workspace, source)
     request.state.ctx = ctx  # for the audit log
     return ctx
 
@@ -63,9 +84,17 @@ def websocket_context(websocket: WebSocket) -> RequestContext:
     """Browsers cannot set headers on websockets, so ``?token=`` is accepted there too."""
     header = websocket.headers.get("authorization", "")
     secret = header[7:] if header.lower().startswith("bearer ") else websocket.query_params.get("token")
+    cloud: Cloud = websocket.app.state.cloud
+    if secret is None and ACCESS_COOKIE in websocket.cookies:
+        # Browsers send cookies with any site's websocket: only our own pages (or allowed
+        # origins) may use a cookie session, or a foreign page could drive the API.
+        origin = websocket.headers.get("origin", "")
+        own = {f"{scheme}://{websocket.headers.get('host', '')}" for scheme in ("http", "https")}
+        if origin not in own and origin not in cloud.settings.cors_origins:
+            raise Forbidden("cookie sessions work only from this server's own pages", code="csrf_failed")
+        secret = websocket.cookies[ACCESS_COOKIE]
     workspace = websocket.headers.get("x-cloudlet-workspace") or websocket.query_params.get("workspace")
     source = websocket.client.host if websocket.client else None
-    cloud: Cloud = websocket.app.state.cloud
     return context_for(cloud, secret, workspace, source)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, MutableMapping
 from typing import Any, TypeVar
 
@@ -19,7 +20,7 @@ from fastapi import WebSocket, WebSocketDisconnect
 from starlette.concurrency import run_in_threadpool
 
 from cloudlet.api.deps import websocket_context
-from cloudlet.drivers.containers import Stream
+from cloudlet.drivers.containers import ExecSession, Stream
 from cloudlet.errors import CloudletError
 from cloudlet.services.context import RequestContext
 
@@ -108,3 +109,44 @@ def parse_json(text: str) -> dict[str, Any] | None:
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
+
+
+async def serve_terminal(websocket: WebSocket, session: ExecSession) -> None:
+    """Bridge a TTY session and an accepted websocket (the protocol xterm.js clients speak):
+    binary frames carry terminal bytes both ways; a text frame ``{"type": "resize", "rows": R,
+    "cols": C}`` resizes, ``{"type": "input", "data": "..."}`` types text; when the process ends
+    the server sends ``{"type": "exit", "code": N}`` and closes with 1000. The session is closed
+    however it ends."""
+
+    async def produce() -> None:
+        while data := await in_stream_thread(session.read):
+            await websocket.send_bytes(data)
+        code = await run_in_threadpool(_exit_code, session)
+        await websocket.send_json({"type": "exit", "code": code})
+
+    async def on_message(message: MutableMapping[str, Any]) -> None:
+        if message.get("bytes"):
+            await run_in_threadpool(session.write, message["bytes"])
+            return
+        request = parse_json(message.get("text") or "") or {}
+        if request.get("type") == "resize":
+            r, c = int(request.get("rows", 0)), int(request.get("cols", 0))
+            if 1 <= r <= 1000 and 1 <= c <= 1000:
+                await run_in_threadpool(session.resize, r, c)
+        elif request.get("type") == "input" and isinstance(request.get("data"), str):
+            await run_in_threadpool(session.write, request["data"].encode())
+
+    try:
+        await pump_until_disconnect(websocket, produce, on_message)
+    finally:
+        await run_in_threadpool(session.close)
+
+
+def _exit_code(session: ExecSession) -> int | None:
+    """Backends record the exit code a moment after the output ends."""
+    for _ in range(40):
+        code = session.exit_code()
+        if code is not None:
+            return code
+        time.sleep(0.05)
+    return None

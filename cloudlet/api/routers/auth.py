@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from cloudlet.api.deps import CloudDep, Ctx
+from cloudlet.api.deps import ACCESS_COOKIE, CSRF_COOKIE, REFRESH_COOKIE, CloudDep, Ctx, check_csrf
 from cloudlet.db.models import User
 from cloudlet.db.session import transaction
 from cloudlet.errors import CloudletError, Forbidden, Unauthorized
@@ -216,3 +218,74 @@ def update_user(ref: str, body: UserUpdate, cloud: CloudDep, ctx: Ctx) -> UserPu
         if body.password is not None:
             user.password_hash = users.hash_password(body.password)
         return user_public(user)
+
+
+# -- browser sessions (cookies) -------------------------------------------------------------------
+class SessionPublic(BaseModel):
+    username: str
+    csrf_token: str = Field(description="Send it back as `X-CSRF-Token` on every change.")
+    expires_in: int
+
+
+def _set_session_cookies(response: Response, request: Request, pair: logins.TokenPair) -> str:
+    csrf = secrets.token_urlsafe(24)
+    secure = request.url.scheme == "https"
+    common: dict[str, Any] = {"secure": secure, "samesite": "strict"}
+    response.set_cookie(
+        ACCESS_COOKIE, pair.access_token, max_age=pair.expires_in, httponly=True, path="/", **common
+    )
+    response.set_cookie(
+        REFRESH_COOKIE,
+        pair.refresh_token,
+        max_age=int(logins.REFRESH_TTL.total_seconds()),
+        httponly=True,
+        path="/api/v1/auth/session",
+        **common,
+    )
+    # readable by the dashboard's script, which echoes it in a header: the double-submit check
+    response.set_cookie(
+        CSRF_COOKIE, csrf, max_age=int(logins.REFRESH_TTL.total_seconds()), path="/", **common
+    )
+    return csrf
+
+
+@router.post("/auth/session", response_model=SessionPublic)
+def start_session(body: LoginRequest, request: Request, response: Response, cloud: CloudDep) -> SessionPublic:
+    """Sign in a browser: the tokens go into HttpOnly, SameSite=Strict cookies (Secure over
+    TLS), never into the page; changes then need the `X-CSRF-Token` header."""
+    pair = login(body, request, cloud)
+    with cloud.db.reads() as s:
+        user = users.get_user(s, body.username)
+    internal = logins.TokenPair(pair.access_token, pair.refresh_token, pair.expires_in)
+    csrf = _set_session_cookies(response, request, internal)
+    return SessionPublic(username=user.username, csrf_token=csrf, expires_in=pair.expires_in)
+
+
+@router.post("/auth/session/refresh", response_model=SessionPublic)
+def refresh_session(request: Request, response: Response, cloud: CloudDep) -> SessionPublic:
+    """Renew a browser session from its refresh cookie (CSRF header required)."""
+    check_csrf(request)
+    secret = request.cookies.get(REFRESH_COOKIE)
+    if not secret:
+        raise Unauthorized("no session to refresh", code="missing_token")
+    pair = refresh(RefreshRequest(refresh_token=secret), cloud)
+    claims = logins.decode_access(cloud.jwt_key, pair.access_token)
+    with cloud.db.reads() as s:
+        user = users.get_user(s, str(claims["sub"]))
+    internal = logins.TokenPair(pair.access_token, pair.refresh_token, pair.expires_in)
+    csrf = _set_session_cookies(response, request, internal)
+    return SessionPublic(username=user.username, csrf_token=csrf, expires_in=pair.expires_in)
+
+
+@router.delete("/auth/session", status_code=204)
+def end_session(request: Request, cloud: CloudDep) -> Response:
+    """Sign a browser out: the login is revoked and the cookies cleared."""
+    check_csrf(request)
+    secret = request.cookies.get(REFRESH_COOKIE)
+    if secret:
+        with transaction(cloud.db.sessions) as s:
+            logins.logout(s, secret)
+    response = Response(status_code=204)
+    for name, path in ((ACCESS_COOKIE, "/"), (REFRESH_COOKIE, "/api/v1/auth/session"), (CSRF_COOKIE, "/")):
+        response.delete_cookie(name, path=path)
+    return response

@@ -4,10 +4,8 @@ websocket) and resource stats (one sample, or live)."""
 from __future__ import annotations
 
 import base64
-import time
-from collections.abc import AsyncIterator, MutableMapping
+from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any
 
 from fastapi import APIRouter, Query, WebSocket
 from fastapi.responses import StreamingResponse
@@ -15,7 +13,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from cloudlet.api.deps import CanEditInstances, CanViewInstances, CloudDep
-from cloudlet.api.streams import accept_or_refuse, drain, in_stream_thread, parse_json, pump_until_disconnect
+from cloudlet.api.streams import accept_or_refuse, drain, pump_until_disconnect, serve_terminal
 from cloudlet.drivers.containers import ContainerDriver, ContainerStats, ExecSession, Stream
 from cloudlet.errors import Invalid, InvalidState
 from cloudlet.services.cloud import Cloud
@@ -175,38 +173,7 @@ async def container_exec_ws(
     if session is None:
         return
 
-    async def produce() -> None:
-        while data := await in_stream_thread(session.read):
-            await websocket.send_bytes(data)
-        code = await run_in_threadpool(_exit_code, session)
-        await websocket.send_json({"type": "exit", "code": code})
-
-    async def on_message(message: MutableMapping[str, Any]) -> None:
-        if message.get("bytes"):
-            await run_in_threadpool(session.write, message["bytes"])
-            return
-        request = parse_json(message.get("text") or "") or {}
-        if request.get("type") == "resize":
-            r, c = int(request.get("rows", 0)), int(request.get("cols", 0))
-            if 1 <= r <= 1000 and 1 <= c <= 1000:
-                await run_in_threadpool(session.resize, r, c)
-        elif request.get("type") == "input" and isinstance(request.get("data"), str):
-            await run_in_threadpool(session.write, request["data"].encode())
-
-    try:
-        await pump_until_disconnect(websocket, produce, on_message)
-    finally:
-        session.close()
-
-
-def _exit_code(session: ExecSession) -> int | None:
-    """Docker records the exit code a moment after the output ends."""
-    for _ in range(40):
-        code = session.exit_code()
-        if code is not None:
-            return code
-        time.sleep(0.05)
-    return None
+    await serve_terminal(websocket, session)
 
 
 @router.get("/{ref}/stats", response_model=StatsPublic)
