@@ -24,6 +24,7 @@ from cloudlet.api.routers import (
     images,
     instances,
     networks,
+    oidc,
     operations,
     projects,
     system,
@@ -74,6 +75,7 @@ def create_app(
     routers = (
         system,
         auth,
+        oidc,
         workspaces,
         operations,
         images,

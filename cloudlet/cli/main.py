@@ -36,11 +36,25 @@ def login(
     url: str = typer.Option("http://127.0.0.1:8470", help="Server URL."),
     username: str | None = typer.Option(None, "--username", "-u", help="Sign in with a password."),
     token: str | None = typer.Option(None, help="Use an API token instead (prompted if neither is given)."),
+    oidc: bool = typer.Option(
+        False, "--oidc", help="Sign in in a browser through the server's OIDC provider."
+    ),
 ) -> None:
     """Sign in (password) or check an API token, and save the URL and credentials for later
     commands (a sign-in renews itself with its refresh token)."""
     from cloudlet.client import CONFIG_PATH, Client, save_client_config
 
+    if oidc:
+        from cloudlet.cli.oidc_login import browser_login
+
+        try:
+            pair = browser_login(url)
+        except (TimeoutError, RuntimeError) as err:
+            err_console.print(f"[bold red]Error:[/] {err}")
+            raise typer.Exit(1) from None
+        save_client_config(url, pair["access_token"], refresh_token=pair["refresh_token"])
+        console.print(f"logged in to {url}; saved to {CONFIG_PATH}")
+        return
     if username is None and token is None:
         token = typer.prompt("API token", hide_input=True)
     password = typer.prompt("password", hide_input=True) if username is not None else None
