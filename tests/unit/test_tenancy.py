@@ -535,3 +535,67 @@ def test_container_image_tags_belong_to_their_workspace(sim: SimCloud) -> None:
     )
     assert ok.json()["status"] == "succeeded"
     assert [i["tags"] for i in sim.get("/api/v1/container-images").json()].count(["team:1"]) == 1
+
+
+def test_sign_up_only_when_allowed(sim: SimCloud, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.unit.conftest import sim_cloud
+
+    body = {"username": "newbie", "password": PASSWORD}
+    refused = sim.client.post("/api/v1/auth/signup", json=body)
+    assert refused.status_code == 403 and refused.json()["code"] == "signup_disabled"
+    with sim_cloud(tmp_path / "open", allow_signup=True) as open_sim:
+        made = open_sim.client.post("/api/v1/auth/signup", json=body)
+        assert made.status_code == 201
+        me = open_sim.client.get("/api/v1/auth/me", headers=bearer(made.json()["access_token"])).json()
+        assert me["username"] == "newbie" and me["workspaces"] == [] and me["permissions"] == []
+        weak = open_sim.client.post("/api/v1/auth/signup", json={"username": "weakling", "password": "short"})
+        assert weak.status_code == 422 and weak.json()["code"] == "weak_password"
+
+
+def test_changing_a_password(sim: SimCloud) -> None:
+    make_user(sim, "hank")
+    access = login(sim, "hank")["access_token"]
+    bad = {"current_password": "not it at all", "new_password": "another long one"}
+    wrong = sim.client.post("/api/v1/auth/password", json=bad, headers=bearer(access))
+    assert wrong.status_code == 401
+    good = {"current_password": PASSWORD, "new_password": "another long one"}
+    ok = sim.client.post("/api/v1/auth/password", json=good, headers=bearer(access))
+    assert ok.status_code == 204
+    assert (
+        sim.client.post("/api/v1/auth/login", json={"username": "hank", "password": PASSWORD}).status_code
+        == 401
+    )
+    assert login(sim, "hank", "another long one")["access_token"]
+
+
+def test_cors_only_for_configured_origins(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.unit.conftest import sim_cloud
+
+    with sim_cloud(tmp_path, cors_origins=["https://panel.example"]) as sim:
+        preflight = {
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization",
+        }
+        allowed = sim.client.options(
+            "/api/v1/instances", headers={"Origin": "https://panel.example", **preflight}
+        )
+        assert allowed.headers.get("access-control-allow-origin") == "https://panel.example"
+        other = sim.client.options(
+            "/api/v1/instances", headers={"Origin": "https://evil.example", **preflight}
+        )
+        assert "access-control-allow-origin" not in other.headers
+
+
+def test_foundation_tokens_move_into_the_user_model(sim: SimCloud) -> None:
+    """A token made by the foundation release (no user, role 'admin') keeps working as the
+    bootstrap admin's owner token once the server upgrades."""
+    from cloudlet.services.auth import bootstrap, hash_token
+
+    legacy = "clt_" + "l" * 43
+    with transaction(sim.cloud.db.sessions) as s:
+        s.add(ApiToken(name="old", token_hash=hash_token(legacy), prefix=legacy[:10], role="admin"))
+    with transaction(sim.cloud.db.sessions) as s:
+        assert bootstrap(s) is None
+        row = s.scalar(select(ApiToken).where(ApiToken.name == "old"))
+        assert row is not None and row.user_id and row.role == "owner" and row.workspace_id
+    assert sim.client.get("/api/v1/instances", headers=bearer(legacy)).status_code == 200
