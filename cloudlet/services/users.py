@@ -6,6 +6,7 @@ cannot be used to find out which accounts exist.
 
 from __future__ import annotations
 
+import functools
 import re
 
 from argon2 import PasswordHasher
@@ -21,8 +22,15 @@ USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 MIN_PASSWORD = 10
 MAX_PASSWORD = 1024  # argon2 hashes anything, but a megabyte "password" is a denial of service
 
-_hasher = PasswordHasher()  # argon2id with the library's current recommended costs
-_DUMMY_HASH = _hasher.hash("not a password of anybody")
+# argon2id with OWASP's baseline costs (19 MiB, 2 passes, 1 lane): the library default (64 MiB,
+# 4 lanes) would make every sign-in briefly triple a server that otherwise lives in tens of MB.
+_hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash to verify against for unknown users, so they cost as much time as known ones."""
+    return _hasher.hash("not a password of anybody")
 
 
 def check_username(username: str) -> str:
@@ -81,7 +89,7 @@ def verify_login(session: Session, username: str, password: str) -> User:
     if len(password) > MAX_PASSWORD:
         raise wrong
     user = session.scalar(select(User).where(User.username == username))
-    stored = user.password_hash if user is not None and user.password_hash else _DUMMY_HASH
+    stored = user.password_hash if user is not None and user.password_hash else _dummy_hash()
     try:
         _hasher.verify(stored, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
@@ -95,7 +103,7 @@ def verify_login(session: Session, username: str, password: str) -> User:
 
 def change_password(session: Session, user: User, old: str, new: str) -> None:
     try:
-        _hasher.verify(user.password_hash or _DUMMY_HASH, old)
+        _hasher.verify(user.password_hash or _dummy_hash(), old)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         raise Unauthorized("the current password is wrong", code="invalid_credentials") from None
     user.password_hash = hash_password(new)

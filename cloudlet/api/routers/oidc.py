@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import threading
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 from urllib.parse import urlencode, urlsplit
 
 from fastapi import APIRouter, Query, Request
@@ -23,7 +23,16 @@ from cloudlet.api.deps import CloudDep
 from cloudlet.api.routers.auth import TokenPairPublic
 from cloudlet.errors import Invalid
 from cloudlet.services.cloud import Cloud
-from cloudlet.services.oidc import OidcLogin, failed
+
+if TYPE_CHECKING:
+    from cloudlet.services.oidc import OidcLogin
+
+
+def oidc_failed(detail: str) -> Exception:
+    from cloudlet.services.oidc import failed
+
+    return failed(detail)
+
 
 router = APIRouter(prefix="/auth/oidc", tags=["auth"])
 CALLBACK = "oidc_callback"
@@ -39,6 +48,9 @@ class OidcConfigPublic(BaseModel):
 
 
 def _oidc(request: Request, cloud: Cloud) -> OidcLogin:
+    # imported on first use: authlib and joserfc cost memory that servers without OIDC need not pay
+    from cloudlet.services.oidc import OidcLogin
+
     """The server's OpenID Connect client, made at first use (it caches the provider's metadata)."""
     with _lock:
         oidc: OidcLogin | None = getattr(request.app.state, "oidc", None)
@@ -116,9 +128,9 @@ def oidc_callback(
     oidc = _oidc(request, cloud)
     oidc.require_configured()
     if error is not None:
-        raise failed(f"the provider answered {error[:64]!r}")
+        raise oidc_failed(f"the provider answered {error[:64]!r}")
     if not code or not state:
-        raise failed("the callback lacks code or state")
+        raise oidc_failed("the callback lacks code or state")
     pair, pending = oidc.sign_in(code, state, cloud.jwt_key)
     body = TokenPairPublic(
         access_token=pair.access_token, refresh_token=pair.refresh_token, expires_in=pair.expires_in
