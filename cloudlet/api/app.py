@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from cloudlet import __version__
 from cloudlet.api import errors
 from cloudlet.api.audit import AuditMiddleware
+from cloudlet.api.limits import JsonBodyLimit
 from cloudlet.api.routers import (
     auth,
     container_images,
@@ -63,7 +64,8 @@ def create_app(
         lifespan=lifespan,
     )
     errors.install(app)
-    app.add_middleware(AuditMiddleware)
+    app.add_middleware(JsonBodyLimit)
+    app.add_middleware(AuditMiddleware)  # added last, so outermost: refused calls are recorded too
     if settings.cors_origins:  # none by default: the dashboard is served from the same origin
         app.add_middleware(
             CORSMiddleware,

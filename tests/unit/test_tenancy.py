@@ -599,3 +599,20 @@ def test_foundation_tokens_move_into_the_user_model(sim: SimCloud) -> None:
         row = s.scalar(select(ApiToken).where(ApiToken.name == "old"))
         assert row is not None and row.user_id and row.role == "owner" and row.workspace_id
     assert sim.client.get("/api/v1/instances", headers=bearer(legacy)).status_code == 200
+
+
+def test_oversized_json_bodies_are_refused_unread(sim: SimCloud) -> None:
+    huge = b'{"username": "x", "password": "' + b"p" * (2 * 1024 * 1024) + b'"}'
+    resp = sim.client.post("/api/v1/auth/login", content=huge, headers={"Content-Type": "application/json"})
+    assert resp.status_code == 413 and resp.json()["code"] == "body_too_large"
+
+    def chunks():  # type: ignore[no-untyped-def]
+        yield b'{"name": "x", "cidr": "'
+        for _ in range(40):
+            yield b"9" * 65536
+        yield b'"}'
+
+    streamed = sim.client.post(
+        "/api/v1/networks", content=chunks(), headers={**sim.headers, "Content-Type": "application/json"}
+    )
+    assert streamed.status_code == 413
