@@ -7,9 +7,10 @@ import uuid
 from typing import TypeVar
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from cloudlet.errors import Invalid, NotFound
+from cloudlet.errors import Conflict, Invalid, NotFound
 
 # Instance and network names double as hostnames and bridge labels: RFC 1123 labels.
 DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -46,3 +47,14 @@ def lookup(session: Session, model: type[M], workspace_id: str, ref: str, what: 
     if row is None:
         raise NotFound(f"{what} {ref!r} not found", code=f"{what}_not_found")
     return row
+
+
+def insert_unique(session: Session, row: object, conflict: str, code: str = "name_taken") -> None:
+    """Add ``row`` and flush it in a savepoint; a unique constraint it breaks (a concurrent twin,
+    say) is a 409 with ``conflict`` as its detail, and the caller's transaction goes on."""
+    session.add(row)
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError:
+        raise Conflict(conflict, code=code) from None

@@ -12,11 +12,11 @@ import re
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cloudlet.db.models import User, utcnow
-from cloudlet.errors import Conflict, Invalid, NotFound, Unauthorized
+from cloudlet.errors import Invalid, NotFound, Unauthorized
+from cloudlet.services.names import insert_unique
 
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 MIN_PASSWORD = 10
@@ -67,12 +67,7 @@ def create_user(
         is_admin=is_admin,
         display_name=display_name,
     )
-    session.add(user)
-    try:
-        with session.begin_nested():
-            session.flush()
-    except IntegrityError:
-        raise Conflict(f"a user named {username!r} exists", code="name_taken") from None
+    insert_unique(session, user, f"a user named {username!r} exists", "name_taken")
     return user
 
 

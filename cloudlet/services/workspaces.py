@@ -7,14 +7,13 @@ is not a member of answers 404, exactly like one that does not exist.
 from __future__ import annotations
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cloudlet.db.models import ApiToken, Instance, Membership, Network, Role, User, Workspace, utcnow
 from cloudlet.errors import Conflict, Forbidden, InUse, NotFound
 from cloudlet.services.auth import ensure_builtin_roles, find_role
 from cloudlet.services.context import RequestContext
-from cloudlet.services.names import check_name, is_uuid
+from cloudlet.services.names import check_name, insert_unique, is_uuid
 from cloudlet.services.permissions import BUILTIN_ROLES, check_permissions
 from cloudlet.services.users import get_user
 
@@ -79,12 +78,7 @@ def create_workspace(session: Session, ctx: RequestContext, name: str) -> Worksp
             "API tokens are bound to their workspace; sign in to create one", code="permission_denied"
         )
     ws = Workspace(name=check_name(name, what="workspace name"))
-    session.add(ws)
-    try:
-        with session.begin_nested():
-            session.flush()
-    except IntegrityError:
-        raise Conflict(f"a workspace named {name!r} exists", code="name_taken") from None
+    insert_unique(session, ws, f"a workspace named {name!r} exists", "name_taken")
     owner = ensure_builtin_roles(session)["owner"]
     session.add(Membership(workspace_id=ws.id, user_id=ctx.user_id, role_id=owner.id))
     session.flush()
@@ -134,12 +128,7 @@ def add_member(
     role = find_role(session, workspace_id, role_ref)
     _guard_owner_change(ctx, actor_role, {role.name})
     membership = Membership(workspace_id=workspace_id, user_id=user.id, role_id=role.id)
-    session.add(membership)
-    try:
-        with session.begin_nested():
-            session.flush()
-    except IntegrityError:
-        raise Conflict(f"{user.username!r} is already a member", code="already_member") from None
+    insert_unique(session, membership, f"{user.username!r} is already a member", "already_member")
     return membership
 
 
@@ -214,12 +203,7 @@ def create_role(
     if not perms <= held:  # nobody hands out more than they hold
         raise Forbidden(f"you cannot grant {', '.join(sorted(perms - held))}", code="permission_denied")
     role = Role(workspace_id=workspace_id, name=name, permissions=sorted(perms))
-    session.add(role)
-    try:
-        with session.begin_nested():
-            session.flush()
-    except IntegrityError:
-        raise Conflict(f"a role named {name!r} exists", code="name_taken") from None
+    insert_unique(session, role, f"a role named {name!r} exists", "name_taken")
     return role
 
 
