@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from cloudlet.db.models import AuditEntry
 from cloudlet.db.session import SessionFactory, transaction
+from cloudlet.services.context import RequestContext
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,22 @@ class AuditLog:
         with self._cond:
             self._pending += 1
         self._queue.put(AuditEntry(**fields))
+
+    def record_session(self, ctx: RequestContext, action: str, path: str, target: str, status: int) -> None:
+        """A websocket session (a terminal): the HTTP middleware does not see those."""
+        self.record(
+            workspace_id=ctx.workspace_id or None,
+            user_id=ctx.user_id,
+            principal=ctx.principal,
+            token_id=ctx.token_id,
+            action=action,
+            method="WS",
+            path=path[:2000],
+            target=target[:255],
+            source=ctx.source,
+            status=status,
+            result="ok" if status < 400 else "refused",
+        )
 
     def _write_loop(self) -> None:
         while True:

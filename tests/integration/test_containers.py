@@ -159,6 +159,8 @@ def test_build_run_use_and_remove_a_container(sqlite_server, engine):  # type: i
                     ended = json.loads(frame)
             assert b"40 132" in output and b"42" in output, output
             assert ended == {"type": "exit", "code": 3}
+        audited = c.request("GET", "/audit", params={"action": "container_exec_terminal"})
+        assert audited and audited[0]["target"].startswith("ref=web command=/bin/sh")
 
         for action, state in (("pause", "paused"), ("resume", "running"), ("restart", "running")):
             assert c.action("web", action)["status"] == "succeeded"

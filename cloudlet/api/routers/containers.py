@@ -167,7 +167,10 @@ async def container_exec_ws(
 
     def open_(ctx: RequestContext) -> ExecSession:
         driver, instance_id = running_container(cloud, ctx, ref, running=True, permission="instance:edit")
-        return driver.exec_interactive(instance_id, command, rows=rows, cols=cols, user=user)
+        session = driver.exec_interactive(instance_id, command, rows=rows, cols=cols, user=user)
+        target = f"ref={ref} command={' '.join(command)}"
+        cloud.audit.record_session(ctx, "container_exec_terminal", websocket.url.path, target, 101)
+        return session
 
     session = await accept_or_refuse(websocket, open_)
     if session is None:

@@ -13,6 +13,7 @@ from cloudlet.services.context import RequestContext
 from cloudlet.services.host_terminal import HostTerminal, login_shell
 
 router = APIRouter(prefix="/host", tags=["host"])
+PATH = "/api/v1/host/terminal"
 
 
 @router.websocket("/terminal")
@@ -32,7 +33,7 @@ async def host_terminal(websocket: WebSocket, rows: int = 24, cols: int = 80) ->
             raise Forbidden("only system admins open the host terminal", code="permission_denied")
         transcript = cloud.settings.data_dir / "terminal-sessions" / f"{session_id}.log"
         terminal = HostTerminal(login_shell(), transcript, rows, cols)
-        _audit(cloud, ctx, "host_terminal_open", session_id, 101)
+        cloud.audit.record_session(ctx, "host_terminal_open", PATH, f"session={session_id}", 101)
         return ctx, terminal
 
     opened = await accept_or_refuse(websocket, open_)
@@ -42,20 +43,4 @@ async def host_terminal(websocket: WebSocket, rows: int = 24, cols: int = 80) ->
     try:
         await serve_terminal(websocket, terminal)
     finally:
-        _audit(cloud, ctx, "host_terminal_close", session_id, 200)
-
-
-def _audit(cloud: Cloud, ctx: RequestContext, action: str, session_id: str, status: int) -> None:
-    cloud.audit.record(
-        workspace_id=ctx.workspace_id or None,
-        user_id=ctx.user_id,
-        principal=ctx.principal,
-        token_id=ctx.token_id,
-        action=action,
-        method="WS",
-        path="/api/v1/host/terminal",
-        target=f"session={session_id}",
-        source=ctx.source,
-        status=status,
-        result="ok",
-    )
+        cloud.audit.record_session(ctx, "host_terminal_close", PATH, f"session={session_id}", 200)
