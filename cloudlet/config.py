@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     )
     resync_interval: float = Field(default=15.0, gt=0, description="Seconds between full reconciler passes.")
     operation_workers: int = Field(default=8, ge=1)
+    pool_interval: float = Field(
+        default=3.0, gt=0, description="Seconds between reservation-pool controller passes."
+    )
     heartbeat_interval: float = Field(
         default=10.0,
         gt=0,

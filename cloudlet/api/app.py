@@ -27,6 +27,7 @@ from cloudlet.api.routers import (
     networks,
     oidc,
     operations,
+    pools,
     projects,
     system,
     workspaces,
@@ -86,11 +87,13 @@ def create_app(
         containers,
         container_images,
         projects,
+        pools,
         host,
         events,
     )
     for module in routers:
         api.include_router(module.router)
+    api.include_router(pools.leases_router)
     app.include_router(api)
 
     @app.get("/healthz", include_in_schema=False)

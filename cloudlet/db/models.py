@@ -260,6 +260,59 @@ class Instance(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+class Pool(Base):
+    """A reservation pool: ready VMs of one template, checked out and back in by people."""
+
+    __tablename__ = "pools"
+    __table_args__ = (UniqueConstraint("workspace_id", "name", name="uq_pools_workspace_name"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"), index=True)
+    name: Mapped[str] = mapped_column(String(63))
+    template: Mapped[dict[str, Any]] = mapped_column()
+    min_ready: Mapped[int] = mapped_column(default=0)
+    max_size: Mapped[int] = mapped_column(default=1)
+    lease_default: Mapped[int] = mapped_column(default=3600)  # seconds
+    lease_max: Mapped[int] = mapped_column(default=86400)  # seconds
+    on_checkin: Mapped[str] = mapped_column(String(16), default="reset")
+    idle_timeout: Mapped[int | None] = mapped_column(nullable=True)  # seconds
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PoolMember(Base):
+    """A VM of a pool and who holds it. ``status``: provisioning, available, checked-out,
+    resetting, error. A checkout is one conditional update of ``status``: never two holders."""
+
+    __tablename__ = "pool_members"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    pool_id: Mapped[str] = mapped_column(ForeignKey("pools.id"), index=True)
+    instance_id: Mapped[str] = mapped_column(String(36), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default="provisioning", index=True)
+    holder_user_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    holder: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    checked_out_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(nullable=True, index=True)
+    warned: Mapped[bool] = mapped_column(Boolean, default=False)
+    idle_since: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PoolLease(Base):
+    """The history: who had which VM of a pool, when, and how it ended."""
+
+    __tablename__ = "pool_leases"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    pool_id: Mapped[str] = mapped_column(ForeignKey("pools.id"), index=True)
+    instance_id: Mapped[str] = mapped_column(String(36), index=True)
+    instance_name: Mapped[str] = mapped_column(String(63))
+    ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    holder_user_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    ended_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    end_reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
+
+
 class Runner(Base):
     """A live server process (one replica). Operations record the runner that runs them, so a
     starting replica recovers only the work of replicas that stopped beating, never a live one's."""

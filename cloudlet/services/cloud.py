@@ -28,6 +28,7 @@ from cloudlet.services.logins import signing_key
 from cloudlet.services.networks import Networks
 from cloudlet.services.operations import Operations
 from cloudlet.services.oplogs import OperationLogs
+from cloudlet.services.pools import Pools
 from cloudlet.services.projects import Projects
 from cloudlet.services.ratelimit import LoginThrottle
 from cloudlet.services.reconciler import Reconciler
@@ -56,6 +57,7 @@ class Cloud:
     jwt_key: str
     throttle: LoginThrottle
     container_images: ContainerImages | None  # None when containers are off
+    pools: Pools
 
     @classmethod
     def build(
@@ -78,6 +80,7 @@ class Cloud:
         compute, network_driver = backend or make_vm_backend(settings, deployment)
         containers = container_driver or make_container_driver(settings, deployment)
         networks = Networks(db.sessions, ops, network_driver, containers)
+        instances = Instances(settings, db.sessions, ops, bus, compute, network_driver, networks, containers)
         oplogs = OperationLogs(settings.operation_logs_dir, bus)
         drivers: dict[str, ComputeDriver] = {"vm": compute}
         if containers is not None:
@@ -92,9 +95,8 @@ class Cloud:
             container_driver=containers,
             images=Images(db.sessions, ops, settings.images_dir, settings.allowed_import_dirs),
             networks=networks,
-            instances=Instances(
-                settings, db.sessions, ops, bus, compute, network_driver, networks, containers
-            ),
+            instances=instances,
+            pools=Pools(db.sessions, db.reads, bus, instances),
             reconciler=Reconciler(
                 db.sessions, bus, ops, runners, drivers, network_driver, settings.resync_interval
             ),
@@ -130,9 +132,11 @@ class Cloud:
             except CloudletError as err:
                 log.error("start-up reconciliation failed: %s", err.detail)
         self.reconciler.start()
+        self.pools.start(self.settings.pool_interval)
         return token
 
     def close(self) -> None:
+        self.pools.stop()
         self.reconciler.stop()
         self.audit.close()
         self.ops.shutdown()

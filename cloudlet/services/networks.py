@@ -5,7 +5,6 @@ the backend's DHCP server only learns the MAC-to-IP pairs that IPAM decided."""
 from __future__ import annotations
 
 import ipaddress
-import random
 import uuid
 from typing import Any
 
@@ -54,8 +53,12 @@ def network_spec(session: Session, net: Network) -> NetworkSpec:
     return NetworkSpec(net.backend_name, net.bridge, net.cidr, net.gateway, net.mode, hosts)
 
 
-def random_mac() -> str:
-    return "52:54:00:" + ":".join(f"{random.randrange(256):02x}" for _ in range(3))
+def mac_for(address: str) -> str:
+    """The MAC of whoever holds ``address``: always the same for one address. dnsmasq keeps a
+    lease for an hour after a VM is gone; a new VM given the same address with another MAC would
+    be refused (DHCP NAK) until then, while with the same MAC it gets the lease at once."""
+    last3 = ipaddress.ip_address(address).packed[-3:]
+    return "52:54:00:" + ":".join(f"{b:02x}" for b in last3)
 
 
 class Networks:
@@ -189,7 +192,7 @@ class Networks:
             if address in used:
                 continue
             alloc = IPAllocation(
-                network_id=net.id, address=address, mac=random_mac(), instance_id=instance_id
+                network_id=net.id, address=address, mac=mac_for(address), instance_id=instance_id
             )
             try:
                 with session.begin_nested():

@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from cloudlet.db.models import Instance, IPAllocation, Network, Quota
+from cloudlet.db.models import Instance, IPAllocation, Network, Pool, PoolMember, Quota
 from cloudlet.errors import Exhausted, Invalid
 
 LIMITS = ("instances", "vcpus", "memory_mb", "disk_gb", "networks", "ips", "pool_checkouts")
@@ -39,6 +39,15 @@ def usage(session: Session, workspace_id: str) -> dict[str, int]:
         )
         or 0
     )
+    checkouts = (
+        session.scalar(
+            select(func.count())
+            .select_from(PoolMember)
+            .join(Pool, Pool.id == PoolMember.pool_id)
+            .where(Pool.workspace_id == workspace_id, PoolMember.status == "checked-out")
+        )
+        or 0
+    )
     return {
         "instances": int(totals[0]),
         "vcpus": int(totals[1]),
@@ -46,7 +55,7 @@ def usage(session: Session, workspace_id: str) -> dict[str, int]:
         "disk_gb": int(totals[3]),
         "networks": int(networks),
         "ips": int(ips),
-        "pool_checkouts": 0,  # reservation pools are not there yet (issue 5)
+        "pool_checkouts": int(checkouts),
     }
 
 

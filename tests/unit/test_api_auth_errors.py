@@ -23,6 +23,7 @@ PATH_VALUES = {
     "path": "Dockerfile",
     "username": "someone",
     "role": "viewer",
+    "vm": "vm1",
 }
 # Routes that sign people in: they take credentials in the body, not a bearer token.
 PUBLIC = {"/api/v1/auth/login", "/api/v1/auth/signup", "/api/v1/auth/refresh", "/api/v1/auth/logout"}

@@ -156,12 +156,16 @@ def small_network(mode: str = "nat") -> Network:
     return Network("cloudlet-abc", "clbrabc", "10.99.0.0/29", "10.99.0.1", mode, HOSTS)
 
 
-def test_network_dhcp_range_is_the_one_spare_address() -> None:
+def test_network_dhcp_answers_only_reserved_hosts_with_room_for_all() -> None:
     root = ET.fromstring(small_network().to_xml())
     ip = root.find("ip")
     assert ip is not None and (ip.get("address"), ip.get("prefix")) == ("10.99.0.1", "29")
     ranges = root.findall("ip/dhcp/range")
-    assert [(r.get("start"), r.get("end")) for r in ranges] == [("10.99.0.6", "10.99.0.6")]
+    # the range sizes dnsmasq's lease table: every address after the gateway
+    assert [(r.get("start"), r.get("end")) for r in ranges] == [("10.99.0.2", "10.99.0.6")]
+    ns = "{http://libvirt.org/schemas/network/dnsmasq/1.0}"
+    options = [o.get("value") for o in root.iter(f"{ns}option")]
+    assert options == ["dhcp-ignore=tag:!known"]
     assert attr(root, "forward", "mode") == "nat"
     assert attr(root, "bridge", "name") == "clbrabc"
 
@@ -185,7 +189,7 @@ def test_isolated_network_does_not_forward() -> None:
 
 @pytest.mark.parametrize("cidr", ["10.99.0.0/29", "10.98.0.0/28", "10.47.0.0/24", "172.16.0.0/16"])
 def test_dhcp_spare_is_never_handed_out_by_ipam(cidr: str) -> None:
-    """dnsmasq may give the spare to an unknown client, so IPAM must never allocate it."""
+    """The last address stays out of IPAM (it was dnsmasq's spare for unknown clients)."""
     gateway = str(next(ipaddress.ip_network(cidr).hosts()))
     spare = Network("n", "b", cidr, gateway, "nat").spare_address
     row = NetworkRow(cidr=cidr, gateway=gateway)

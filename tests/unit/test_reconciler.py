@@ -13,7 +13,7 @@ from cloudlet.db.models import Instance, IPAllocation, Network, Operation, Runne
 from cloudlet.db.session import transaction
 from cloudlet.drivers.base import DhcpHost, InstanceSpec, PowerState
 from cloudlet.services.lifecycle import State
-from cloudlet.services.networks import random_mac
+from cloudlet.services.networks import mac_for
 from tests.helpers import eventually
 from tests.unit.conftest import SimCloud
 
@@ -105,7 +105,9 @@ def test_recovery_rolls_back_a_create_the_dead_server_left_half_done(
         )
         s.add(row)
         s.flush()
-        alloc = IPAllocation(network_id=net.id, address="10.47.0.2", mac=random_mac(), instance_id=row.id)
+        alloc = IPAllocation(
+            network_id=net.id, address="10.47.0.2", mac=mac_for("10.47.0.2"), instance_id=row.id
+        )
         op = Operation(workspace_id=ws.id, kind="instance.create", target_type="instance", status="running")
         s.add_all([alloc, op])
         s.flush()

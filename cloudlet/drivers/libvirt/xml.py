@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 CLOUDLET_NS = "https://cloudlet.dev/xmlns/libvirt/1"
 ET.register_namespace("cloudlet", CLOUDLET_NS)
+DNSMASQ_NS = "http://libvirt.org/schemas/network/dnsmasq/1.0"
+ET.register_namespace("dnsmasq", DNSMASQ_NS)
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
@@ -214,9 +216,8 @@ class DhcpHostEntry:
 
 @dataclass(frozen=True)
 class Network:
-    """A libvirt virtual network. DHCP hands out only reserved addresses (the MAC-to-IP hosts that
-    cloudlet's IPAM writes) plus one spare address for unknown clients, so dnsmasq never gives away
-    an address that IPAM may allocate later."""
+    """A libvirt virtual network. DHCP answers only the reserved MAC-to-IP hosts that cloudlet's
+    IPAM writes; unknown clients get nothing, so dnsmasq never gives away an address."""
 
     name: str
     bridge: str
@@ -238,9 +239,16 @@ class Network:
         _sub(el, "bridge", name=self.bridge, stp="on", delay="0")
         ip = _sub(el, "ip", address=self.gateway, prefix=str(net.prefixlen))
         dhcp = _sub(ip, "dhcp")
-        _sub(dhcp, "range", start=self.spare_address, end=self.spare_address)
+        # libvirt sizes dnsmasq's lease table from the range: a range of every address leaves
+        # room for a lease per VM (a one-address range refused the second VM's DHCP request
+        # while the first held its lease), and dnsmasq answers only the MACs cloudlet reserved,
+        # so it never hands out an address that IPAM may allocate later.
+        first = ipaddress.ip_address(self.gateway) + 1
+        _sub(dhcp, "range", start=str(first), end=self.spare_address)
         for host in self.hosts:
             dhcp.append(host.to_element())
+        options = _sub(el, f"{{{DNSMASQ_NS}}}options")
+        _sub(options, f"{{{DNSMASQ_NS}}}option", value="dhcp-ignore=tag:!known")
         return el
 
     def to_xml(self) -> str:

@@ -1,0 +1,577 @@
+"""Reservation pools: ready VMs of one template that people check out, use and check back in.
+
+A checkout is a single conditional UPDATE (``status`` from available to checked-out) on one
+candidate row, retried on the next candidate when a concurrent request took it first; so N
+concurrent clients get N distinct VMs and no VM is ever held twice, with SQLite or PostgreSQL.
+
+The controller (``reconcile``, run by a thread every few seconds) keeps ``min_ready`` VMs
+provisioning or available without ever passing ``max_size``, turns booted VMs available, replaces
+failed ones, ends expired leases (with a warning event first), removes VMs idle past
+``idle_timeout`` above ``min_ready``, and resets returned VMs: ``reset`` replaces the VM with a
+fresh one from the template (nothing of the last holder survives), ``destroy`` removes it,
+``reuse`` hands it out again as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from cloudlet.db.models import Instance, IPAllocation, Pool, PoolLease, PoolMember, utcnow
+from cloudlet.db.session import SessionFactory, transaction
+from cloudlet.errors import CloudletError, Conflict, Exhausted, Forbidden, Invalid, NotFound
+from cloudlet.services import quotas
+from cloudlet.services.context import RequestContext
+from cloudlet.services.events import Event, EventBus
+from cloudlet.services.instances import CreateRequest, Instances, check_ssh_key
+from cloudlet.services.names import check_name, insert_unique, lookup
+
+log = logging.getLogger(__name__)
+
+ON_CHECKIN = ("reset", "reuse", "destroy")
+BOOT_ESTIMATE = 30  # seconds a fresh VM takes to become available, for Retry-After
+WARN_BEFORE = timedelta(minutes=5)
+
+
+class PoolExhausted(Exhausted):
+    code, title = "pool_exhausted", "Pool exhausted"
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    name: str
+    image: str
+    cpus: int = 1
+    memory: int = 512
+    disk: int = 1
+    network: str = "default"
+    ssh_keys: tuple[str, ...] = ()
+    min_ready: int = 1
+    max_size: int = 5
+    lease_default: int = 3600
+    lease_max: int = 86400
+    on_checkin: str = "reset"
+    idle_timeout: int | None = None
+
+
+@dataclass(frozen=True)
+class Checkout:
+    instance_id: str
+    name: str
+    ip: str | None
+    ssh_user: str
+    lease_expires_at: Any
+
+
+@dataclass
+class _Line:
+    """First come, first served for callers that wait: a ticket counter per pool."""
+
+    cond: threading.Condition = field(default_factory=threading.Condition)
+    next_ticket: int = 0
+    serving: int = 0
+
+
+class Pools:
+    def __init__(
+        self, sessions: SessionFactory, reads: SessionFactory, bus: EventBus, instances: Instances
+    ) -> None:
+        self.sessions = sessions
+        self.reads = reads
+        self.bus = bus
+        self.instances = instances
+        self._lines: dict[str, _Line] = {}
+        self._lines_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._reconcile_lock = threading.Lock()
+
+    # -- pools -------------------------------------------------------------------------------------
+    def create(self, ctx: RequestContext, spec: PoolSpec) -> Pool:
+        ctx.require("pool:create")
+        check_name(spec.name, what="pool name")
+        if spec.on_checkin not in ON_CHECKIN:
+            raise Invalid(f"on_checkin must be one of {', '.join(ON_CHECKIN)}", code="invalid_pool")
+        if not 0 <= spec.min_ready <= spec.max_size or not 1 <= spec.max_size <= 1000:
+            raise Invalid("need 0 <= min_ready <= max_size and 1 <= max_size <= 1000", code="invalid_pool")
+        if not 60 <= spec.lease_default <= spec.lease_max <= 365 * 86400:
+            raise Invalid("need 60 s <= lease_default <= lease_max <= one year", code="invalid_pool")
+        if spec.idle_timeout is not None and spec.idle_timeout < 60:
+            raise Invalid("idle_timeout is at least 60 s", code="invalid_pool")
+        keys = [check_ssh_key(k) for k in spec.ssh_keys]
+        template = {
+            "image": spec.image,
+            "cpus": spec.cpus,
+            "memory": spec.memory,
+            "disk": spec.disk,
+            "network": spec.network,
+            "ssh_keys": keys,
+        }
+        with transaction(self.sessions) as s:
+            pool = Pool(
+                workspace_id=ctx.workspace_id,
+                name=spec.name,
+                template=template,
+                min_ready=spec.min_ready,
+                max_size=spec.max_size,
+                lease_default=spec.lease_default,
+                lease_max=spec.lease_max,
+                on_checkin=spec.on_checkin,
+                idle_timeout=spec.idle_timeout,
+            )
+            insert_unique(s, pool, f"a pool named {spec.name!r} exists")
+            s.flush()
+            s.expunge(pool)
+        self._publish(pool.workspace_id, pool.id, pool.name)
+        return pool
+
+    def get(self, session: Session, ctx: RequestContext, ref: str) -> Pool:
+        return lookup(session, Pool, ctx.workspace_id, ref, "pool")
+
+    def all(self, session: Session, ctx: RequestContext) -> list[Pool]:
+        return list(
+            session.scalars(select(Pool).where(Pool.workspace_id == ctx.workspace_id).order_by(Pool.name))
+        )
+
+    def members(self, session: Session, pool_id: str) -> list[tuple[PoolMember, Instance | None, str | None]]:
+        rows = session.execute(
+            select(PoolMember, Instance, IPAllocation.address)
+            .outerjoin(Instance, Instance.id == PoolMember.instance_id)
+            .outerjoin(IPAllocation, IPAllocation.instance_id == PoolMember.instance_id)
+            .where(PoolMember.pool_id == pool_id)
+            .order_by(PoolMember.created_at)
+        ).all()
+        return [(m, i, ip) for m, i, ip in rows]
+
+    def delete(self, ctx: RequestContext, ref: str) -> None:
+        ctx.require("pool:delete")
+        with transaction(self.sessions) as s:
+            pool = self.get(s, ctx, ref)
+            held = s.scalar(
+                select(func.count()).where(PoolMember.pool_id == pool.id, PoolMember.status == "checked-out")
+            )
+            if held:
+                raise Conflict(f"pool {pool.name!r} has {held} VM(s) checked out", code="pool_in_use")
+            members = list(s.scalars(select(PoolMember).where(PoolMember.pool_id == pool.id)))
+            pool.min_ready, pool.max_size = 0, 0  # the controller stops refilling while VMs go
+        for m in members:
+            self._destroy(ctx_for(pool.workspace_id), m.instance_id)
+        with transaction(self.sessions) as s:
+            for m in s.scalars(select(PoolMember).where(PoolMember.pool_id == pool.id)):
+                s.delete(m)
+            for lease in s.scalars(select(PoolLease).where(PoolLease.pool_id == pool.id)):
+                s.delete(lease)
+            row = s.get(Pool, pool.id)
+            if row is not None:
+                s.delete(row)
+
+    # -- checkout / checkin ------------------------------------------------------------------------
+    def checkout(self, ctx: RequestContext, ref: str, lease: int | None = None, wait: float = 0) -> Checkout:
+        """Hand the caller one available VM; 409 ``pool_exhausted`` when none is (after waiting
+        up to ``wait`` seconds in line, first come first served)."""
+        ctx.require("pool:edit")
+        with self.reads() as s:
+            pool = self.get(s, ctx, ref)
+            pool_id, seconds = pool.id, lease or pool.lease_default
+            if not 60 <= seconds <= pool.lease_max:
+                raise Invalid(f"lease must be 60 to {pool.lease_max} seconds", code="invalid_lease")
+        if wait <= 0:
+            return self._try_checkout(ctx, pool_id, seconds)
+        line = self._line(pool_id)
+        deadline = utcnow() + timedelta(seconds=wait)
+        with line.cond:
+            ticket = line.next_ticket
+            line.next_ticket += 1
+        try:
+            while True:
+                with line.cond:
+                    while line.serving != ticket:
+                        remaining = (deadline - utcnow()).total_seconds()
+                        if remaining <= 0:
+                            raise self._exhausted(pool_id)
+                        line.cond.wait(min(remaining, 1.0))
+                try:
+                    return self._try_checkout(ctx, pool_id, seconds)
+                except PoolExhausted:
+                    remaining = (deadline - utcnow()).total_seconds()
+                    if remaining <= 0:
+                        raise
+                    with line.cond:
+                        line.cond.wait(min(remaining, 1.0))
+        finally:
+            with line.cond:
+                if line.serving == ticket:
+                    line.serving += 1
+                else:  # left the line early: let the ones behind pass
+                    line.serving = max(line.serving, ticket + 1) if line.serving > ticket else line.serving
+                line.cond.notify_all()
+
+    def _line(self, pool_id: str) -> _Line:
+        with self._lines_lock:
+            return self._lines.setdefault(pool_id, _Line())
+
+    def _wake(self, pool_id: str) -> None:
+        line = self._line(pool_id)
+        with line.cond:
+            line.cond.notify_all()
+
+    def _try_checkout(self, ctx: RequestContext, pool_id: str, seconds: int) -> Checkout:
+        for _ in range(50):
+            with transaction(self.sessions) as s:
+                candidate = s.scalar(
+                    select(PoolMember.id)
+                    .where(PoolMember.pool_id == pool_id, PoolMember.status == "available")
+                    .order_by(PoolMember.idle_since)
+                    .limit(1)
+                    .with_for_update(skip_locked=True)
+                )
+                if candidate is None:
+                    break  # answered outside the transaction, which must not outlive it
+                quotas.claim(s, ctx.workspace_id, pool_checkouts=1)
+                now = utcnow()
+                expires = now + timedelta(seconds=seconds)
+                claimed = s.execute(  # type: ignore[attr-defined]
+                    update(PoolMember)
+                    .where(PoolMember.id == candidate, PoolMember.status == "available")
+                    .values(
+                        status="checked-out",
+                        holder_user_id=ctx.user_id,
+                        holder=ctx.principal,
+                        checked_out_at=now,
+                        lease_expires_at=expires,
+                        warned=False,
+                    )
+                ).rowcount
+                if claimed != 1:
+                    continue  # taken a moment ago by another request: try the next one
+                member = s.get(PoolMember, candidate)
+                assert member is not None
+                inst = s.get(Instance, member.instance_id)
+                ip = s.scalar(
+                    select(IPAllocation.address).where(IPAllocation.instance_id == member.instance_id)
+                )
+                name = inst.name if inst else member.instance_id
+                s.add(
+                    PoolLease(
+                        pool_id=pool_id,
+                        instance_id=member.instance_id,
+                        instance_name=name,
+                        ip=ip,
+                        holder_user_id=ctx.user_id,
+                        holder=ctx.principal,
+                        started_at=now,
+                        expires_at=expires,
+                    )
+                )
+                result = Checkout(member.instance_id, name, ip, "root", expires)
+            self._publish_member(ctx.workspace_id, pool_id, result.instance_id, "checked-out")
+            return result
+        raise self._exhausted(pool_id)
+
+    def _exhausted(self, pool_id: str) -> PoolExhausted:
+        with self.reads() as s:
+            counts = dict(
+                s.execute(
+                    select(PoolMember.status, func.count())
+                    .where(PoolMember.pool_id == pool_id)
+                    .group_by(PoolMember.status)
+                ).all()
+            )
+            soonest = s.scalar(
+                select(func.min(PoolMember.lease_expires_at)).where(
+                    PoolMember.pool_id == pool_id, PoolMember.status == "checked-out"
+                )
+            )
+        if counts.get("provisioning") or counts.get("resetting"):
+            retry = BOOT_ESTIMATE
+        elif soonest is not None:
+            retry = max(1, int((soonest - utcnow()).total_seconds()))
+        else:
+            retry = 60
+        return PoolExhausted("No VMs currently available, please try after some time", retry_after=retry)
+
+    def _find_member(self, s: Session, pool: Pool, vm: str) -> PoolMember:
+        """A pool's VM by instance id, name or IP address."""
+        not_found = NotFound("Could not find a vm with given details", code="vm_not_found")
+        row = s.execute(
+            select(PoolMember)
+            .join(Instance, Instance.id == PoolMember.instance_id, isouter=True)
+            .join(IPAllocation, IPAllocation.instance_id == PoolMember.instance_id, isouter=True)
+            .where(
+                PoolMember.pool_id == pool.id,
+                (PoolMember.instance_id == vm) | (Instance.name == vm) | (IPAllocation.address == vm),
+            )
+        ).first()
+        if row is None:
+            raise not_found
+        member: PoolMember = row[0]
+        return member
+
+    def checkin(self, ctx: RequestContext, ref: str, vm: str, *, reason: str = "returned") -> None:
+        """Give a VM back (its holder, or a workspace admin); what happens next is the pool's
+        ``on_checkin``. 404 for a VM the pool does not have, 409 for one not checked out."""
+        with transaction(self.sessions) as s:
+            pool = self.get(s, ctx, ref)
+            member = self._find_member(s, pool, vm)
+            if member.status != "checked-out":
+                raise Conflict(f"this VM is {member.status}, not checked out", code="not_checked_out")
+            mine = member.holder_user_id == ctx.user_id if ctx.user_id else member.holder == ctx.principal
+            if reason == "returned" and not mine and not ctx.can("member:edit"):
+                raise Forbidden(
+                    "only its holder or a workspace admin checks a VM in", code="permission_denied"
+                )
+            self._end_lease(s, member, reason)
+            member.holder_user_id = member.holder = None
+            member.checked_out_at = member.lease_expires_at = None
+            member.idle_since = utcnow()
+            member.status = "available" if pool.on_checkin == "reuse" else "resetting"
+            instance_id, status, ws, pool_id = member.instance_id, member.status, pool.workspace_id, pool.id
+        self._publish_member(ws, pool_id, instance_id, status)
+        if status == "available":
+            self._wake(pool_id)
+        else:
+            self._destroy(ctx_for(ws), instance_id)
+
+    def extend(self, ctx: RequestContext, ref: str, vm: str, seconds: int) -> Any:
+        """Push a lease's end out, up to the pool's lease_max from its checkout."""
+        with transaction(self.sessions) as s:
+            pool = self.get(s, ctx, ref)
+            member = self._find_member(s, pool, vm)
+            if member.status != "checked-out":
+                raise Conflict(f"this VM is {member.status}, not checked out", code="not_checked_out")
+            if member.holder_user_id != ctx.user_id and not ctx.can("member:edit"):
+                raise Forbidden(
+                    "only its holder or a workspace admin extends a lease", code="permission_denied"
+                )
+            assert member.checked_out_at is not None
+            wanted = utcnow() + timedelta(seconds=seconds)
+            limit = member.checked_out_at + timedelta(seconds=pool.lease_max)
+            if seconds <= 0 or wanted > limit:
+                raise Invalid(
+                    f"a lease of this pool ends at most {pool.lease_max} s after checkout",
+                    code="invalid_lease",
+                )
+            member.lease_expires_at, member.warned = wanted, False
+            lease = s.scalar(
+                select(PoolLease).where(
+                    PoolLease.instance_id == member.instance_id, PoolLease.ended_at.is_(None)
+                )
+            )
+            if lease is not None:
+                lease.expires_at = wanted
+            return wanted
+
+    def _end_lease(self, s: Session, member: PoolMember, reason: str) -> None:
+        for lease in s.scalars(
+            select(PoolLease).where(PoolLease.instance_id == member.instance_id, PoolLease.ended_at.is_(None))
+        ):
+            lease.ended_at, lease.end_reason = utcnow(), reason
+
+    def leases(self, session: Session, ctx: RequestContext, *, pool_id: str | None = None, mine: bool = False,
+               current: bool = False, limit: int = 100) -> list[PoolLease]:  # fmt: skip
+        q = (
+            select(PoolLease)
+            .join(Pool, Pool.id == PoolLease.pool_id)
+            .where(Pool.workspace_id == ctx.workspace_id)
+        )
+        if pool_id:
+            q = q.where(PoolLease.pool_id == pool_id)
+        if mine:
+            q = (
+                q.where(PoolLease.holder_user_id == ctx.user_id)
+                if ctx.user_id
+                else q.where(PoolLease.holder == ctx.principal)
+            )
+        if current:
+            q = q.where(PoolLease.ended_at.is_(None))
+        return list(session.scalars(q.order_by(PoolLease.started_at.desc()).limit(limit)))
+
+    # -- admin ---------------------------------------------------------------------------------------
+    def add_vms(self, ctx: RequestContext, ref: str, count: int) -> list[str]:
+        """Grow the pool now by ``count`` VMs; 409 "Maximum VM Count reached" past max_size."""
+        ctx.require("pool:create")
+        with self.reads() as s:
+            pool = self.get(s, ctx, ref)
+            size = s.scalar(select(func.count()).where(PoolMember.pool_id == pool.id)) or 0
+            if count < 1 or size + count > pool.max_size:
+                raise Conflict("Maximum VM Count reached", code="max_vms_reached", max_size=pool.max_size)
+        return [self._provision(pool) for _ in range(count)]
+
+    def remove_vm(self, ctx: RequestContext, ref: str, vm: str) -> None:
+        """Delete one VM of the pool: only an available one or one in error."""
+        ctx.require("pool:delete")
+        with transaction(self.sessions) as s:
+            pool = self.get(s, ctx, ref)
+            member = self._find_member(s, pool, vm)
+            if member.status not in ("available", "error"):
+                raise Conflict(
+                    f"this VM is {member.status}: only available or failed VMs are deleted", code="vm_busy"
+                )
+            member.status = "resetting"  # on its way out; the controller forgets it once gone
+            instance_id = member.instance_id
+            # keep the pool at this size until the admin says otherwise
+            if pool.min_ready > 0:
+                live = s.scalar(select(func.count()).where(PoolMember.pool_id == pool.id)) or 0
+                pool.min_ready = min(pool.min_ready, max(live - 1, 0))
+        self._destroy(ctx_for(pool.workspace_id), instance_id)
+
+    # -- the controller ------------------------------------------------------------------------------
+    def _provision(self, pool: Pool) -> str:
+        """Start one VM from the template and enrol it; the controller marks it available."""
+        t = pool.template
+        ctx = ctx_for(pool.workspace_id)
+        name = f"{pool.name[:50]}-{secrets.token_hex(4)}"
+        req = CreateRequest(
+            name=name,
+            image=t["image"],
+            cpus=t.get("cpus", 1),
+            memory=t.get("memory", 512),
+            disk=t.get("disk", 1),
+            network=t.get("network", "default"),
+            ssh_keys=tuple(t.get("ssh_keys") or ()),
+        )
+        instance_id, _ = self.instances.create(ctx, req)
+        with transaction(self.sessions) as s:
+            s.add(PoolMember(pool_id=pool.id, instance_id=instance_id, status="provisioning"))
+        self._publish_member(pool.workspace_id, pool.id, instance_id, "provisioning")
+        return instance_id
+
+    def _destroy(self, ctx: RequestContext, instance_id: str) -> None:
+        try:
+            self.instances.action(ctx, instance_id, "delete", force=True)
+        except NotFound:
+            pass
+        except CloudletError as err:  # busy now: the controller tries again
+            log.info("pool VM %s not deleted yet: %s", instance_id, err.detail)
+
+    def reconcile(self) -> None:
+        """One pass of the controller over every pool (one pass at a time in this process; two
+        replicas' controllers are not yet coordinated, see issue 5's notes)."""
+        with self._reconcile_lock:
+            self._reconcile_all()
+
+    def _reconcile_all(self) -> None:
+        with self.reads() as s:
+            pools = list(s.scalars(select(Pool)))
+            for p in pools:
+                s.expunge(p)
+        for pool in pools:
+            try:
+                self._reconcile_pool(pool)
+            except CloudletError as err:
+                log.warning("pool %s: %s", pool.name, err.detail)
+
+    def _reconcile_pool(self, pool: Pool) -> None:
+        ctx = ctx_for(pool.workspace_id)
+        now = utcnow()
+        to_destroy: list[str] = []
+        expired: list[str] = []
+        became_available = False
+        with transaction(self.sessions) as s:
+            for member, inst, _ip in self.members(s, pool.id):
+                state = inst.state if inst is not None else None
+                if member.status == "provisioning":
+                    if state == "running":
+                        member.status, member.idle_since, became_available = "available", now, True
+                    elif state in (None, "error"):
+                        member.status = "error"
+                elif member.status == "resetting" and inst is None:
+                    s.delete(member)  # the old VM is gone: a fresh one takes its place below
+                elif member.status == "available" and state != "running":
+                    member.status = "error"
+                elif member.status == "checked-out" and member.lease_expires_at is not None:
+                    if member.lease_expires_at <= now:
+                        expired.append(member.instance_id)
+                    elif not member.warned and member.lease_expires_at - now <= WARN_BEFORE:
+                        member.warned = True
+                        payload = {
+                            "pool": pool.name,
+                            "instance_id": member.instance_id,
+                            "holder": member.holder,
+                            "expires_at": member.lease_expires_at.isoformat(),
+                        }
+                        self.bus.publish(Event("pool.lease_expiring", pool.workspace_id, payload))
+                if member.status == "error":
+                    member.status = "resetting"
+                    to_destroy.append(member.instance_id)
+            s.flush()
+            counts = dict(
+                s.execute(
+                    select(PoolMember.status, func.count())
+                    .where(PoolMember.pool_id == pool.id)
+                    .group_by(PoolMember.status)
+                ).all()
+            )
+            # idle VMs above min_ready go, oldest idle first
+            if pool.idle_timeout is not None:
+                spare = counts.get("available", 0) + counts.get("provisioning", 0) - pool.min_ready
+                for member in s.scalars(
+                    select(PoolMember)
+                    .where(PoolMember.pool_id == pool.id, PoolMember.status == "available")
+                    .order_by(PoolMember.idle_since)
+                ):
+                    if spare <= 0 or member.idle_since > now - timedelta(seconds=pool.idle_timeout):
+                        break
+                    member.status = "resetting"
+                    to_destroy.append(member.instance_id)
+                    spare -= 1
+                    counts["available"] -= 1
+        for instance_id in expired:
+            try:
+                self.checkin(ctx, pool.id, instance_id, reason="expired")
+            except CloudletError as err:
+                log.warning("ending the lease of %s failed: %s", instance_id, err.detail)
+        for instance_id in to_destroy:
+            self._destroy(ctx, instance_id)
+        with self.reads() as s:
+            total = s.scalar(select(func.count()).where(PoolMember.pool_id == pool.id)) or 0
+            ready = s.scalar(
+                select(func.count()).where(
+                    PoolMember.pool_id == pool.id, PoolMember.status.in_(["available", "provisioning"])
+                )
+            ) or 0  # fmt: skip
+        for _ in range(max(0, min(pool.min_ready - ready, pool.max_size - total))):
+            try:
+                self._provision(pool)
+            except CloudletError as err:
+                log.warning("pool %s cannot grow: %s", pool.name, err.detail)
+                break
+        if became_available:
+            self._wake(pool.id)
+
+    def start(self, interval: float) -> None:
+        def loop() -> None:
+            while not self._stop.wait(interval):
+                try:
+                    self.reconcile()
+                except Exception:
+                    log.exception("pool controller pass failed")
+
+        self._thread = threading.Thread(target=loop, name="pools", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    # -- events --------------------------------------------------------------------------------------
+    def _publish(self, workspace_id: str, pool_id: str, name: str) -> None:
+        self.bus.publish(Event("pool.updated", workspace_id, {"id": pool_id, "name": name}))
+
+    def _publish_member(self, workspace_id: str, pool_id: str, instance_id: str, status: str) -> None:
+        self.bus.publish(
+            Event("pool.vm", workspace_id, {"pool_id": pool_id, "instance_id": instance_id, "status": status})
+        )
+
+
+def ctx_for(workspace_id: str) -> RequestContext:
+    """The controller acts for the pool's workspace."""
+    return RequestContext(principal="pool-controller", workspace_id=workspace_id)

@@ -1,0 +1,168 @@
+"""Reservation pools on the simulated drivers: the controller, atomic checkouts, check-ins with
+reset/reuse, leases and their expiry, and the admin limits."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+
+from cloudlet.db.models import PoolLease, PoolMember, utcnow
+from cloudlet.db.session import transaction
+from cloudlet.services.pools import PoolExhausted
+from tests.helpers import eventually
+from tests.unit.conftest import SimCloud
+
+
+@pytest.fixture
+def make_pool(sim: SimCloud, image: str) -> Callable[..., dict[str, Any]]:
+    def make(name: str = "lab", **fields: Any) -> dict[str, Any]:
+        body = {
+            "name": name,
+            "template": {"image": image, "memory": 64},
+            "min_ready": 2,
+            "max_size": 4,
+            **fields,
+        }
+        resp = sim.post("/api/v1/pools", json=body)
+        assert resp.status_code == 201, resp.text
+        return resp.json()  # type: ignore[no-any-return]
+
+    return make
+
+
+def settle(sim: SimCloud, pool: str, available: int) -> dict[str, Any]:
+    """Run the controller until the pool has ``available`` ready VMs."""
+
+    def ready() -> dict[str, Any] | None:
+        sim.cloud.pools.reconcile()
+        got = sim.get(f"/api/v1/pools/{pool}").json()
+        return got if got["counts"].get("available", 0) == available else None
+
+    return eventually(ready, timeout=20, interval=0.1, what=f"{available} available VMs")  # type: ignore[no-any-return]
+
+
+def test_the_pool_fills_to_min_ready_and_never_passes_max_size(sim: SimCloud, make_pool) -> None:  # type: ignore[no-untyped-def]
+    make_pool(min_ready=2, max_size=3)
+    pool = settle(sim, "lab", 2)
+    assert len(pool["vms"]) == 2 and all(v["ip"] for v in pool["vms"])
+    for _ in range(3):
+        sim.cloud.pools.reconcile()
+    assert len(sim.get("/api/v1/pools/lab").json()["vms"]) == 2
+    assert sim.post("/api/v1/pools/lab/vms", json={"count": 1}).status_code == 201
+    over = sim.post("/api/v1/pools/lab/vms", json={"count": 1})
+    assert over.status_code == 409 and over.json()["detail"] == "Maximum VM Count reached"
+    for _ in range(3):
+        sim.cloud.pools.reconcile()
+    assert len(sim.get("/api/v1/pools/lab").json()["vms"]) == 3
+
+
+def test_checkout_and_checkin_with_reset(sim: SimCloud, make_pool) -> None:  # type: ignore[no-untyped-def]
+    make_pool(min_ready=1, max_size=1)
+    settle(sim, "lab", 1)
+    got = sim.post("/api/v1/pools/lab/checkout").json()
+    assert got["ip"] and got["ssh_user"] == "root" and got["lease_expires_at"]
+    empty = sim.post("/api/v1/pools/lab/checkout")
+    assert empty.status_code == 409 and empty.json()["code"] == "pool_exhausted"
+    assert empty.json()["detail"] == "No VMs currently available, please try after some time"
+    assert int(empty.headers["Retry-After"]) >= 1
+    unknown = sim.post("/api/v1/pools/lab/checkin", json={"ip": "10.9.9.9"})
+    assert unknown.status_code == 404 and unknown.json()["detail"] == "Could not find a vm with given details"
+    assert sim.post("/api/v1/pools/lab/checkin", json={"ip": got["ip"]}).status_code == 204
+    again = sim.post("/api/v1/pools/lab/checkin", json={"id": got["id"]})
+    assert again.status_code == 409
+    # reset: the returned VM is replaced by a fresh one before anyone can have it
+    pool = settle(sim, "lab", 1)
+    assert [v["instance_id"] for v in pool["vms"]] != [got["id"]]
+    assert sim.get(f"/api/v1/instances/{got['id']}").status_code == 404
+    history = sim.get("/api/v1/pools/lab/history").json()
+    assert history[0]["instance_id"] == got["id"] and history[0]["end_reason"] == "returned"
+
+
+def test_reuse_hands_out_the_same_vm_again(sim: SimCloud, make_pool) -> None:  # type: ignore[no-untyped-def]
+    make_pool(min_ready=1, max_size=1, on_checkin="reuse")
+    settle(sim, "lab", 1)
+    first = sim.post("/api/v1/pools/lab/checkout").json()
+    sim.post("/api/v1/pools/lab/checkin", json={"id": first["id"]})
+    assert sim.post("/api/v1/pools/lab/checkout").json()["id"] == first["id"]
+
+
+def test_64_parallel_checkouts_against_10_ready_vms(sim: SimCloud, make_pool) -> None:  # type: ignore[no-untyped-def]
+    make_pool(min_ready=10, max_size=10)
+    settle(sim, "lab", 10)
+    with sim.cloud.db.reads() as s:
+        from cloudlet.db.models import Workspace
+
+        ws = s.scalar(select(Workspace.id).where(Workspace.name == "default"))
+    from cloudlet.services.context import RequestContext
+
+    results: list[str] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(64)
+
+    def grab(i: int) -> None:
+        ctx = RequestContext(principal=f"client{i}", workspace_id=str(ws))
+        barrier.wait()
+        try:
+            got = sim.cloud.pools.checkout(ctx, "lab")
+            outcome = got.instance_id
+        except PoolExhausted:
+            outcome = "exhausted"
+        with lock:
+            results.append(outcome)
+
+    threads = [threading.Thread(target=grab, args=(i,)) for i in range(64)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    vms = [r for r in results if r != "exhausted"]
+    assert len(vms) == 10 and len(set(vms)) == 10 and results.count("exhausted") == 54
+    with sim.cloud.db.reads() as s:
+        holders = s.execute(select(PoolMember.instance_id, PoolMember.holder)).all()
+    assert sorted(i for i, _ in holders) == sorted(vms)
+
+
+def test_leases_extend_expire_and_warn(sim: SimCloud, make_pool) -> None:  # type: ignore[no-untyped-def]
+    make_pool(min_ready=1, max_size=1, on_checkin="reuse", lease_default=600, lease_max=1200)
+    settle(sim, "lab", 1)
+    got = sim.post("/api/v1/pools/lab/checkout", json={"lease": 300}).json()
+    assert sim.post("/api/v1/pools/lab/checkout", json={"lease": 5000}).status_code == 422
+    too_long = sim.post("/api/v1/pools/lab/extend", json={"id": got["id"], "seconds": 5000})
+    assert too_long.status_code == 422
+    assert sim.post("/api/v1/pools/lab/extend", json={"id": got["id"], "seconds": 900}).status_code == 200
+    assert [x["instance_id"] for x in sim.get("/api/v1/leases").json()] == [got["id"]]
+    with sim.client.websocket_connect(f"/api/v1/events?token={sim.token}") as ws:
+        with transaction(sim.cloud.db.sessions) as s:
+            s.execute(update(PoolMember).values(lease_expires_at=utcnow() + timedelta(minutes=2)))
+        sim.cloud.pools.reconcile()
+        while (event := ws.receive_json())["type"] != "pool.lease_expiring":
+            pass
+        assert event["data"]["instance_id"] == got["id"] and event["data"]["pool"] == "lab"
+    with transaction(sim.cloud.db.sessions) as s:
+        s.execute(update(PoolMember).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+    sim.cloud.pools.reconcile()
+    pool = sim.get("/api/v1/pools/lab").json()
+    assert pool["counts"] == {"available": 1}
+    with sim.cloud.db.reads() as s:
+        lease = s.scalar(select(PoolLease))
+        assert lease is not None and lease.end_reason == "expired"
+    assert sim.get("/api/v1/leases").json() == []
+
+
+def test_only_available_or_failed_vms_are_removed(sim: SimCloud, make_pool) -> None:  # type: ignore[no-untyped-def]
+    make_pool(min_ready=2, max_size=2)
+    settle(sim, "lab", 2)
+    got = sim.post("/api/v1/pools/lab/checkout").json()
+    busy = sim.delete(f"/api/v1/pools/lab/vms/{got['id']}")
+    assert busy.status_code == 409
+    other = next(v for v in sim.get("/api/v1/pools/lab").json()["vms"] if v["instance_id"] != got["id"])
+    assert sim.delete(f"/api/v1/pools/lab/vms/{other['instance_id']}").status_code == 204
+    assert sim.delete("/api/v1/pools/lab").status_code == 409  # a VM is still checked out
+    sim.post("/api/v1/pools/lab/checkin", json={"id": got["id"]})
+    assert sim.delete("/api/v1/pools/lab").status_code == 204
+    assert sim.get("/api/v1/pools/lab").status_code == 404
