@@ -7,6 +7,7 @@ import pytest
 
 from tests.helpers import eventually
 from tests.integration.conftest import import_tiny, ssh_run, wait_guest_ssh
+from tests.integration.test_events_and_cli import _cli
 
 pytestmark = pytest.mark.integration
 
@@ -38,10 +39,19 @@ def test_checkout_use_checkin_reset(sqlite_server, tiny_image, ssh_key):  # type
             interval=1,
             what="a fresh VM after the reset",
         )
-        second = c.request("POST", "/pools/lab/checkout")
-        wait_guest_ssh(key, second["ip"])
-        gone = ssh_run(key, second["ip"], "cat", "/root/mine")
+        # the second holder works through the CLI
+        out = _cli(sqlite_server, "pool", "checkout", "lab", "--lease", "600")
+        assert out.returncode == 0, out.stderr
+        ip = out.stdout.strip().splitlines()[-1]
+        wait_guest_ssh(key, ip)
+        gone = ssh_run(key, ip, "cat", "/root/mine")
         assert gone.returncode != 0, "the second holder sees the first holder's file"
         assert len(c.request("GET", "/pools/lab")["vms"]) == 1, "max_size passed"
-        c.request("POST", "/pools/lab/checkin", json={"id": second["id"]})
+        assert ip in _cli(sqlite_server, "pool", "leases").stdout
+        assert _cli(sqlite_server, "pool", "extend", "lab", ip, "--seconds", "900").returncode == 0
+        empty = _cli(sqlite_server, "pool", "checkout", "lab")
+        assert empty.returncode == 2 and "pool_exhausted" in empty.stderr
+        assert _cli(sqlite_server, "pool", "checkin", "lab", ip).returncode == 0
+        history = _cli(sqlite_server, "pool", "history", "lab").stdout
+        assert history.count("returned") == 2
         c.request("DELETE", "/pools/lab")
