@@ -17,7 +17,6 @@ class OperationLogs:
         self.folder = folder
         self.bus = bus
         self._changed = threading.Condition()
-        self._ended: set[str] = set()
 
     def path(self, op_id: str) -> Path:
         return self.folder / f"{op_id}.log"
@@ -31,9 +30,8 @@ class OperationLogs:
             self._changed.notify_all()
 
     def end(self, op_id: str) -> None:
-        with self._changed:
-            self._ended.add(op_id)
-            self._changed.notify_all()
+        """Wake followers: the operation is about to be final."""
+        self._appended()
 
     def exists(self, op_id: str) -> bool:
         return self.path(op_id).is_file()
@@ -49,7 +47,7 @@ class OperationLogs:
                     while chunk := fh.read(_CHUNK):
                         offset += len(chunk)
                         yield chunk
-            if not follow or op_id in self._ended or is_final():
+            if not follow or is_final():
                 # one last read: lines written between the read above and the end
                 if path.is_file() and path.stat().st_size > offset:
                     with path.open("rb") as fh:

@@ -77,6 +77,18 @@ class _Line:
     cond: threading.Condition = field(default_factory=threading.Condition)
     next_ticket: int = 0
     serving: int = 0
+    gone: set[int] = field(default_factory=set)  # tickets whose holder left before its turn
+
+    def leave(self, ticket: int) -> None:
+        """Give up a place (served or not); call with ``cond`` held."""
+        if ticket == self.serving:
+            self.serving += 1
+            while self.serving in self.gone:
+                self.gone.discard(self.serving)
+                self.serving += 1
+        elif ticket > self.serving:
+            self.gone.add(ticket)
+        self.cond.notify_all()
 
 
 class Pools:
@@ -207,11 +219,7 @@ class Pools:
                         line.cond.wait(min(remaining, 1.0))
         finally:
             with line.cond:
-                if line.serving == ticket:
-                    line.serving += 1
-                else:  # left the line early: let the ones behind pass
-                    line.serving = max(line.serving, ticket + 1) if line.serving > ticket else line.serving
-                line.cond.notify_all()
+                line.leave(ticket)
 
     def _line(self, pool_id: str) -> _Line:
         with self._lines_lock:

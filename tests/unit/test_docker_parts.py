@@ -51,7 +51,10 @@ def test_stats_of_cgroup_v2_and_a_first_sample() -> None:
     raw["precpu_stats"] = {}  # the first sample of a stream has no previous reading
     s = parse_stats(raw)
     assert s.memory_bytes == 20
-    assert s.cpu_percent == 0.0 or s.cpu_percent > 0  # no division by zero, whatever the deltas
+    # the engine's first sample: the totals themselves are the deltas (3e9 of 20e9 ns on 2 CPUs)
+    assert s.cpu_percent == 30.0
+    idle = parse_stats({**V1_SAMPLE, "precpu_stats": V1_SAMPLE["cpu_stats"]})
+    assert idle.cpu_percent == 0.0  # no time passed: no division by zero
 
 
 def _api_error(status: int, message: str) -> docker.errors.APIError:
@@ -115,15 +118,18 @@ def test_operation_logs_stream_live_and_end(tmp_path: Path) -> None:
     done = threading.Event()
     got: list[bytes] = []
 
+    ended = threading.Event()  # the operation's status, as the database would say it
+
     def follow() -> None:
-        got.extend(logs.read("op1", follow=True, is_final=lambda: False))
+        got.extend(logs.read("op1", follow=True, is_final=ended.is_set))
         done.set()
 
     reader = threading.Thread(target=follow)
     reader.start()
     writer("line 2")
     assert not done.wait(0.3), "the follower must wait for more while the operation runs"
-    writer.close()
+    ended.set()
+    writer.close()  # wakes the follower, which sees the operation final and stops
     assert done.wait(5)
     assert b"".join(got) == b"line 1\nline 2\n"
     assert b"".join(logs.read("op1", follow=False, is_final=lambda: True)) == b"line 1\nline 2\n"

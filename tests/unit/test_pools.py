@@ -166,3 +166,14 @@ def test_only_available_or_failed_vms_are_removed(sim: SimCloud, make_pool) -> N
     sim.post("/api/v1/pools/lab/checkin", json={"id": got["id"]})
     assert sim.delete("/api/v1/pools/lab").status_code == 204
     assert sim.get("/api/v1/pools/lab").status_code == 404
+
+
+def test_a_waiter_leaving_early_does_not_block_the_line() -> None:
+    from cloudlet.services.pools import _Line
+
+    line = _Line(next_ticket=3)
+    with line.cond:
+        line.leave(1)  # gave up while ticket 0 was being served
+        assert line.serving == 0
+        line.leave(0)
+        assert line.serving == 2  # ticket 1 is skipped: ticket 2 is next

@@ -71,7 +71,7 @@ class StatsPublic(BaseModel):
 def stats_public(s: ContainerStats) -> StatsPublic:
     limit = s.memory_limit_bytes
     return StatsPublic(
-        **{k: v for k, v in vars(s).items()},
+        **vars(s),
         memory_percent=round(100.0 * s.memory_bytes / limit, 2) if limit else 0.0,
     )
 

@@ -14,6 +14,7 @@ from docker.utils import parse_repository_tag
 
 from cloudlet.drivers.containers import BuildFailed, ContainerImage, ProgressCallback, RegistryImage
 from cloudlet.drivers.docker.errors import docker_errors, registry_error, translate
+from cloudlet.errors import Invalid, NotFound
 
 _BUILD_OUTPUT_LINES = 40  # lines of a failing step kept for the error report
 
@@ -44,13 +45,11 @@ def list_images(api: APIClient) -> list[ContainerImage]:
 
 
 def get_image(api: APIClient, ref: str) -> ContainerImage:
-    with docker_errors(f"image {ref}"):
-        try:
+    try:
+        with docker_errors(f"image {ref}"):
             raw = api.inspect_image(ref)
-        except docker.errors.ImageNotFound as err:
-            raise docker.errors.NotFound(
-                str(err), response=err.response, explanation=err.explanation
-            ) from None
+    except Invalid:  # the engine's "no such image" (create reports it as 422 unknown_image)
+        raise NotFound(f"no such image: {ref}", code="backend_not_found") from None
     return to_image(raw)
 
 
