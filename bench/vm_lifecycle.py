@@ -60,7 +60,8 @@ class Server:
     """A cloudlet server subprocess on a fresh data dir under /var/tmp (0755: QEMU must reach the disks),
     in its own session: a Ctrl-C reaches only the benchmark, which cleans up through the live server."""
 
-    def __init__(self, import_dir: Path) -> None:
+    def __init__(self, import_dir: Path, extra_env: dict[str, str] | None = None) -> None:
+        self.extra_env = extra_env or {}
         self.data_dir = Path(tempfile.mkdtemp(prefix="cloudlet-bench-", dir="/var/tmp"))
         self.data_dir.chmod(0o755)
         self.port = free_port()
@@ -77,6 +78,7 @@ class Server:
             "CLOUDLET_PORT": str(self.port),
             "CLOUDLET_DEFAULT_NETWORK_CIDR": self.cidr,
             "CLOUDLET_IMAGE_IMPORT_DIRS": json.dumps([str(self.import_dir)]),
+            **self.extra_env,
         }
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(

@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     pool_interval: float = Field(
         default=3.0, gt=0, description="Seconds between reservation-pool controller passes."
     )
+    pool_min_lease: int = Field(
+        default=60, ge=1, description="Shortest lease a pool gives, in seconds (tests use a few)."
+    )
     heartbeat_interval: float = Field(
         default=10.0,
         gt=0,

@@ -27,6 +27,7 @@ from cloudlet.api.routers import (
     networks,
     oidc,
     operations,
+    pool_legacy,
     pools,
     projects,
     system,
@@ -94,6 +95,7 @@ def create_app(
     for module in routers:
         api.include_router(module.router)
     api.include_router(pools.leases_router)
+    api.include_router(pool_legacy.router)
     app.include_router(api)
 
     @app.get("/healthz", include_in_schema=False)

@@ -275,6 +275,7 @@ class Pool(Base):
     lease_max: Mapped[int] = mapped_column(default=86400)  # seconds
     on_checkin: Mapped[str] = mapped_column(String(16), default="reset")
     idle_timeout: Mapped[int | None] = mapped_column(nullable=True)  # seconds
+    legacy_api: Mapped[bool] = mapped_column(Boolean, default=False)  # the replaced system's API
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -286,6 +287,8 @@ class PoolMember(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     pool_id: Mapped[str] = mapped_column(ForeignKey("pools.id"), index=True)
     instance_id: Mapped[str] = mapped_column(String(36), unique=True)
+    name: Mapped[str | None] = mapped_column(String(63), nullable=True)  # the instance's, kept here
+    ip: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)  # so is its address
     status: Mapped[str] = mapped_column(String(16), default="provisioning", index=True)
     holder_user_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     holder: Mapped[str | None] = mapped_column(String(128), nullable=True)
@@ -311,6 +314,16 @@ class PoolLease(Base):
     expires_at: Mapped[datetime] = mapped_column()
     ended_at: Mapped[datetime | None] = mapped_column(nullable=True)
     end_reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
+
+
+class LeaderLock(Base):
+    """A named lock with an expiry: the replica holding it runs that controller; the others wait
+    for it to lapse (a replica that dies stops renewing, so another takes over)."""
+
+    __tablename__ = "leader_locks"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column()
 
 
 class Runner(Base):

@@ -96,7 +96,7 @@ class Cloud:
             images=Images(db.sessions, ops, settings.images_dir, settings.allowed_import_dirs),
             networks=networks,
             instances=instances,
-            pools=Pools(db.sessions, db.reads, bus, instances),
+            pools=Pools(db.sessions, db.reads, bus, instances, min_lease=settings.pool_min_lease),
             reconciler=Reconciler(
                 db.sessions, bus, ops, runners, drivers, network_driver, settings.resync_interval
             ),

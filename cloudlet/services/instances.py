@@ -46,6 +46,10 @@ class CreateRequest:
     network: str = "default"
     hostname: str | None = None
     ssh_keys: tuple[str, ...] = ()
+    user_data: str | None = None  # cloud-init user-data: "#cloud-config" YAML or a "#!" script
+
+
+MAX_USER_DATA = 64 * 1024  # what fits a NoCloud seed comfortably; cloud providers allow 16-64 KiB
 
 
 def check_ssh_key(key: str) -> str:
@@ -126,6 +130,8 @@ class Instances:
             raise Invalid(f"memory must be between 64 and {MAX_MEMORY_MB} MiB", code="invalid_size")
         if not 1 <= req.disk <= MAX_DISK_GB:
             raise Invalid(f"disk must be between 1 and {MAX_DISK_GB} GiB", code="invalid_size")
+        if req.user_data is not None and len(req.user_data.encode()) > MAX_USER_DATA:
+            raise Invalid(f"user_data is limited to {MAX_USER_DATA} bytes", code="invalid_user_data")
         return tuple(check_ssh_key(k) for k in req.ssh_keys)
 
     def _check_memory(self, session: Session, host: HostResources, memory_mb: int) -> None:
@@ -205,6 +211,7 @@ class Instances:
                 image_format=image.format or "qcow2",
                 hostname=row.hostname,
                 ssh_keys=ssh_keys,
+                user_data=req.user_data,
                 nics=(NicSpec(net.backend_name, alloc.mac, alloc.address),),
             )
             instance_id = row.id

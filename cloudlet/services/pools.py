@@ -14,17 +14,20 @@ fresh one from the template (nothing of the last holder survives), ``destroy`` r
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import secrets
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from anyio import to_thread
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from cloudlet.db.models import Instance, IPAllocation, Pool, PoolLease, PoolMember, utcnow
+from cloudlet.db.models import Instance, IPAllocation, Pool, PoolLease, PoolMember, new_id, utcnow
 from cloudlet.db.session import SessionFactory, transaction
 from cloudlet.errors import CloudletError, Conflict, Exhausted, Forbidden, Invalid, NotFound
 from cloudlet.services import quotas
@@ -59,6 +62,9 @@ class PoolSpec:
     lease_max: int = 86400
     on_checkin: str = "reset"
     idle_timeout: int | None = None
+    user_data: str | None = None
+    ssh_user: str = "root"
+    legacy_api: bool = False
 
 
 @dataclass(frozen=True)
@@ -70,17 +76,32 @@ class Checkout:
     lease_expires_at: Any
 
 
-@dataclass
 class _Line:
-    """First come, first served for callers that wait: a ticket counter per pool."""
+    """First come, first served for callers that wait, on the server's event loop: only the ticket
+    being served tries to check out, the others sleep until a VM comes back, the head leaves or a
+    second passes. Waiting holds no worker thread, so check-ins are never starved by waiters."""
 
-    cond: threading.Condition = field(default_factory=threading.Condition)
-    next_ticket: int = 0
-    serving: int = 0
-    gone: set[int] = field(default_factory=set)  # tickets whose holder left before its turn
+    def __init__(self, loop: asyncio.AbstractEventLoop, next_ticket: int = 0) -> None:
+        self.loop = loop
+        self.next_ticket = next_ticket
+        self.serving = 0
+        self.gone: set[int] = set()  # tickets whose holder left before its turn
+        self.changed = asyncio.Event()
+
+    def empty(self) -> bool:
+        return self.serving == self.next_ticket
+
+    def take(self) -> int:
+        ticket, self.next_ticket = self.next_ticket, self.next_ticket + 1
+        return ticket
+
+    def notify(self) -> None:
+        """Wake every sleeper (they re-check); later sleepers wait for the next change."""
+        self.changed.set()
+        self.changed = asyncio.Event()
 
     def leave(self, ticket: int) -> None:
-        """Give up a place (served or not); call with ``cond`` held."""
+        """Give up a place, served or not."""
         if ticket == self.serving:
             self.serving += 1
             while self.serving in self.gone:
@@ -88,12 +109,24 @@ class _Line:
                 self.serving += 1
         elif ticket > self.serving:
             self.gone.add(ticket)
-        self.cond.notify_all()
+        self.notify()
+
+    async def sleep(self, seconds: float) -> None:
+        """Until the next change, or ``seconds`` (checks made meanwhile by other replicas are not
+        signalled here: the timeout is the poll that notices them)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.changed.wait(), max(0.0, min(seconds, 1.0)))
 
 
 class Pools:
     def __init__(
-        self, sessions: SessionFactory, reads: SessionFactory, bus: EventBus, instances: Instances
+        self,
+        sessions: SessionFactory,
+        reads: SessionFactory,
+        bus: EventBus,
+        instances: Instances,
+        *,
+        min_lease: int = 60,
     ) -> None:
         self.sessions = sessions
         self.reads = reads
@@ -104,6 +137,7 @@ class Pools:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._reconcile_lock = threading.Lock()
+        self.min_lease = min_lease
 
     # -- pools -------------------------------------------------------------------------------------
     def create(self, ctx: RequestContext, spec: PoolSpec) -> Pool:
@@ -113,8 +147,10 @@ class Pools:
             raise Invalid(f"on_checkin must be one of {', '.join(ON_CHECKIN)}", code="invalid_pool")
         if not 0 <= spec.min_ready <= spec.max_size or not 1 <= spec.max_size <= 1000:
             raise Invalid("need 0 <= min_ready <= max_size and 1 <= max_size <= 1000", code="invalid_pool")
-        if not 60 <= spec.lease_default <= spec.lease_max <= 365 * 86400:
-            raise Invalid("need 60 s <= lease_default <= lease_max <= one year", code="invalid_pool")
+        if not self.min_lease <= spec.lease_default <= spec.lease_max <= 365 * 86400:
+            raise Invalid(
+                f"need {self.min_lease} s <= lease_default <= lease_max <= one year", code="invalid_pool"
+            )
         if spec.idle_timeout is not None and spec.idle_timeout < 60:
             raise Invalid("idle_timeout is at least 60 s", code="invalid_pool")
         keys = [check_ssh_key(k) for k in spec.ssh_keys]
@@ -125,6 +161,8 @@ class Pools:
             "disk": spec.disk,
             "network": spec.network,
             "ssh_keys": keys,
+            "user_data": spec.user_data,
+            "ssh_user": spec.ssh_user,
         }
         with transaction(self.sessions) as s:
             pool = Pool(
@@ -137,6 +175,7 @@ class Pools:
                 lease_max=spec.lease_max,
                 on_checkin=spec.on_checkin,
                 idle_timeout=spec.idle_timeout,
+                legacy_api=spec.legacy_api,
             )
             insert_unique(s, pool, f"a pool named {spec.name!r} exists")
             s.flush()
@@ -185,103 +224,120 @@ class Pools:
                 s.delete(row)
 
     # -- checkout / checkin ------------------------------------------------------------------------
-    def checkout(self, ctx: RequestContext, ref: str, lease: int | None = None, wait: float = 0) -> Checkout:
-        """Hand the caller one available VM; 409 ``pool_exhausted`` when none is (after waiting
-        up to ``wait`` seconds in line, first come first served)."""
+    def checkout(self, ctx: RequestContext, ref: str, lease: int | None = None) -> Checkout:
+        """Hand the caller one available VM now; 409 ``pool_exhausted`` when none is."""
+        return self._try_checkout(ctx, *self._checkout_terms(ctx, ref, lease))
+
+    async def checkout_waiting(
+        self, ctx: RequestContext, ref: str, lease: int | None = None, wait: float = 0
+    ) -> Checkout:
+        """As ``checkout``, but queue up to ``wait`` seconds, first come first served, when no VM
+        is available (call on the event loop; the database work runs in worker threads)."""
+        terms = await to_thread.run_sync(self._checkout_terms, ctx, ref, lease)
+        line = self._line(terms[0])
+        if wait <= 0 or line.empty():  # nobody waits before this caller: no need to queue
+            try:
+                return await to_thread.run_sync(self._try_checkout, ctx, *terms)
+            except PoolExhausted:
+                if wait <= 0:
+                    raise
+        deadline = line.loop.time() + wait
+        ticket = line.take()
+        try:
+            while True:
+                while line.serving != ticket:
+                    if line.loop.time() >= deadline:
+                        raise await to_thread.run_sync(self._exhausted, terms[0])
+                    await line.sleep(deadline - line.loop.time())
+                try:
+                    return await to_thread.run_sync(self._try_checkout, ctx, *terms)
+                except PoolExhausted:
+                    if line.loop.time() >= deadline:
+                        raise
+                    await line.sleep(deadline - line.loop.time())
+        finally:
+            line.leave(ticket)
+
+    def _checkout_terms(self, ctx: RequestContext, ref: str, lease: int | None) -> tuple[str, int, str]:
+        """(pool id, lease seconds, SSH user) of a checkout, checked."""
         ctx.require("pool:edit")
         with self.reads() as s:
             pool = self.get(s, ctx, ref)
-            pool_id, seconds = pool.id, lease or pool.lease_default
-            if not 60 <= seconds <= pool.lease_max:
-                raise Invalid(f"lease must be 60 to {pool.lease_max} seconds", code="invalid_lease")
-        if wait <= 0:
-            return self._try_checkout(ctx, pool_id, seconds)
-        line = self._line(pool_id)
-        deadline = utcnow() + timedelta(seconds=wait)
-        with line.cond:
-            ticket = line.next_ticket
-            line.next_ticket += 1
-        try:
-            while True:
-                with line.cond:
-                    while line.serving != ticket:
-                        remaining = (deadline - utcnow()).total_seconds()
-                        if remaining <= 0:
-                            raise self._exhausted(pool_id)
-                        line.cond.wait(min(remaining, 1.0))
-                try:
-                    return self._try_checkout(ctx, pool_id, seconds)
-                except PoolExhausted:
-                    remaining = (deadline - utcnow()).total_seconds()
-                    if remaining <= 0:
-                        raise
-                    with line.cond:
-                        line.cond.wait(min(remaining, 1.0))
-        finally:
-            with line.cond:
-                line.leave(ticket)
+            seconds = lease or pool.lease_default
+            if not self.min_lease <= seconds <= pool.lease_max:
+                raise Invalid(
+                    f"lease must be {self.min_lease} to {pool.lease_max} seconds", code="invalid_lease"
+                )
+            return pool.id, seconds, str(pool.template.get("ssh_user") or "root")
 
     def _line(self, pool_id: str) -> _Line:
+        """The pool's line on the running event loop."""
+        loop = asyncio.get_running_loop()
         with self._lines_lock:
-            return self._lines.setdefault(pool_id, _Line())
+            line = self._lines.get(pool_id)
+            if line is None or line.loop is not loop:
+                line = self._lines[pool_id] = _Line(loop)
+            return line
 
     def _wake(self, pool_id: str) -> None:
-        line = self._line(pool_id)
-        with line.cond:
-            line.cond.notify_all()
+        """A VM came back: wake the pool's line (from any thread)."""
+        with self._lines_lock:
+            line = self._lines.get(pool_id)
+        if line is not None and not line.loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                line.loop.call_soon_threadsafe(line.notify)
 
-    def _try_checkout(self, ctx: RequestContext, pool_id: str, seconds: int) -> Checkout:
-        for _ in range(50):
-            with transaction(self.sessions) as s:
-                candidate = s.scalar(
-                    select(PoolMember.id)
-                    .where(PoolMember.pool_id == pool_id, PoolMember.status == "available")
-                    .order_by(PoolMember.idle_since)
-                    .limit(1)
-                    .with_for_update(skip_locked=True)
+    def _try_checkout(self, ctx: RequestContext, pool_id: str, seconds: int, ssh_user: str) -> Checkout:
+        """One statement claims the longest-idle available VM: an UPDATE of the row a sub-select
+        picks (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so concurrent checkouts take different
+        rows; SQLite has one writer at a time). Its RETURNING gives the VM; no row, no VM."""
+        now = utcnow()
+        expires = now + timedelta(seconds=seconds)
+        pick = (
+            select(PoolMember.id)
+            .where(PoolMember.pool_id == pool_id, PoolMember.status == "available")
+            .order_by(PoolMember.idle_since)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        with transaction(self.sessions) as s:
+            quotas.claim(s, ctx.workspace_id, pool_checkouts=1)
+            got = s.execute(
+                update(PoolMember)
+                .where(PoolMember.id == pick, PoolMember.status == "available")
+                .values(
+                    status="checked-out",
+                    holder_user_id=ctx.user_id,
+                    holder=ctx.principal,
+                    checked_out_at=now,
+                    lease_expires_at=expires,
+                    warned=False,
                 )
-                if candidate is None:
-                    break  # answered outside the transaction, which must not outlive it
-                quotas.claim(s, ctx.workspace_id, pool_checkouts=1)
-                now = utcnow()
-                expires = now + timedelta(seconds=seconds)
-                claimed = s.execute(  # type: ignore[attr-defined]
-                    update(PoolMember)
-                    .where(PoolMember.id == candidate, PoolMember.status == "available")
-                    .values(
-                        status="checked-out",
-                        holder_user_id=ctx.user_id,
-                        holder=ctx.principal,
-                        checked_out_at=now,
-                        lease_expires_at=expires,
-                        warned=False,
-                    )
-                ).rowcount
-                if claimed != 1:
-                    continue  # taken a moment ago by another request: try the next one
-                member = s.get(PoolMember, candidate)
-                assert member is not None
-                inst = s.get(Instance, member.instance_id)
-                ip = s.scalar(
-                    select(IPAllocation.address).where(IPAllocation.instance_id == member.instance_id)
-                )
-                name = inst.name if inst else member.instance_id
-                s.add(
-                    PoolLease(
+                .returning(PoolMember.instance_id, PoolMember.name, PoolMember.ip)
+                .execution_options(synchronize_session=False)
+            ).first()
+            if got is not None:
+                instance_id, name, ip = got
+                # stamped after the claim, so never before the last holder's check-in (the history
+                # shows one VM's leases end to end)
+                s.execute(
+                    insert(PoolLease).values(
+                        id=new_id(),
                         pool_id=pool_id,
-                        instance_id=member.instance_id,
-                        instance_name=name,
+                        instance_id=instance_id,
+                        instance_name=name or instance_id,
                         ip=ip,
                         holder_user_id=ctx.user_id,
                         holder=ctx.principal,
-                        started_at=now,
+                        started_at=utcnow(),
                         expires_at=expires,
                     )
                 )
-                result = Checkout(member.instance_id, name, ip, "root", expires)
-            self._publish_member(ctx.workspace_id, pool_id, result.instance_id, "checked-out")
-            return result
-        raise self._exhausted(pool_id)
+        if got is None:
+            raise self._exhausted(pool_id)
+        self._publish_member(ctx.workspace_id, pool_id, instance_id, "checked-out")
+        return Checkout(instance_id, name or instance_id, ip, ssh_user, expires)
 
     def _exhausted(self, pool_id: str) -> PoolExhausted:
         with self.reads() as s:
@@ -305,29 +361,26 @@ class Pools:
             retry = 60
         return PoolExhausted("No VMs currently available, please try after some time", retry_after=retry)
 
-    def _find_member(self, s: Session, pool: Pool, vm: str) -> PoolMember:
-        """A pool's VM by instance id, name or IP address."""
-        not_found = NotFound("Could not find a vm with given details", code="vm_not_found")
-        row = s.execute(
-            select(PoolMember)
-            .join(Instance, Instance.id == PoolMember.instance_id, isouter=True)
-            .join(IPAllocation, IPAllocation.instance_id == PoolMember.instance_id, isouter=True)
-            .where(
-                PoolMember.pool_id == pool.id,
-                (PoolMember.instance_id == vm) | (Instance.name == vm) | (IPAllocation.address == vm),
-            )
-        ).first()
-        if row is None:
-            raise not_found
-        member: PoolMember = row[0]
+    def _find_member(self, s: Session, pool_id: str, vm: str, *, lock: bool = False) -> PoolMember:
+        """A pool's VM by instance id, name or IP address (``lock``: FOR UPDATE, so concurrent
+        changes of one VM go one after the other)."""
+        query = select(PoolMember).where(
+            PoolMember.pool_id == pool_id,
+            or_(PoolMember.instance_id == vm, PoolMember.name == vm, PoolMember.ip == vm),
+        )
+        member = s.scalar(query.with_for_update() if lock else query)
+        if member is None:
+            raise NotFound("Could not find a vm with given details", code="vm_not_found")
         return member
 
     def checkin(self, ctx: RequestContext, ref: str, vm: str, *, reason: str = "returned") -> None:
         """Give a VM back (its holder, or a workspace admin); what happens next is the pool's
         ``on_checkin``. 404 for a VM the pool does not have, 409 for one not checked out."""
-        with transaction(self.sessions) as s:
+        with self.reads() as s:
             pool = self.get(s, ctx, ref)
-            member = self._find_member(s, pool, vm)
+            pool_id, ws, on_checkin = pool.id, pool.workspace_id, pool.on_checkin
+        with transaction(self.sessions) as s:
+            member = self._find_member(s, pool_id, vm, lock=True)
             if member.status != "checked-out":
                 raise Conflict(f"this VM is {member.status}, not checked out", code="not_checked_out")
             mine = member.holder_user_id == ctx.user_id if ctx.user_id else member.holder == ctx.principal
@@ -339,8 +392,8 @@ class Pools:
             member.holder_user_id = member.holder = None
             member.checked_out_at = member.lease_expires_at = None
             member.idle_since = utcnow()
-            member.status = "available" if pool.on_checkin == "reuse" else "resetting"
-            instance_id, status, ws, pool_id = member.instance_id, member.status, pool.workspace_id, pool.id
+            member.status = "available" if on_checkin == "reuse" else "resetting"
+            instance_id, status = member.instance_id, member.status
         self._publish_member(ws, pool_id, instance_id, status)
         if status == "available":
             self._wake(pool_id)
@@ -351,7 +404,7 @@ class Pools:
         """Push a lease's end out, up to the pool's lease_max from its checkout."""
         with transaction(self.sessions) as s:
             pool = self.get(s, ctx, ref)
-            member = self._find_member(s, pool, vm)
+            member = self._find_member(s, pool.id, vm, lock=True)
             if member.status != "checked-out":
                 raise Conflict(f"this VM is {member.status}, not checked out", code="not_checked_out")
             if member.holder_user_id != ctx.user_id and not ctx.can("member:edit"):
@@ -377,10 +430,12 @@ class Pools:
             return wanted
 
     def _end_lease(self, s: Session, member: PoolMember, reason: str) -> None:
-        for lease in s.scalars(
-            select(PoolLease).where(PoolLease.instance_id == member.instance_id, PoolLease.ended_at.is_(None))
-        ):
-            lease.ended_at, lease.end_reason = utcnow(), reason
+        s.execute(
+            update(PoolLease)
+            .where(PoolLease.instance_id == member.instance_id, PoolLease.ended_at.is_(None))
+            .values(ended_at=utcnow(), end_reason=reason)
+            .execution_options(synchronize_session=False)
+        )
 
     def leases(self, session: Session, ctx: RequestContext, *, pool_id: str | None = None, mine: bool = False,
                current: bool = False, limit: int = 100) -> list[PoolLease]:  # fmt: skip
@@ -417,7 +472,7 @@ class Pools:
         ctx.require("pool:delete")
         with transaction(self.sessions) as s:
             pool = self.get(s, ctx, ref)
-            member = self._find_member(s, pool, vm)
+            member = self._find_member(s, pool.id, vm, lock=True)
             if member.status not in ("available", "error"):
                 raise Conflict(
                     f"this VM is {member.status}: only available or failed VMs are deleted", code="vm_busy"
@@ -444,10 +499,14 @@ class Pools:
             disk=t.get("disk", 1),
             network=t.get("network", "default"),
             ssh_keys=tuple(t.get("ssh_keys") or ()),
+            user_data=t.get("user_data"),
         )
         instance_id, _ = self.instances.create(ctx, req)
         with transaction(self.sessions) as s:
-            s.add(PoolMember(pool_id=pool.id, instance_id=instance_id, status="provisioning"))
+            ip = s.scalar(select(IPAllocation.address).where(IPAllocation.instance_id == instance_id))
+            s.add(
+                PoolMember(pool_id=pool.id, instance_id=instance_id, name=name, ip=ip, status="provisioning")
+            )
         self._publish_member(pool.workspace_id, pool.id, instance_id, "provisioning")
         return instance_id
 

@@ -3,7 +3,9 @@ reset/reuse, leases and their expiry, and the admin limits."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -171,9 +173,52 @@ def test_only_available_or_failed_vms_are_removed(sim: SimCloud, make_pool) -> N
 def test_a_waiter_leaving_early_does_not_block_the_line() -> None:
     from cloudlet.services.pools import _Line
 
-    line = _Line(next_ticket=3)
-    with line.cond:
+    async def walk() -> None:
+        line = _Line(asyncio.get_running_loop(), next_ticket=3)
         line.leave(1)  # gave up while ticket 0 was being served
         assert line.serving == 0
         line.leave(0)
         assert line.serving == 2  # ticket 1 is skipped: ticket 2 is next
+
+    asyncio.run(walk())
+
+
+def test_waiters_are_served_in_order_and_never_starve_checkins(sim: SimCloud, make_pool) -> None:  # type: ignore[no-untyped-def]
+    """More waiters than the server has worker threads: a check-in still gets through at once, and
+    the VM then passes down the line in arrival order (each waiter returns it when served)."""
+    make_pool(min_ready=1, max_size=1, on_checkin="reuse")
+    settle(sim, "lab", 1)
+    first = sim.post("/api/v1/pools/lab/checkout").json()
+    served: list[int] = []
+    failures: list[str] = []
+
+    def wait_in_line(i: int) -> None:
+        got = sim.post("/api/v1/pools/lab/checkout", params={"wait": 30})
+        if got.status_code != 200:
+            failures.append(got.text)
+            return
+        served.append(i)
+        sim.post("/api/v1/pools/lab/checkin", json={"id": got.json()["id"]})
+
+    waiters = 48  # FastAPI's thread pool has 40
+    threads = [threading.Thread(target=wait_in_line, args=(i,)) for i in range(waiters)]
+    for t in threads:
+        t.start()
+        time.sleep(0.02)  # arrival order = ticket order
+    time.sleep(0.3)
+    started = time.monotonic()
+    assert sim.post("/api/v1/pools/lab/checkin", json={"id": first["id"]}).status_code == 204
+    assert time.monotonic() - started < 2, "the check-in waited for a worker thread"
+    for t in threads:
+        t.join(timeout=60)
+    assert not failures and served == list(range(waiters))
+
+
+def test_a_waiter_gives_up_with_pool_exhausted(sim: SimCloud, make_pool) -> None:  # type: ignore[no-untyped-def]
+    make_pool(min_ready=1, max_size=1)
+    settle(sim, "lab", 1)
+    sim.post("/api/v1/pools/lab/checkout")
+    started = time.monotonic()
+    late = sim.post("/api/v1/pools/lab/checkout", params={"wait": 0.5})
+    assert late.status_code == 409 and late.json()["code"] == "pool_exhausted"
+    assert 0.5 <= time.monotonic() - started < 3

@@ -6,7 +6,6 @@ from datetime import datetime
 
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 
 from cloudlet.api.deps import CloudDep, Ctx
 from cloudlet.db.models import Pool, PoolLease
@@ -22,6 +21,10 @@ class PoolTemplate(BaseModel):
     disk: int = Field(1, ge=1, description="GiB")
     network: str = "default"
     ssh_keys: list[str] = Field(default_factory=list)
+    user_data: str | None = Field(
+        None, max_length=65536, description="cloud-init user-data (#cloud-config or a #! script)."
+    )
+    ssh_user: str = Field("root", pattern=r"^[a-z_][a-z0-9_-]{0,31}$", description="Told to holders.")
 
 
 class PoolCreate(BaseModel):
@@ -33,6 +36,7 @@ class PoolCreate(BaseModel):
     lease_max: int = Field(86400, description="Seconds, counted from the checkout.")
     on_checkin: str = Field("reset", description="reset (a fresh VM replaces it) | reuse | destroy")
     idle_timeout: int | None = Field(None, description="Seconds an extra VM may wait unused.")
+    legacy_api: bool = Field(False, description="Serve the replaced reservation system's API.")
 
 
 class PoolVm(BaseModel):
@@ -54,6 +58,7 @@ class PoolPublic(BaseModel):
     lease_max: int
     on_checkin: str
     idle_timeout: int | None
+    legacy_api: bool
     counts: dict[str, int]
     vms: list[PoolVm]
     created_at: datetime
@@ -126,6 +131,7 @@ def pool_public(cloud: CloudDep, pool: Pool) -> PoolPublic:
         lease_max=pool.lease_max,
         on_checkin=pool.on_checkin,
         idle_timeout=pool.idle_timeout,
+        legacy_api=pool.legacy_api,
         counts=counts,
         vms=vms,
         created_at=pool.created_at,
@@ -156,6 +162,9 @@ def create_pool(body: PoolCreate, cloud: CloudDep, ctx: Ctx) -> PoolPublic:
         disk=t.disk,
         network=t.network,
         ssh_keys=tuple(t.ssh_keys),
+        user_data=t.user_data,
+        ssh_user=t.ssh_user,
+        legacy_api=body.legacy_api,
         min_ready=body.min_ready,
         max_size=body.max_size,
         lease_default=body.lease_default,
@@ -195,7 +204,7 @@ async def checkout(
     """Check out a ready VM: its id, IP, SSH user and lease end. With none ready: 409
     `pool_exhausted` with a Retry-After estimate."""
     lease = body.lease if body else None
-    got = await run_in_threadpool(cloud.pools.checkout, ctx, ref, lease, wait)
+    got = await cloud.pools.checkout_waiting(ctx, ref, lease, wait)
     return CheckoutPublic(
         id=got.instance_id,
         name=got.name,
