@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -206,6 +207,16 @@ class ComputeDriver(abc.ABC):
     @abc.abstractmethod
     def list_instances(self) -> list[InstanceStatus]:
         """Every instance this driver's backend holds that carries cloudlet's label."""
+
+    def reachable(self, instance_id: str, address: str, port: int = 22, timeout: float = 1.0) -> bool:
+        """Whether the guest's service answers: a TCP connection to ``port`` (SSH by default) on its
+        address is accepted. A refusal does not count: on some networks a firewall refuses for a
+        guest that is not there. Used before a pool hands a VM out."""
+        try:
+            with socket.create_connection((address, port), timeout=timeout):
+                return True
+        except OSError:  # refused, timed out, no route, host unreachable
+            return False
 
     def residue(self) -> list[str]:
         """Ids of instances that left files behind without a backend definition (crash debris)."""

@@ -109,6 +109,11 @@ class SimDriver(ComputeDriver, NetworkDriver):
         with self._lock:
             return self._require(instance_id)
 
+    def reachable(self, instance_id: str, address: str, port: int = 22, timeout: float = 1.0) -> bool:
+        """A simulated guest answers while it runs."""
+        with self._lock:
+            return self.instances.get(instance_id) == PowerState.RUNNING
+
     def list_instances(self) -> list[InstanceStatus]:
         with self._lock:
             return [InstanceStatus(i, s) for i, s in self.instances.items()]

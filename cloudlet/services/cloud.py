@@ -24,6 +24,7 @@ from cloudlet.services.deployment import deployment_id
 from cloudlet.services.events import EventBus
 from cloudlet.services.images import Images
 from cloudlet.services.instances import Instances
+from cloudlet.services.leader import Leadership
 from cloudlet.services.logins import signing_key
 from cloudlet.services.networks import Networks
 from cloudlet.services.operations import Operations
@@ -96,7 +97,14 @@ class Cloud:
             images=Images(db.sessions, ops, settings.images_dir, settings.allowed_import_dirs),
             networks=networks,
             instances=instances,
-            pools=Pools(db.sessions, db.reads, bus, instances, min_lease=settings.pool_min_lease),
+            pools=Pools(
+                db.sessions,
+                db.reads,
+                bus,
+                instances,
+                min_lease=settings.pool_min_lease,
+                leadership=Leadership(db.sessions, runners.id, ttl=max(10.0, 3 * settings.pool_interval)),
+            ),
             reconciler=Reconciler(
                 db.sessions, bus, ops, runners, drivers, network_driver, settings.resync_interval
             ),

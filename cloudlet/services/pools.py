@@ -19,6 +19,7 @@ import contextlib
 import logging
 import secrets
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -34,12 +35,16 @@ from cloudlet.services import quotas
 from cloudlet.services.context import RequestContext
 from cloudlet.services.events import Event, EventBus
 from cloudlet.services.instances import CreateRequest, Instances, check_ssh_key
+from cloudlet.services.leader import Leadership
 from cloudlet.services.names import check_name, insert_unique, lookup
 
 log = logging.getLogger(__name__)
 
 ON_CHECKIN = ("reset", "reuse", "destroy")
 BOOT_ESTIMATE = 30  # seconds a fresh VM takes to become available, for Retry-After
+BOOT_TIMEOUT = timedelta(minutes=10)  # a VM not reachable by then failed: it is replaced
+PROBE_TIMEOUT = 1.0
+LEADER_LOCK = "pools"
 WARN_BEFORE = timedelta(minutes=5)
 
 
@@ -64,6 +69,7 @@ class PoolSpec:
     idle_timeout: int | None = None
     user_data: str | None = None
     ssh_user: str = "root"
+    probe_port: int | None = 22
     legacy_api: bool = False
 
 
@@ -127,6 +133,7 @@ class Pools:
         instances: Instances,
         *,
         min_lease: int = 60,
+        leadership: Leadership | None = None,
     ) -> None:
         self.sessions = sessions
         self.reads = reads
@@ -138,6 +145,7 @@ class Pools:
         self._thread: threading.Thread | None = None
         self._reconcile_lock = threading.Lock()
         self.min_lease = min_lease
+        self.leadership = leadership  # None: this process is the only one
 
     # -- pools -------------------------------------------------------------------------------------
     def create(self, ctx: RequestContext, spec: PoolSpec) -> Pool:
@@ -163,6 +171,7 @@ class Pools:
             "ssh_keys": keys,
             "user_data": spec.user_data,
             "ssh_user": spec.ssh_user,
+            "probe_port": spec.probe_port,
         }
         with transaction(self.sessions) as s:
             pool = Pool(
@@ -519,10 +528,11 @@ class Pools:
             log.info("pool VM %s not deleted yet: %s", instance_id, err.detail)
 
     def reconcile(self) -> None:
-        """One pass of the controller over every pool (one pass at a time in this process; two
-        replicas' controllers are not yet coordinated, see issue 5's notes)."""
+        """One pass of the controller over every pool: one pass at a time in this process, and in
+        one replica at a time (the one holding the "pools" leader lock)."""
         with self._reconcile_lock:
-            self._reconcile_all()
+            if self.leadership is None or self.leadership.hold(LEADER_LOCK):
+                self._reconcile_all()
 
     def _reconcile_all(self) -> None:
         with self.reads() as s:
@@ -535,8 +545,30 @@ class Pools:
             except CloudletError as err:
                 log.warning("pool %s: %s", pool.name, err.detail)
 
+    def _reachable(self, pool: Pool) -> set[str]:
+        """Ids of the pool's booting VMs that run and answer on their address (probed in parallel,
+        outside any transaction). With no probe port, running is enough."""
+        with self.reads() as s:
+            booted = [
+                (m.instance_id, ip)
+                for m, inst, ip in self.members(s, pool.id)
+                if m.status == "provisioning" and inst is not None and inst.state == "running"
+            ]
+        port = pool.template.get("probe_port", 22)
+        if not booted or port is None:
+            return {instance_id for instance_id, _ in booted}
+        driver = self.instances.compute
+
+        def probe(vm: tuple[str, str | None]) -> bool:
+            return vm[1] is not None and driver.reachable(vm[0], vm[1], int(port), PROBE_TIMEOUT)
+
+        with ThreadPoolExecutor(min(len(booted), 16)) as probes:
+            answers = list(probes.map(probe, booted))
+        return {vm[0] for vm, ok in zip(booted, answers, strict=True) if ok}
+
     def _reconcile_pool(self, pool: Pool) -> None:
         ctx = ctx_for(pool.workspace_id)
+        reachable = self._reachable(pool)
         now = utcnow()
         to_destroy: list[str] = []
         expired: list[str] = []
@@ -545,9 +577,9 @@ class Pools:
             for member, inst, _ip in self.members(s, pool.id):
                 state = inst.state if inst is not None else None
                 if member.status == "provisioning":
-                    if state == "running":
+                    if member.instance_id in reachable and state == "running":
                         member.status, member.idle_since, became_available = "available", now, True
-                    elif state in (None, "error"):
+                    elif state in (None, "error") or now - member.created_at > BOOT_TIMEOUT:
                         member.status = "error"
                 elif member.status == "resetting" and inst is None:
                     s.delete(member)  # the old VM is gone: a fresh one takes its place below
@@ -628,6 +660,9 @@ class Pools:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        if self.leadership is not None:
+            with contextlib.suppress(Exception):  # shutting down: the lock lapses anyway
+                self.leadership.release(LEADER_LOCK)
 
     # -- events --------------------------------------------------------------------------------------
     def _publish(self, workspace_id: str, pool_id: str, name: str) -> None:

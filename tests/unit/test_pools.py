@@ -222,3 +222,55 @@ def test_a_waiter_gives_up_with_pool_exhausted(sim: SimCloud, make_pool) -> None
     late = sim.post("/api/v1/pools/lab/checkout", params={"wait": 0.5})
     assert late.status_code == 409 and late.json()["code"] == "pool_exhausted"
     assert 0.5 <= time.monotonic() - started < 3
+
+
+def test_a_vm_is_available_only_once_it_answers(sim: SimCloud, make_pool, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    answering = {"now": False}
+    monkeypatch.setattr(sim.cloud.compute, "reachable", lambda *a, **k: answering["now"])
+    make_pool(min_ready=1, max_size=1)
+    for _ in range(3):
+        sim.cloud.pools.reconcile()
+        time.sleep(0.1)
+    pool = sim.get("/api/v1/pools/lab").json()
+    assert pool["counts"] == {"provisioning": 1}, "a running VM that does not answer was handed out"
+    assert sim.post("/api/v1/pools/lab/checkout").status_code == 409
+    answering["now"] = True
+    settle(sim, "lab", 1)
+
+
+def test_the_tcp_probe() -> None:
+    """Only an accepted connection counts."""
+    import socket
+
+    from cloudlet.drivers.sim import SimDriver
+
+    probe = super(SimDriver, SimDriver()).reachable  # the base class's TCP probe
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        assert probe("x", "127.0.0.1", port, 1.0)
+    assert not probe("x", "127.0.0.1", port, 1.0)  # nothing listens now
+
+
+def test_one_replica_at_a_time_runs_the_controller(sim: SimCloud, make_pool) -> None:  # type: ignore[no-untyped-def]
+    from cloudlet.services.leader import Leadership
+    from cloudlet.services.pools import LEADER_LOCK, Pools
+
+    sessions = sim.cloud.db.sessions
+    sim.cloud.pools.reconcile()  # this server leads
+    other = Leadership(sessions, "other-replica", ttl=0.5)
+    assert not other.hold(LEADER_LOCK)
+    second = Pools(sessions, sim.cloud.db.reads, sim.cloud.bus, sim.cloud.instances, leadership=other)
+    make_pool(min_ready=2, max_size=2)
+    second.reconcile()
+    assert sim.get("/api/v1/pools/lab").json()["vms"] == [], "a follower's controller acted"
+    assert sim.cloud.pools.leadership is not None
+    sim.cloud.pools.leadership.release(LEADER_LOCK)  # the leader stops: the other takes over at once
+    assert other.hold(LEADER_LOCK)
+    second.reconcile()
+    assert len(sim.get("/api/v1/pools/lab").json()["vms"]) == 2
+    first = Leadership(sessions, "first", ttl=0.5)
+    assert not first.hold(LEADER_LOCK)
+    time.sleep(0.6)  # the other replica died: its lock lapses
+    assert first.hold(LEADER_LOCK) and not other.hold(LEADER_LOCK)

@@ -25,6 +25,9 @@ class PoolTemplate(BaseModel):
         None, max_length=65536, description="cloud-init user-data (#cloud-config or a #! script)."
     )
     ssh_user: str = Field("root", pattern=r"^[a-z_][a-z0-9_-]{0,31}$", description="Told to holders.")
+    probe_port: int | None = Field(
+        22, ge=1, le=65535, description="A VM is available once this TCP port answers; null: once it runs."
+    )
 
 
 class PoolCreate(BaseModel):
@@ -164,6 +167,7 @@ def create_pool(body: PoolCreate, cloud: CloudDep, ctx: Ctx) -> PoolPublic:
         ssh_keys=tuple(t.ssh_keys),
         user_data=t.user_data,
         ssh_user=t.ssh_user,
+        probe_port=t.probe_port,
         legacy_api=body.legacy_api,
         min_ready=body.min_ready,
         max_size=body.max_size,
