@@ -7,7 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import RedirectResponse
 from starlette.concurrency import run_in_threadpool
@@ -44,6 +44,9 @@ def _log_token(token: str) -> None:
     log.warning("first start: admin API token (shown once, only its hash is stored): %s", token)
 
 
+API_PREFIX = "/api/v1"
+
+
 def create_app(
     settings: Settings, *, cloud: Cloud | None = None, on_admin_token: TokenCallback = _log_token
 ) -> FastAPI:
@@ -75,7 +78,8 @@ def create_app(
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "X-Cloudlet-Workspace"],
         )
-    api = APIRouter(prefix="/api/v1")
+    # Each module's router is included straight into the app: one level of included routers less
+    # to match through on every request (FastAPI matches an included router's routes twice).
     routers = (
         system,
         auth,
@@ -92,11 +96,8 @@ def create_app(
         host,
         events,
     )
-    for module in routers:
-        api.include_router(module.router)
-    api.include_router(pools.leases_router)
-    api.include_router(pool_legacy.router)
-    app.include_router(api)
+    for router in (*(m.router for m in routers), pools.leases_router, pool_legacy.router):
+        app.include_router(router, prefix=API_PREFIX)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

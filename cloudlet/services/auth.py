@@ -13,8 +13,8 @@ import hashlib
 import secrets
 from datetime import datetime
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.orm import Session, aliased
 
 from cloudlet.db.models import DEFAULT_WORKSPACE, ApiToken, Membership, Role, User, Workspace, utcnow
 from cloudlet.errors import NotFound, Unauthorized
@@ -189,42 +189,71 @@ def authenticate(
     return RequestContext(user.username, ws.id, role, source, user.id, None, perms, user.is_admin), None
 
 
+_TOKEN_ROLE, _MEMBER_ROLE = aliased(Role), aliased(Role)
+# Everything a token request needs, in one statement built once (every API call runs it).
+_TOKEN_QUERY = (
+    select(
+        ApiToken.id,
+        ApiToken.workspace_id,
+        ApiToken.expires_at,
+        ApiToken.last_used_at,
+        ApiToken.role,
+        User.id,
+        User.username,
+        User.is_admin,
+        User.disabled_at,
+        _TOKEN_ROLE.name,
+        _TOKEN_ROLE.permissions,
+        _MEMBER_ROLE.name,
+        _MEMBER_ROLE.permissions,
+    )
+    .join(User, User.id == ApiToken.user_id)
+    .outerjoin(_TOKEN_ROLE, _TOKEN_ROLE.id == ApiToken.role_id)
+    .outerjoin(
+        Membership, (Membership.user_id == User.id) & (Membership.workspace_id == ApiToken.workspace_id)
+    )
+    .outerjoin(_MEMBER_ROLE, _MEMBER_ROLE.id == Membership.role_id)
+    .where(ApiToken.token_hash == bindparam("token_hash"), ApiToken.revoked_at.is_(None))
+)
+
+
 def _token_context(
     session: Session, secret: str, workspace: str | None, source: str | None
 ) -> tuple[RequestContext, str | None]:
     invalid = Unauthorized("invalid or revoked token", code="invalid_token")
-    token = session.scalar(
-        select(ApiToken).where(ApiToken.token_hash == hash_token(secret), ApiToken.revoked_at.is_(None))
-    )
-    if token is None or token.user_id is None or token.workspace_id is None:
+    row = session.execute(_TOKEN_QUERY, {"token_hash": hash_token(secret)}).first()
+    if row is None:
+        raise invalid
+    (token_id, workspace_id, expires_at, last_used_at, legacy_role, user_id, username, is_admin,
+     disabled_at, role_name, role_perms, member_role, member_perms) = row  # fmt: skip
+    if workspace_id is None or disabled_at is not None:
         raise invalid
     now = utcnow()
-    if token.expires_at is not None and token.expires_at <= now:
+    if expires_at is not None and expires_at <= now:
         raise Unauthorized("this API token has expired", code="token_expired")
-    user = session.get(User, token.user_id)
-    if user is None or user.disabled_at is not None:
-        raise invalid
     if workspace:
         ws = _workspace(session, workspace)
-        if ws is None or ws.id != token.workspace_id:
+        if ws is None or ws.id != workspace_id:
             raise NotFound(f"workspace {workspace!r} not found", code="workspace_not_found")
-    held = _user_permissions(session, user, token.workspace_id)
-    if held is None:
+    if member_role is not None:
+        held = ALL_PERMISSIONS if is_admin else frozenset(member_perms)
+    elif is_admin:
+        held = ALL_PERMISSIONS  # system admins are owners everywhere
+    else:
         raise Unauthorized("the token's user is no longer a member of its workspace", code="invalid_token")
-    role = session.get(Role, token.role_id) if token.role_id else None
-    token_perms = frozenset(role.permissions) if role is not None else frozenset()
-    stale = token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60
+    token_perms = frozenset(role_perms) if role_name is not None else frozenset()
+    stale = last_used_at is None or (now - last_used_at).total_seconds() > 60
     ctx = RequestContext(
-        principal=user.username,
-        workspace_id=token.workspace_id,
-        role=role.name if role is not None else token.role,
+        principal=username,
+        workspace_id=workspace_id,
+        role=role_name if role_name is not None else legacy_role,
         source=source,
-        user_id=user.id,
-        token_id=token.id,
-        permissions=token_perms & held[1],
-        is_admin=user.is_admin and "member:edit" in token_perms,
+        user_id=user_id,
+        token_id=token_id,
+        permissions=token_perms & held,
+        is_admin=is_admin and "member:edit" in token_perms,
     )
-    return ctx, token.id if stale else None
+    return ctx, token_id if stale else None
 
 
 def touch_token(session: Session, token_id: str) -> None:

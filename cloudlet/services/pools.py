@@ -36,7 +36,7 @@ from cloudlet.services.context import RequestContext
 from cloudlet.services.events import Event, EventBus
 from cloudlet.services.instances import CreateRequest, Instances, check_ssh_key
 from cloudlet.services.leader import Leadership
-from cloudlet.services.names import check_name, insert_unique, lookup
+from cloudlet.services.names import check_name, insert_unique, is_uuid, lookup
 
 log = logging.getLogger(__name__)
 
@@ -270,14 +270,13 @@ class Pools:
     def _checkout_terms(self, ctx: RequestContext, ref: str, lease: int | None) -> tuple[str, int, str]:
         """(pool id, lease seconds, SSH user) of a checkout, checked."""
         ctx.require("pool:edit")
-        with self.reads() as s:
-            pool = self.get(s, ctx, ref)
-            seconds = lease or pool.lease_default
-            if not self.min_lease <= seconds <= pool.lease_max:
-                raise Invalid(
-                    f"lease must be {self.min_lease} to {pool.lease_max} seconds", code="invalid_lease"
-                )
-            return pool.id, seconds, str(pool.template.get("ssh_user") or "root")
+        pool_id, _, lease_default, lease_max, template = self._pool_terms(
+            ctx, ref, Pool.lease_default, Pool.lease_max, Pool.template
+        )
+        seconds = lease or lease_default
+        if not self.min_lease <= seconds <= lease_max:
+            raise Invalid(f"lease must be {self.min_lease} to {lease_max} seconds", code="invalid_lease")
+        return pool_id, seconds, str(template.get("ssh_user") or "root")
 
     def _line(self, pool_id: str) -> _Line:
         """The pool's line on the running event loop."""
@@ -385,9 +384,8 @@ class Pools:
     def checkin(self, ctx: RequestContext, ref: str, vm: str, *, reason: str = "returned") -> None:
         """Give a VM back (its holder, or a workspace admin); what happens next is the pool's
         ``on_checkin``. 404 for a VM the pool does not have, 409 for one not checked out."""
-        with self.reads() as s:
-            pool = self.get(s, ctx, ref)
-            pool_id, ws, on_checkin = pool.id, pool.workspace_id, pool.on_checkin
+        pool_id, ws, on_checkin = self._pool_terms(ctx, ref, Pool.on_checkin)
+        status = "available" if on_checkin == "reuse" else "resetting"
         with transaction(self.sessions) as s:
             member = self._find_member(s, pool_id, vm, lock=True)
             if member.status != "checked-out":
@@ -397,17 +395,40 @@ class Pools:
                 raise Forbidden(
                     "only its holder or a workspace admin checks a VM in", code="permission_denied"
                 )
-            self._end_lease(s, member, reason)
-            member.holder_user_id = member.holder = None
-            member.checked_out_at = member.lease_expires_at = None
-            member.idle_since = utcnow()
-            member.status = "available" if on_checkin == "reuse" else "resetting"
-            instance_id, status = member.instance_id, member.status
+            self._end_lease(s, member.instance_id, reason)
+            s.execute(
+                update(PoolMember)
+                .where(PoolMember.id == member.id)
+                .values(
+                    status=status,
+                    holder_user_id=None,
+                    holder=None,
+                    checked_out_at=None,
+                    lease_expires_at=None,
+                    idle_since=utcnow(),
+                )
+                .execution_options(synchronize_session=False)
+            )
+            instance_id = member.instance_id
         self._publish_member(ws, pool_id, instance_id, status)
         if status == "available":
             self._wake(pool_id)
         else:
             self._destroy(ctx_for(ws), instance_id)
+
+    def _pool_terms(self, ctx: RequestContext, ref: str, *columns: Any) -> tuple[Any, ...]:
+        """(id, workspace id, *columns) of the workspace's pool ``ref`` (id or name), read without
+        loading the whole row: check-outs and check-ins do this on every call."""
+        by = Pool.id if is_uuid(ref) else Pool.name
+        with self.reads() as s:
+            row = s.execute(
+                select(Pool.id, Pool.workspace_id, *columns).where(
+                    Pool.workspace_id == ctx.workspace_id, by == ref
+                )
+            ).first()
+        if row is None:
+            raise NotFound(f"pool {ref!r} not found", code="pool_not_found")
+        return tuple(row)
 
     def extend(self, ctx: RequestContext, ref: str, vm: str, seconds: int) -> Any:
         """Push a lease's end out, up to the pool's lease_max from its checkout."""
@@ -438,10 +459,10 @@ class Pools:
                 lease.expires_at = wanted
             return wanted
 
-    def _end_lease(self, s: Session, member: PoolMember, reason: str) -> None:
+    def _end_lease(self, s: Session, instance_id: str, reason: str) -> None:
         s.execute(
             update(PoolLease)
-            .where(PoolLease.instance_id == member.instance_id, PoolLease.ended_at.is_(None))
+            .where(PoolLease.instance_id == instance_id, PoolLease.ended_at.is_(None))
             .values(ended_at=utcnow(), end_reason=reason)
             .execution_options(synchronize_session=False)
         )

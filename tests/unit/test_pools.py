@@ -258,6 +258,7 @@ def test_one_replica_at_a_time_runs_the_controller(sim: SimCloud, make_pool) -> 
     from cloudlet.services.pools import LEADER_LOCK, Pools
 
     sessions = sim.cloud.db.sessions
+    sim.cloud.pools.stop()  # its thread would run passes of its own meanwhile; this test drives them
     sim.cloud.pools.reconcile()  # this server leads
     other = Leadership(sessions, "other-replica", ttl=0.5)
     assert not other.hold(LEADER_LOCK)
