@@ -28,6 +28,10 @@ def create(
     lease_max: int = typer.Option(86400, help="Longest lease, seconds from checkout."),
     on_checkin: str = typer.Option("reset", help="reset | reuse | destroy"),
     idle_timeout: int | None = typer.Option(None, help="Seconds an extra VM may wait unused."),
+    user_data: Path | None = typer.Option(None, help="cloud-init user-data file (#cloud-config or #!)."),
+    ssh_user: str = typer.Option("root", help="The user holders log in as (told at checkout)."),
+    probe_port: int = typer.Option(22, help="A VM is available once this TCP port answers; 0: once it runs."),
+    legacy_api: bool = typer.Option(False, help="Also serve the replaced reservation system's API."),
 ) -> None:
     """Make a pool; its controller boots min_ready VMs."""
     keys = [line.strip() for p in ssh_key_file for line in p.read_text().splitlines() if line.strip()]
@@ -40,6 +44,9 @@ def create(
             "disk": disk,
             "network": network,
             "ssh_keys": keys,
+            "user_data": user_data.read_text() if user_data else None,
+            "ssh_user": ssh_user,
+            "probe_port": probe_port or None,
         },
         "min_ready": min_ready,
         "max_size": max_size,
@@ -47,6 +54,7 @@ def create(
         "lease_max": lease_max,
         "on_checkin": on_checkin,
         "idle_timeout": idle_timeout,
+        "legacy_api": legacy_api,
     }
     with client() as c:
         pool = c.request("POST", "/pools", json=body)
@@ -86,7 +94,17 @@ def show(name: str) -> None:
         pool = c.request("GET", f"/pools/{name}")
     show_fields(
         pool,
-        ["name", "id", "min_ready", "max_size", "lease_default", "lease_max", "on_checkin", "idle_timeout"],
+        [
+            "name",
+            "id",
+            "min_ready",
+            "max_size",
+            "lease_default",
+            "lease_max",
+            "on_checkin",
+            "idle_timeout",
+            "legacy_api",
+        ],
     )
     table(
         ["VM", "IP", "STATUS", "HOLDER", "LEASE ENDS"],

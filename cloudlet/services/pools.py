@@ -235,7 +235,11 @@ class Pools:
     # -- checkout / checkin ------------------------------------------------------------------------
     def checkout(self, ctx: RequestContext, ref: str, lease: int | None = None) -> Checkout:
         """Hand the caller one available VM now; 409 ``pool_exhausted`` when none is."""
-        return self._try_checkout(ctx, *self._checkout_terms(ctx, ref, lease))
+        terms = self._checkout_terms(ctx, ref, lease)
+        got = self._try_checkout(ctx, *terms)
+        if got is None:
+            raise self._exhausted(terms[0])
+        return got
 
     async def checkout_waiting(
         self, ctx: RequestContext, ref: str, lease: int | None = None, wait: float = 0
@@ -245,25 +249,21 @@ class Pools:
         terms = await to_thread.run_sync(self._checkout_terms, ctx, ref, lease)
         line = self._line(terms[0])
         if wait <= 0 or line.empty():  # nobody waits before this caller: no need to queue
-            try:
-                return await to_thread.run_sync(self._try_checkout, ctx, *terms)
-            except PoolExhausted:
-                if wait <= 0:
-                    raise
+            got = await to_thread.run_sync(self._try_checkout, ctx, *terms)
+            if got is not None:
+                return got
+            if wait <= 0:
+                raise await to_thread.run_sync(self._exhausted, terms[0])
         deadline = line.loop.time() + wait
         ticket = line.take()
         try:
-            while True:
-                while line.serving != ticket:
-                    if line.loop.time() >= deadline:
-                        raise await to_thread.run_sync(self._exhausted, terms[0])
-                    await line.sleep(deadline - line.loop.time())
-                try:
-                    return await to_thread.run_sync(self._try_checkout, ctx, *terms)
-                except PoolExhausted:
-                    if line.loop.time() >= deadline:
-                        raise
-                    await line.sleep(deadline - line.loop.time())
+            while line.loop.time() < deadline:
+                if line.serving == ticket:
+                    got = await to_thread.run_sync(self._try_checkout, ctx, *terms)
+                    if got is not None:
+                        return got
+                await line.sleep(deadline - line.loop.time())
+            raise await to_thread.run_sync(self._exhausted, terms[0])
         finally:
             line.leave(ticket)
 
@@ -295,10 +295,12 @@ class Pools:
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 line.loop.call_soon_threadsafe(line.notify)
 
-    def _try_checkout(self, ctx: RequestContext, pool_id: str, seconds: int, ssh_user: str) -> Checkout:
+    def _try_checkout(
+        self, ctx: RequestContext, pool_id: str, seconds: int, ssh_user: str
+    ) -> Checkout | None:
         """One statement claims the longest-idle available VM: an UPDATE of the row a sub-select
         picks (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so concurrent checkouts take different
-        rows; SQLite has one writer at a time). Its RETURNING gives the VM; no row, no VM."""
+        rows; SQLite has one writer at a time). Its RETURNING gives the VM; no row: None."""
         now = utcnow()
         expires = now + timedelta(seconds=seconds)
         pick = (
@@ -343,7 +345,7 @@ class Pools:
                     )
                 )
         if got is None:
-            raise self._exhausted(pool_id)
+            return None
         self._publish_member(ctx.workspace_id, pool_id, instance_id, "checked-out")
         return Checkout(instance_id, name or instance_id, ip, ssh_user, expires)
 

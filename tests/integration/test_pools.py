@@ -16,7 +16,8 @@ def test_checkout_use_checkin_reset(sqlite_server, tiny_image, ssh_key):  # type
     key, pub = ssh_key
     with sqlite_server.client() as c:
         import_tiny(c, tiny_image)
-        template = {"image": "tiny", "memory": 128, "ssh_keys": [pub]}
+        seed = "#!/bin/sh\necho from-the-template > /root/seeded\n"
+        template = {"image": "tiny", "memory": 128, "ssh_keys": [pub], "user_data": seed}
         body = {"name": "lab", "template": template, "min_ready": 1, "max_size": 1, "on_checkin": "reset"}
         c.request("POST", "/pools", json=body)
         eventually(
@@ -27,6 +28,13 @@ def test_checkout_use_checkin_reset(sqlite_server, tiny_image, ssh_key):  # type
         )
         first = c.request("POST", "/pools/lab/checkout")
         wait_guest_ssh(key, first["ip"])
+        seeded = eventually(
+            lambda: (r := ssh_run(key, first["ip"], "cat", "/root/seeded")).returncode == 0 and r.stdout,
+            timeout=60,
+            interval=1,
+            what="the template's user-data script to run",
+        )
+        assert seeded.strip() == "from-the-template"
         assert ssh_run(key, first["ip"], "sh", "-c", "echo secret > /root/mine && sync").returncode == 0
         c.request("POST", "/pools/lab/checkin", json={"ip": first["ip"]})
 

@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from cloudlet.api.deps import CloudDep, Ctx
+from cloudlet.api.routers.pools import WaitSeconds
 from cloudlet.db.models import Pool, PoolMember
 from cloudlet.errors import CloudletError, DriverError, Invalid, NotFound, Unauthorized
 from cloudlet.services.context import RequestContext
@@ -280,9 +281,7 @@ async def checkout(
     cloud: CloudDep,
     ctx: Ctx,
     body: CheckoutOptions | None = None,
-    wait: float = Query(
-        0, ge=0, le=600, description="Queue up to this many seconds, first come first served."
-    ),
+    wait: WaitSeconds = 0,
 ) -> Envelope[LegacyCheckout]:
     """Check out an available VM: its id, IP, SSH user and lease end (409 "No VMs currently
     available, please try after some time" with a Retry-After estimate when none is)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
@@ -12,6 +13,9 @@ from cloudlet.db.models import Pool, PoolLease
 from cloudlet.services.pools import PoolSpec
 
 router = APIRouter(prefix="/pools", tags=["pools"])
+WaitSeconds = Annotated[
+    float, Query(ge=0, le=600, description="Queue up to this many seconds, first come first served.")
+]
 
 
 class PoolTemplate(BaseModel):
@@ -201,9 +205,7 @@ async def checkout(
     cloud: CloudDep,
     ctx: Ctx,
     body: CheckoutRequest | None = None,
-    wait: float = Query(
-        0, ge=0, le=600, description="Queue up to this many seconds, first come first served."
-    ),
+    wait: WaitSeconds = 0,
 ) -> CheckoutPublic:
     """Check out a ready VM: its id, IP, SSH user and lease end. With none ready: 409
     `pool_exhausted` with a Retry-After estimate."""
