@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from cloudlet.api.deps import CloudDep, Ctx
-from cloudlet.db.models import Pool, PoolLease
+from cloudlet.db.models import Pool, PoolLease, PoolMember
 from cloudlet.services.pools import PoolSpec
 
 router = APIRouter(prefix="/pools", tags=["pools"])
@@ -111,19 +111,23 @@ class LeasePublic(BaseModel):
     end_reason: str | None
 
 
-def pool_public(cloud: CloudDep, pool: Pool) -> PoolPublic:
+def pools_public(cloud: CloudDep, pools: list[Pool]) -> list[PoolPublic]:
     with cloud.db.reads() as s:
-        members = cloud.pools.members(s, pool.id)
+        vms = cloud.pools.vms_of(s, [p.id for p in pools])
+    return [pool_public(p, vms[p.id]) for p in pools]
+
+
+def pool_public(pool: Pool, members: list[PoolMember]) -> PoolPublic:
     vms = [
         PoolVm(
             instance_id=m.instance_id,
-            name=inst.name if inst else None,
-            ip=ip,
+            name=m.name,
+            ip=m.ip,
             status=m.status,
             holder=m.holder,
             lease_expires_at=m.lease_expires_at,
         )
-        for m, inst, ip in members
+        for m in members
     ]
     counts: dict[str, int] = {}
     for vm in vms:
@@ -154,7 +158,7 @@ def list_pools(cloud: CloudDep, ctx: Ctx) -> list[PoolPublic]:
     ctx.require("pool:view")
     with cloud.db.reads() as s:
         pools = cloud.pools.all(s, ctx)
-    return [pool_public(cloud, p) for p in pools]
+    return pools_public(cloud, pools)
 
 
 @router.post("", response_model=PoolPublic, status_code=201)
@@ -180,7 +184,7 @@ def create_pool(body: PoolCreate, cloud: CloudDep, ctx: Ctx) -> PoolPublic:
         on_checkin=body.on_checkin,
         idle_timeout=body.idle_timeout,
     )
-    return pool_public(cloud, cloud.pools.create(ctx, spec))
+    return pools_public(cloud, [cloud.pools.create(ctx, spec)])[0]
 
 
 @router.get("/{ref}", response_model=PoolPublic)
@@ -189,7 +193,7 @@ def get_pool(ref: str, cloud: CloudDep, ctx: Ctx) -> PoolPublic:
     ctx.require("pool:view")
     with cloud.db.reads() as s:
         pool = cloud.pools.get(s, ctx, ref)
-    return pool_public(cloud, pool)
+    return pools_public(cloud, [pool])[0]
 
 
 @router.delete("/{ref}", status_code=204)
