@@ -221,6 +221,11 @@ class Client:
     def action(self, ref: str, action: str, wait: bool = True) -> dict[str, Any]:
         return self._op("POST", f"/instances/{ref}/actions/{action}", wait)
 
+    def resize_instance(self, ref: str, wait: bool = True, **size: int | None) -> dict[str, Any]:
+        """``cpus``, ``memory`` (MiB), ``disk`` (GiB): the ones given change."""
+        body = {k: v for k, v in size.items() if v is not None}
+        return self._op("POST", f"/instances/{ref}/resize", wait, json=body)
+
     def delete_instance(self, ref: str, force: bool = False, wait: bool = True) -> dict[str, Any]:
         return self._op("DELETE", f"/instances/{ref}", wait, params={"force": force})
 

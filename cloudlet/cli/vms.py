@@ -135,6 +135,20 @@ def reboot(ref: str) -> None:
     _action(ref, "reboot", "rebooting")
 
 
+@app.command("resize")
+@handle_errors
+def resize(
+    ref: str,
+    cpus: int | None = typer.Option(None, help="vCPUs (the VM must be stopped)."),
+    memory: int | None = typer.Option(None, help="MiB (the VM must be stopped)."),
+    disk: int | None = typer.Option(None, help="GiB; disks only grow, also while the VM runs."),
+) -> None:
+    """Resize a VM: vCPUs and memory while it is stopped, grow its disk at any time."""
+    with client() as c:
+        op = c.resize_instance(ref, wait=False, cpus=cpus, memory=memory, disk=disk)
+        run_operation(c, op, f"resizing {ref}")
+
+
 @app.command("delete")
 @handle_errors
 def delete(ref: str, force: bool = typer.Option(False, help="Delete even if running.")) -> None:

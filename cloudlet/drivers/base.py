@@ -184,6 +184,19 @@ class ComputeDriver(abc.ABC):
     def reboot(self, instance_id: str) -> None:
         """Restart the guest OS of a running instance (a container: restart its process)."""
 
+    def resize(
+        self,
+        instance_id: str,
+        *,
+        cpus: int | None = None,
+        memory_mb: int | None = None,
+        disk_gb: int | None = None,
+    ) -> None:
+        """Change a VM's size. vCPUs and memory: while it is stopped (the next start has them).
+        Disk: grow only, also while it runs (the guest sees the new size at once). Fields left
+        None stay as they are."""
+        raise Unsupported(f"{self.name} instances cannot be resized")
+
     def pause(self, instance_id: str) -> None:
         """Freeze a running instance in memory (capability ``pause``)."""
         raise Unsupported(f"{self.name} instances cannot be paused")

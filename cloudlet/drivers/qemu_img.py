@@ -62,3 +62,8 @@ def create_overlay(path: Path, backing: Path, backing_format: str, size_bytes: i
         ["create", "-q", "-f", "qcow2", "-F", backing_format, "-b", str(backing), str(path), str(size_bytes)],
         f"creating disk {path.name}",
     )
+
+
+def grow(path: Path, size_bytes: int) -> None:
+    """Grow a (stopped VM's) qcow2 disk to ``size_bytes``; shrinking is never asked of it."""
+    _run(["resize", "-q", "-f", "qcow2", str(path), str(size_bytes)], f"growing disk {path.name}")

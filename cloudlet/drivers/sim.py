@@ -4,6 +4,7 @@ same flows on libvirt."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from dataclasses import dataclass, field
 
@@ -87,6 +88,27 @@ class SimDriver(ComputeDriver, NetworkDriver):
         with self._lock:
             if self._require(instance_id) is not PowerState.RUNNING:
                 raise DriverError("domain is not running")
+
+    def resize(
+        self,
+        instance_id: str,
+        *,
+        cpus: int | None = None,
+        memory_mb: int | None = None,
+        disk_gb: int | None = None,
+    ) -> None:
+        with self._lock:
+            self._maybe_fail("resize")
+            state = self._require(instance_id)
+            if (cpus or memory_mb) and state is not PowerState.STOPPED:
+                raise DriverError("vCPUs and memory change only while the VM is stopped")
+            spec = self.specs[instance_id]
+            self.specs[instance_id] = dataclasses.replace(
+                spec,
+                cpus=cpus or spec.cpus,
+                memory_mb=memory_mb or spec.memory_mb,
+                disk_gb=disk_gb or spec.disk_gb,
+            )
 
     def pause(self, instance_id: str) -> None:
         with self._lock:

@@ -366,14 +366,7 @@ class Instances:
                     f"instance {row.name!r} is {row.state}: stop it first or delete with force",
                     code="instance_running",
                 )
-            op = self.ops.record(s, ctx, f"instance.{action}", "instance", row.id)
-            claimed = s.execute(  # type: ignore[attr-defined]
-                update(Instance)
-                .where(Instance.id == row.id, Instance.locked_by.is_(None))
-                .values(locked_by=op.id, state=_transitional(action, row.state))
-            ).rowcount
-            if claimed != 1:
-                raise Conflict(f"instance {row.name!r} is busy with another operation", code="instance_busy")
+            op = self._locked_operation(s, ctx, row, f"instance.{action}", _transitional(action, row.state))
             instance_id, kind = row.id, row.kind
         driver = self.driver(kind)
         self._publish(instance_id)
@@ -391,6 +384,80 @@ class Instances:
         step = steps[action]
         self.ops.launch(op, step, finally_=lambda: self._unlock(instance_id))
         return op.id
+
+    def _locked_operation(
+        self, session: Session, ctx: RequestContext, row: Instance, kind: str, state: str
+    ) -> Operation:
+        """Record an operation on ``row`` that holds its lock (409 while another one does)."""
+        op = self.ops.record(session, ctx, kind, "instance", row.id)
+        claimed = session.execute(  # type: ignore[attr-defined]
+            update(Instance)
+            .where(Instance.id == row.id, Instance.locked_by.is_(None))
+            .values(locked_by=op.id, state=state)
+        ).rowcount
+        if claimed != 1:
+            raise Conflict(f"instance {row.name!r} is busy with another operation", code="instance_busy")
+        return op
+
+    def resize(
+        self,
+        ctx: RequestContext,
+        ref: str,
+        *,
+        cpus: int | None = None,
+        memory: int | None = None,
+        disk: int | None = None,
+    ) -> str:
+        """Change a VM's vCPUs and memory (while it is stopped) and grow its disk (also while it
+        runs), as an operation. What grows is claimed against the workspace's quota at once, in
+        the same transaction as the new size, so parallel requests cannot pass it together."""
+        with transaction(self.sessions) as s:
+            row = self.get(s, ctx, ref)
+            if row.kind != "vm":
+                raise Invalid("only VMs are resized", code="not_a_vm")
+            new_cpus, new_memory, new_disk = cpus or row.cpus, memory or row.memory_mb, disk or row.disk_gb
+            if (new_cpus, new_memory, new_disk) == (row.cpus, row.memory_mb, row.disk_gb):
+                raise Invalid("the VM already has this size", code="same_size")
+            self._validate(CreateRequest(row.name, "-", new_cpus, new_memory, new_disk))
+            if new_disk < row.disk_gb:
+                raise Invalid(f"disks only grow: {row.name!r} has {row.disk_gb} GiB", code="disk_shrink")
+            cold = (new_cpus, new_memory) != (row.cpus, row.memory_mb)
+            if row.state not in (State.STOPPED, State.RUNNING) or (cold and row.state != State.STOPPED):
+                raise Conflict(
+                    f"instance {row.name!r} is {row.state}: vCPUs and memory change while it is stopped"
+                    if cold
+                    else f"instance {row.name!r} is {row.state}",
+                    code="instance_running" if row.state == State.RUNNING else "invalid_state",
+                )
+            quotas.claim(
+                s,
+                ctx.workspace_id,
+                vcpus=max(0, new_cpus - row.cpus),
+                memory_mb=max(0, new_memory - row.memory_mb),
+                disk_gb=new_disk - row.disk_gb,
+            )
+            op = self._locked_operation(s, ctx, row, "instance.resize", row.state)
+            old = {"cpus": row.cpus, "memory_mb": row.memory_mb, "disk_gb": row.disk_gb}
+            row.cpus, row.memory_mb, row.disk_gb = new_cpus, new_memory, new_disk
+            instance_id = row.id
+            change = {
+                "cpus": new_cpus if new_cpus != old["cpus"] else None,
+                "memory_mb": new_memory if new_memory != old["memory_mb"] else None,
+                "disk_gb": new_disk if new_disk != old["disk_gb"] else None,
+            }
+
+        def step(octx: OperationContext) -> dict[str, Any]:
+            octx.on_undo("restore the recorded size", lambda: self._set_size(instance_id, old))
+            self.compute.resize(instance_id, **change)
+            return {"cpus": new_cpus, "memory_mb": new_memory, "disk_gb": new_disk}
+
+        self._publish(instance_id)
+        self.ops.launch(op, step, finally_=lambda: self._unlock(instance_id))
+        return op.id
+
+    def _set_size(self, instance_id: str, size: dict[str, int]) -> None:
+        with transaction(self.sessions) as s:
+            s.execute(update(Instance).where(Instance.id == instance_id).values(**size))
 
     def _start(self, octx: OperationContext, driver: ComputeDriver, instance_id: str) -> None:
         octx.retry(lambda: driver.start(instance_id))

@@ -260,7 +260,7 @@ def test_one_replica_at_a_time_runs_the_controller(sim: SimCloud, make_pool) -> 
     sessions = sim.cloud.db.sessions
     sim.cloud.pools.stop()  # its thread would run passes of its own meanwhile; this test drives them
     sim.cloud.pools.reconcile()  # this server leads
-    other = Leadership(sessions, "other-replica", ttl=0.5)
+    other = Leadership(sessions, "other-replica", ttl=2.0)
     assert not other.hold(LEADER_LOCK)
     second = Pools(sessions, sim.cloud.db.reads, sim.cloud.bus, sim.cloud.instances, leadership=other)
     make_pool(min_ready=2, max_size=2)
@@ -272,6 +272,6 @@ def test_one_replica_at_a_time_runs_the_controller(sim: SimCloud, make_pool) -> 
     second.reconcile()
     assert len(sim.get("/api/v1/pools/lab").json()["vms"]) == 2
     first = Leadership(sessions, "first", ttl=0.5)
-    assert not first.hold(LEADER_LOCK)
-    time.sleep(0.6)  # the other replica died: its lock lapses
+    assert other.hold(LEADER_LOCK) and not first.hold(LEADER_LOCK)  # renewed just now: still held
+    time.sleep(2.1)  # the other replica died: its lock lapses
     assert first.hold(LEADER_LOCK) and not other.hold(LEADER_LOCK)

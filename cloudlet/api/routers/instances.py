@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Response
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -211,6 +212,27 @@ def instance_action(
     """Start; stop (graceful, then forced after the timeout); force-stop; reboot or restart;
     kill (a container's process gets `signal`; a VM is powered off); pause; resume."""
     return accepted(cloud, ctx, cloud.instances.action(ctx, ref, action, signal=signal), wait, response)
+
+
+class Resize(BaseModel):
+    cpus: int | None = Field(None, ge=1, le=64, description="vCPUs (the VM must be stopped).")
+    memory: int | None = Field(None, ge=64, description="MiB (the VM must be stopped).")
+    disk: int | None = Field(None, ge=1, description="GiB; disks only grow, also while the VM runs.")
+
+
+@router.post("/{ref}/resize", status_code=202, response_model=OperationPublic)
+def resize_instance(
+    body: Resize,
+    cloud: CloudDep,
+    ctx: CanEditInstances,
+    ref: str,
+    response: Response,
+    wait: float | None = WaitParam,
+) -> OperationPublic:
+    """Resize a VM: vCPUs and memory while it is stopped; grow its disk, online too. Growth counts
+    against the workspace's quota."""
+    op_id = cloud.instances.resize(ctx, ref, cpus=body.cpus, memory=body.memory, disk=body.disk)
+    return accepted(cloud, ctx, op_id, wait, response)
 
 
 @router.delete("/{ref}", status_code=202, response_model=OperationPublic)

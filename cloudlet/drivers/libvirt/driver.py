@@ -30,7 +30,7 @@ from cloudlet.drivers.base import (
 from cloudlet.drivers.libvirt import xml
 from cloudlet.drivers.libvirt.guest import EVENT_MAP, STATE_MAP, domain_name, instance_id_of
 from cloudlet.drivers.libvirt.host import LibvirtHost, choose_domain_type
-from cloudlet.errors import DriverError, Invalid, NotFound
+from cloudlet.errors import Conflict, DriverError, Invalid, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +150,43 @@ class LibvirtDriver(ComputeDriver, NetworkDriver):
 
     def reboot(self, instance_id: str) -> None:
         self.host.call("rebooting domain", lambda c: self._domain(c, instance_id).reboot(0))
+
+    def resize(
+        self,
+        instance_id: str,
+        *,
+        cpus: int | None = None,
+        memory_mb: int | None = None,
+        disk_gb: int | None = None,
+    ) -> None:
+        config = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+
+        def cold(c: libvirt.virConnect) -> None:
+            dom = self._domain(c, instance_id)
+            if dom.isActive():
+                raise Conflict(
+                    "vCPUs and memory change while the VM is stopped: stop it first", code="instance_running"
+                )
+            if cpus:
+                dom.setVcpusFlags(cpus, config | libvirt.VIR_DOMAIN_VCPU_MAXIMUM)
+                dom.setVcpusFlags(cpus, config)
+            if memory_mb:
+                dom.setMemoryFlags(memory_mb * 1024, config | libvirt.VIR_DOMAIN_MEM_MAXIMUM)
+                dom.setMemoryFlags(memory_mb * 1024, config)
+
+        if cpus or memory_mb:
+            self.host.call("resizing domain", cold)
+        if disk_gb:
+            disk = self._dir(instance_id) / "disk.qcow2"
+
+            def grow(c: libvirt.virConnect) -> None:
+                dom = self._domain(c, instance_id)
+                if dom.isActive():  # online: QEMU grows the file and tells the guest
+                    dom.blockResize("vda", disk_gb * GIB, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
+                else:
+                    qemu_img.grow(disk, disk_gb * GIB)
+
+            self.host.call("growing disk", grow)
 
     def pause(self, instance_id: str) -> None:
         self.host.call("pausing domain", lambda c: self._domain(c, instance_id).suspend())
