@@ -226,6 +226,22 @@ class Client:
         body = {k: v for k, v in size.items() if v is not None}
         return self._op("POST", f"/instances/{ref}/resize", wait, json=body)
 
+    def snapshots(self, ref: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self.request("GET", f"/instances/{ref}/snapshots")
+        return found
+
+    def create_snapshot(
+        self, ref: str, name: str, description: str = "", wait: bool = True
+    ) -> dict[str, Any]:
+        body = {"name": name, "description": description}
+        return self._op("POST", f"/instances/{ref}/snapshots", wait, json=body)
+
+    def revert_snapshot(self, ref: str, snapshot: str, wait: bool = True) -> dict[str, Any]:
+        return self._op("POST", f"/instances/{ref}/snapshots/{snapshot}/revert", wait)
+
+    def delete_snapshot(self, ref: str, snapshot: str, wait: bool = True) -> dict[str, Any]:
+        return self._op("DELETE", f"/instances/{ref}/snapshots/{snapshot}", wait)
+
     def delete_instance(self, ref: str, force: bool = False, wait: bool = True) -> dict[str, Any]:
         return self._op("DELETE", f"/instances/{ref}", wait, params={"force": force})
 

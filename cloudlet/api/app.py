@@ -30,6 +30,7 @@ from cloudlet.api.routers import (
     pool_legacy,
     pools,
     projects,
+    snapshots,
     system,
     workspaces,
 )
@@ -93,6 +94,7 @@ def create_app(
         container_images,
         projects,
         pools,
+        snapshots,
         host,
         events,
     )

@@ -11,6 +11,10 @@ import typer
 from cloudlet.cli.common import client, console, err_console, handle_errors, run_operation, show_fields, table
 
 app = typer.Typer(help="Virtual machines.", no_args_is_help=True)
+snapshot_app = typer.Typer(
+    help="Snapshots of a VM: its disk, plus its memory while it runs.", no_args_is_help=True
+)
+app.add_typer(snapshot_app, name="snapshot")
 
 SHOW_FIELDS = [
     "id",
@@ -147,6 +151,43 @@ def resize(
     with client() as c:
         op = c.resize_instance(ref, wait=False, cpus=cpus, memory=memory, disk=disk)
         run_operation(c, op, f"resizing {ref}")
+
+
+@snapshot_app.command("create")
+@handle_errors
+def snapshot_create(vm: str, name: str, description: str = typer.Option("", "--description", "-d")) -> None:
+    """Snapshot a VM (a running one keeps running; its memory is saved too)."""
+    with client() as c:
+        run_operation(c, c.create_snapshot(vm, name, description, wait=False), f"snapshotting {vm} as {name}")
+
+
+@snapshot_app.command("list")
+@handle_errors
+def snapshot_list(vm: str) -> None:
+    with client() as c:
+        rows = c.snapshots(vm)
+    table(
+        ["NAME", "MEMORY", "STATUS", "CREATED", "DESCRIPTION"],
+        [
+            [x["name"], "yes" if x["with_memory"] else "no", x["status"], x["created_at"], x["description"]]
+            for x in rows
+        ],
+    )
+
+
+@snapshot_app.command("revert")
+@handle_errors
+def snapshot_revert(vm: str, name: str) -> None:
+    """Return a VM to a snapshot: what was written since is lost."""
+    with client() as c:
+        run_operation(c, c.revert_snapshot(vm, name, wait=False), f"reverting {vm} to {name}")
+
+
+@snapshot_app.command("delete")
+@handle_errors
+def snapshot_delete(vm: str, name: str) -> None:
+    with client() as c:
+        run_operation(c, c.delete_snapshot(vm, name, wait=False), f"deleting snapshot {name} of {vm}")
 
 
 @app.command("delete")

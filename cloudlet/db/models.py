@@ -316,6 +316,21 @@ class PoolLease(Base):
     end_reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
+class Snapshot(Base):
+    """A point a VM can return to: its disk, plus its memory when it was running. The backend
+    names it by ``id``; ``status``: creating, ready, deleting."""
+
+    __tablename__ = "snapshots"
+    __table_args__ = (UniqueConstraint("instance_id", "name", name="uq_snapshots_instance_name"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id"), index=True)
+    name: Mapped[str] = mapped_column(String(63))
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    with_memory: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(16), default="creating")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class LeaderLock(Base):
     """A named lock with an expiry: the replica holding it runs that controller; the others wait
     for it to lapse (a replica that dies stops renewing, so another takes over)."""

@@ -197,6 +197,20 @@ class ComputeDriver(abc.ABC):
         None stay as they are."""
         raise Unsupported(f"{self.name} instances cannot be resized")
 
+    def create_snapshot(self, instance_id: str, snapshot_id: str, *, description: str = "") -> bool:
+        """Snapshot the instance's disk, and its memory when it runs (capability ``snapshots``);
+        returns whether memory was saved."""
+        raise Unsupported(f"{self.name} instances have no snapshots")
+
+    def revert_snapshot(self, instance_id: str, snapshot_id: str) -> None:
+        """Return to a snapshot: its disk, and its memory and running state if it has memory (a
+        disk-only snapshot leaves the instance stopped)."""
+        raise Unsupported(f"{self.name} instances have no snapshots")
+
+    def delete_snapshot(self, instance_id: str, snapshot_id: str) -> None:
+        """Remove a snapshot; succeeds when it is already gone."""
+        raise Unsupported(f"{self.name} instances have no snapshots")
+
     def pause(self, instance_id: str) -> None:
         """Freeze a running instance in memory (capability ``pause``)."""
         raise Unsupported(f"{self.name} instances cannot be paused")

@@ -32,11 +32,12 @@ class _SimNetwork:
 
 class SimDriver(ComputeDriver, NetworkDriver):
     name = "sim"
-    capabilities = DriverCapabilities(pause=True)
+    capabilities = DriverCapabilities(pause=True, snapshots=True)
 
     def __init__(self, *, cpus: int = 8, memory_mb: int = 32768) -> None:
         self._lock = threading.Lock()
         self.instances: dict[str, PowerState] = {}
+        self.snapshots: dict[str, dict[str, PowerState]] = {}  # instance -> snapshot -> state then
         self.specs: dict[str, InstanceSpec] = {}
         self.networks: dict[str, _SimNetwork] = {}
         self._callbacks: list[StateCallback] = []
@@ -110,6 +111,27 @@ class SimDriver(ComputeDriver, NetworkDriver):
                 disk_gb=disk_gb or spec.disk_gb,
             )
 
+    def create_snapshot(self, instance_id: str, snapshot_id: str, *, description: str = "") -> bool:
+        with self._lock:
+            self._maybe_fail("snapshot")
+            running = self._require(instance_id) is PowerState.RUNNING
+            self.snapshots.setdefault(instance_id, {})[snapshot_id] = (
+                PowerState.RUNNING if running else PowerState.STOPPED
+            )
+            return running
+
+    def revert_snapshot(self, instance_id: str, snapshot_id: str) -> None:
+        with self._lock:
+            self._require(instance_id)
+            taken = self.snapshots.get(instance_id, {}).get(snapshot_id)
+            if taken is None:
+                raise NotFound(f"no snapshot {snapshot_id}", code="backend_not_found")
+            self._set(instance_id, taken)
+
+    def delete_snapshot(self, instance_id: str, snapshot_id: str) -> None:
+        with self._lock:
+            self.snapshots.get(instance_id, {}).pop(snapshot_id, None)
+
     def pause(self, instance_id: str) -> None:
         with self._lock:
             if self._require(instance_id) is not PowerState.RUNNING:
@@ -126,6 +148,7 @@ class SimDriver(ComputeDriver, NetworkDriver):
         with self._lock:
             self.instances.pop(instance_id, None)
             self.specs.pop(instance_id, None)
+            self.snapshots.pop(instance_id, None)
 
     def state(self, instance_id: str) -> PowerState:
         with self._lock:

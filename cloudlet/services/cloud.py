@@ -34,6 +34,7 @@ from cloudlet.services.projects import Projects
 from cloudlet.services.ratelimit import LoginThrottle
 from cloudlet.services.reconciler import Reconciler
 from cloudlet.services.runners import Runners
+from cloudlet.services.snapshots import Snapshots
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class Cloud:
     throttle: LoginThrottle
     container_images: ContainerImages | None  # None when containers are off
     pools: Pools
+    snapshots: Snapshots
 
     @classmethod
     def build(
@@ -105,6 +107,7 @@ class Cloud:
                 min_lease=settings.pool_min_lease,
                 leadership=Leadership(db.sessions, runners.id, ttl=max(10.0, 3 * settings.pool_interval)),
             ),
+            snapshots=Snapshots(db.sessions, instances),
             reconciler=Reconciler(
                 db.sessions, bus, ops, runners, drivers, network_driver, settings.resync_interval
             ),

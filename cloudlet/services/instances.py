@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cloudlet.config import Settings
-from cloudlet.db.models import Instance, IPAllocation, Network, Operation
+from cloudlet.db.models import Instance, IPAllocation, Network, Operation, Snapshot
 from cloudlet.db.session import SessionFactory, transaction
 from cloudlet.drivers.base import ComputeDriver, DhcpHost, HostResources, InstanceSpec, NetworkDriver, NicSpec
 from cloudlet.drivers.containers import ContainerDriver
@@ -217,7 +217,7 @@ class Instances:
             instance_id = row.id
         self._publish(instance_id)
         self.ops.launch(
-            op, lambda octx: self._provision(octx, spec), finally_=lambda: self._unlock(instance_id)
+            op, lambda octx: self._provision(octx, spec), finally_=lambda: self.unlock(instance_id)
         )
         return instance_id, op.id
 
@@ -326,7 +326,7 @@ class Instances:
             instance_id = row.id
         self._publish(instance_id)
         self.ops.launch(
-            op, lambda octx: self._provision(octx, spec), finally_=lambda: self._unlock(instance_id)
+            op, lambda octx: self._provision(octx, spec), finally_=lambda: self.unlock(instance_id)
         )
         return instance_id, op.id
 
@@ -366,7 +366,7 @@ class Instances:
                     f"instance {row.name!r} is {row.state}: stop it first or delete with force",
                     code="instance_running",
                 )
-            op = self._locked_operation(s, ctx, row, f"instance.{action}", _transitional(action, row.state))
+            op = self.locked_operation(s, ctx, row, f"instance.{action}", _transitional(action, row.state))
             instance_id, kind = row.id, row.kind
         driver = self.driver(kind)
         self._publish(instance_id)
@@ -382,10 +382,10 @@ class Instances:
             "delete": lambda octx: self._delete(octx, driver, instance_id),
         }
         step = steps[action]
-        self.ops.launch(op, step, finally_=lambda: self._unlock(instance_id))
+        self.ops.launch(op, step, finally_=lambda: self.unlock(instance_id))
         return op.id
 
-    def _locked_operation(
+    def locked_operation(
         self, session: Session, ctx: RequestContext, row: Instance, kind: str, state: str
     ) -> Operation:
         """Record an operation on ``row`` that holds its lock (409 while another one does)."""
@@ -436,7 +436,7 @@ class Instances:
                 memory_mb=max(0, new_memory - row.memory_mb),
                 disk_gb=new_disk - row.disk_gb,
             )
-            op = self._locked_operation(s, ctx, row, "instance.resize", row.state)
+            op = self.locked_operation(s, ctx, row, "instance.resize", row.state)
             old = {"cpus": row.cpus, "memory_mb": row.memory_mb, "disk_gb": row.disk_gb}
             row.cpus, row.memory_mb, row.disk_gb = new_cpus, new_memory, new_disk
             instance_id = row.id
@@ -452,7 +452,7 @@ class Instances:
             return {"cpus": new_cpus, "memory_mb": new_memory, "disk_gb": new_disk}
 
         self._publish(instance_id)
-        self.ops.launch(op, step, finally_=lambda: self._unlock(instance_id))
+        self.ops.launch(op, step, finally_=lambda: self.unlock(instance_id))
         return op.id
 
     def _set_size(self, instance_id: str, size: dict[str, int]) -> None:
@@ -467,7 +467,7 @@ class Instances:
         try:
             octx.retry(lambda: driver.stop(instance_id, force=force, timeout=self.settings.stop_timeout))
         except Exception:
-            self._resync_one(instance_id)
+            self.resync_one(instance_id)
             raise
         self._set_state(instance_id, State.STOPPED)
 
@@ -475,7 +475,7 @@ class Instances:
         try:
             octx.retry(lambda: driver.reboot(instance_id))
         finally:
-            self._resync_one(instance_id)
+            self.resync_one(instance_id)
 
     def _kill(self, octx: OperationContext, driver: ComputeDriver, instance_id: str, signal: str) -> None:
         try:
@@ -484,19 +484,19 @@ class Instances:
             else:  # a VM has no process to signal: killing it is pulling the plug
                 octx.retry(lambda: driver.stop(instance_id, force=True))
         finally:
-            self._resync_one(instance_id)
+            self.resync_one(instance_id)
 
     def _pause(self, octx: OperationContext, driver: ComputeDriver, instance_id: str, pause: bool) -> None:
         try:
             octx.retry(lambda: driver.pause(instance_id) if pause else driver.resume(instance_id))
         finally:
-            self._resync_one(instance_id)
+            self.resync_one(instance_id)
 
     def _delete(self, octx: OperationContext, driver: ComputeDriver, instance_id: str) -> None:
         try:
             octx.retry(lambda: driver.delete(instance_id))
         except Exception:
-            self._resync_one(instance_id)  # not stuck in "deleting": back to what the backend says
+            self.resync_one(instance_id)  # not stuck in "deleting": back to what the backend says
             raise
         for backend, mac in self.networks.release(instance_id):
             self._release_dhcp(octx, backend, mac)
@@ -511,7 +511,7 @@ class Instances:
             s.execute(update(Instance).where(Instance.id == instance_id).values(state=state, **values))
         self._publish(instance_id)
 
-    def _resync_one(self, instance_id: str) -> None:
+    def resync_one(self, instance_id: str) -> None:
         with self.sessions() as s:
             kind = s.scalar(select(Instance.kind).where(Instance.id == instance_id))
         if kind is None:
@@ -523,7 +523,7 @@ class Instances:
             return
         self._set_state(instance_id, FROM_POWER.get(power, State.ERROR))
 
-    def _unlock(self, instance_id: str) -> None:
+    def unlock(self, instance_id: str) -> None:
         with transaction(self.sessions) as s:
             s.execute(update(Instance).where(Instance.id == instance_id).values(locked_by=None))
 
@@ -536,6 +536,7 @@ class Instances:
             workspace_id, name = row.workspace_id, row.name
             for alloc in s.scalars(select(IPAllocation).where(IPAllocation.instance_id == instance_id)):
                 s.delete(alloc)
+            s.execute(delete(Snapshot).where(Snapshot.instance_id == instance_id))  # went with its disk
             s.delete(row)
         self.bus.publish(Event("instance.deleted", workspace_id, {"id": instance_id, "name": name}))
 

@@ -24,6 +24,7 @@ PATH_VALUES = {
     "username": "someone",
     "role": "viewer",
     "vm": "vm1",
+    "snapshot": "snap1",
 }
 # Routes that sign people in: they take credentials in the body, not a bearer token.
 PUBLIC = {"/api/v1/auth/login", "/api/v1/auth/signup", "/api/v1/auth/refresh", "/api/v1/auth/logout"}

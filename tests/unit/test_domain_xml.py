@@ -198,3 +198,15 @@ def test_dhcp_spare_is_never_handed_out_by_ipam(cidr: str) -> None:
     assert gateway not in usable
     assert ipaddress.ip_address(spare) in ipaddress.ip_network(cidr)
     assert len(usable) == ipaddress.ip_network(cidr).num_addresses - 4  # network, broadcast, gateway, spare
+
+
+def test_snapshot_xml_saves_the_system_disk_and_memory_and_escapes_text() -> None:
+    from cloudlet.drivers.libvirt.xml import DomainSnapshot
+
+    doc = ET.fromstring(DomainSnapshot("3f1c", memory=True, description="</description><x>&").to_xml())
+    assert doc.findtext("name") == "3f1c" and doc.findtext("description") == "</description><x>&"
+    assert doc.find("memory").get("snapshot") == "internal"  # type: ignore[union-attr]
+    disks = {d.get("name"): d.get("snapshot") for d in doc.iter("disk")}
+    assert disks == {"vda": "internal", "vdb": "no"}  # the read-only raw seed cannot be snapshotted
+    stopped = ET.fromstring(DomainSnapshot("3f1c", memory=False).to_xml())
+    assert stopped.find("memory").get("snapshot") == "no" and stopped.find("description") is None  # type: ignore[union-attr]

@@ -15,7 +15,7 @@ import jwt
 import pytest
 from sqlalchemy import select, update
 
-from cloudlet.db.models import ApiToken, Instance, IPAllocation, Network, Workspace, utcnow
+from cloudlet.db.models import ApiToken, Instance, IPAllocation, Network, Snapshot, Workspace, utcnow
 from cloudlet.db.session import transaction
 from cloudlet.services import users
 from cloudlet.services.context import RequestContext
@@ -243,6 +243,8 @@ def test_another_workspace_can_neither_read_nor_change_anything(sim: SimCloud, c
         == 200
     )
     sim.post("/api/v1/projects", json={"name": "secret-proj", "dockerfile": "FROM x\n"})
+    made = sim.post("/api/v1/instances/secret-vm/snapshots", json={"name": "secret-snap"}, params={"wait": 5})
+    snap_id = made.json()["result"]["snapshot_id"]
     with sim.cloud.db.reads() as s:
         vm = s.scalar(select(Instance).where(Instance.name == "secret-vm"))
         net = s.scalar(select(Network).where(Network.name == "secret-net"))
@@ -251,7 +253,7 @@ def test_another_workspace_can_neither_read_nor_change_anything(sim: SimCloud, c
         ops = [o for o in sim.get("/api/v1/operations").json()["items"]]
         secrets_ = {vm.id, net.id, vm.name, net.name, "secret-proj", image, default_ws.id, ops[0]["id"]}
         image_id = sim.get(f"/api/v1/images/{image}").json()["id"]
-        secrets_.add(image_id)
+        secrets_ |= {image_id, snap_id, "secret-snap"}
     make_user(sim, "mallory")
     mallory = login(sim, "mallory")["access_token"]
     assert (
@@ -271,12 +273,14 @@ def test_another_workspace_can_neither_read_nor_change_anything(sim: SimCloud, c
                 select(Network.id, Network.status).where(Network.workspace_id == default_ws.id)
             ).all()
             allocs = s.execute(select(IPAllocation.address)).all()
-            return [sorted(rows), sorted(nets), sorted(allocs)]
+            snaps = s.execute(select(Snapshot.id, Snapshot.status)).all()
+            return [sorted(rows), sorted(nets), sorted(allocs), sorted(snaps)]
 
     before = snapshot()
     values_list = [
         {
             "ref": vm.id,
+            "snapshot": snap_id,
             "name": "secret-proj",
             "op_id": ops[0]["id"],
             "action": "stop",
@@ -286,6 +290,7 @@ def test_another_workspace_can_neither_read_nor_change_anything(sim: SimCloud, c
         },
         {
             "ref": vm.name,
+            "snapshot": "secret-snap",
             "name": "secret-proj",
             "op_id": ops[0]["id"],
             "action": "start",

@@ -50,7 +50,7 @@ class LibvirtDriver(ComputeDriver, NetworkDriver):
     labelled with cloudlet metadata, with its files in ``<instances_dir>/<instance id>/``."""
 
     name = "libvirt"
-    capabilities = DriverCapabilities(vnc_console=True, serial_console=True, pause=True)
+    capabilities = DriverCapabilities(vnc_console=True, serial_console=True, pause=True, snapshots=True)
 
     def __init__(
         self, uri: str, instances_dir: Path, deployment: str, accelerator: Accelerator = Accelerator.AUTO
@@ -187,6 +187,31 @@ class LibvirtDriver(ComputeDriver, NetworkDriver):
                     qemu_img.grow(disk, disk_gb * GIB)
 
             self.host.call("growing disk", grow)
+
+    def create_snapshot(self, instance_id: str, snapshot_id: str, *, description: str = "") -> bool:
+        def run(c: libvirt.virConnect) -> bool:
+            dom = self._domain(c, instance_id)
+            running = bool(dom.isActive())
+            snap = xml.DomainSnapshot(name=snapshot_id, memory=running, description=description)
+            dom.snapshotCreateXML(snap.to_xml(), 0)
+            return running
+
+        return bool(self.host.call("snapshotting domain", run))
+
+    def revert_snapshot(self, instance_id: str, snapshot_id: str) -> None:
+        def run(c: libvirt.virConnect) -> None:
+            dom = self._domain(c, instance_id)
+            dom.revertToSnapshot(dom.snapshotLookupByName(snapshot_id), 0)
+
+        self.host.call("reverting to snapshot", run)
+
+    def delete_snapshot(self, instance_id: str, snapshot_id: str) -> None:
+        def run(c: libvirt.virConnect) -> None:
+            dom = self._domain(c, instance_id)
+            dom.snapshotLookupByName(snapshot_id).delete(0)
+
+        with contextlib.suppress(NotFound):
+            self.host.call("deleting snapshot", run)
 
     def pause(self, instance_id: str) -> None:
         self.host.call("pausing domain", lambda c: self._domain(c, instance_id).suspend())

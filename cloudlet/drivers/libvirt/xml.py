@@ -261,3 +261,27 @@ def dhcp_hosts_of(network_xml: str) -> list[DhcpHostEntry]:
         DhcpHostEntry(mac=h.get("mac", ""), ip=h.get("ip", ""), name=h.get("name", ""))
         for h in root.findall("ip/dhcp/host")
     ]
+
+
+@dataclass(frozen=True)
+class DomainSnapshot:
+    """An internal qcow2 snapshot of the system disk ``vda``, with the guest's memory when
+    ``memory`` (the domain runs). The seed disk is read-only raw: it is left out."""
+
+    name: str
+    memory: bool
+    description: str = ""
+    disk: str = "vda"
+    skipped: tuple[str, ...] = ("vdb",)
+
+    def to_xml(self) -> str:
+        root = ET.Element("domainsnapshot")
+        _sub(root, "name", self.name)
+        if self.description:
+            _sub(root, "description", self.description)
+        _sub(root, "memory", snapshot="internal" if self.memory else "no")
+        disks = _sub(root, "disks")
+        _sub(disks, "disk", name=self.disk, snapshot="internal")
+        for target in self.skipped:
+            _sub(disks, "disk", name=target, snapshot="no")
+        return to_string(root)
