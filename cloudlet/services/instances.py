@@ -52,6 +52,16 @@ class CreateRequest:
 MAX_USER_DATA = 64 * 1024  # what fits a NoCloud seed comfortably; cloud providers allow 16-64 KiB
 
 
+def check_size(cpus: int, memory: int, disk: int) -> None:
+    """vCPUs, memory (MiB) and disk (GiB) within what cloudlet gives one VM."""
+    if not 1 <= cpus <= MAX_CPUS:
+        raise Invalid(f"cpus must be between 1 and {MAX_CPUS}", code="invalid_size")
+    if not 64 <= memory <= MAX_MEMORY_MB:
+        raise Invalid(f"memory must be between 64 and {MAX_MEMORY_MB} MiB", code="invalid_size")
+    if not 1 <= disk <= MAX_DISK_GB:
+        raise Invalid(f"disk must be between 1 and {MAX_DISK_GB} GiB", code="invalid_size")
+
+
 def check_ssh_key(key: str) -> str:
     """The key, stripped, if it is one OpenSSH public key line that the seed builder will accept."""
     try:
@@ -124,12 +134,7 @@ class Instances:
         check_name(req.name, what="instance name")
         if req.hostname is not None:
             check_name(req.hostname, what="hostname")
-        if not 1 <= req.cpus <= MAX_CPUS:
-            raise Invalid(f"cpus must be between 1 and {MAX_CPUS}", code="invalid_size")
-        if not 64 <= req.memory <= MAX_MEMORY_MB:
-            raise Invalid(f"memory must be between 64 and {MAX_MEMORY_MB} MiB", code="invalid_size")
-        if not 1 <= req.disk <= MAX_DISK_GB:
-            raise Invalid(f"disk must be between 1 and {MAX_DISK_GB} GiB", code="invalid_size")
+        check_size(req.cpus, req.memory, req.disk)
         if req.user_data is not None and len(req.user_data.encode()) > MAX_USER_DATA:
             raise Invalid(f"user_data is limited to {MAX_USER_DATA} bytes", code="invalid_user_data")
         return tuple(check_ssh_key(k) for k in req.ssh_keys)
@@ -418,7 +423,7 @@ class Instances:
             new_cpus, new_memory, new_disk = cpus or row.cpus, memory or row.memory_mb, disk or row.disk_gb
             if (new_cpus, new_memory, new_disk) == (row.cpus, row.memory_mb, row.disk_gb):
                 raise Invalid("the VM already has this size", code="same_size")
-            self._validate(CreateRequest(row.name, "-", new_cpus, new_memory, new_disk))
+            check_size(new_cpus, new_memory, new_disk)
             if new_disk < row.disk_gb:
                 raise Invalid(f"disks only grow: {row.name!r} has {row.disk_gb} GiB", code="disk_shrink")
             cold = (new_cpus, new_memory) != (row.cpus, row.memory_mb)
