@@ -30,18 +30,13 @@ from docker.api import APIClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.integration.docker_images
 
-from vm_lifecycle import Server
+from vm_lifecycle import Server, percentile
 
 from cloudlet.client import Client
 from tests.integration.docker_images import BUSYBOX_REF, ensure_busybox_image
 
 COMMAND = ["sleep", "3600"]
 RAW_LABEL = "cloudlet-bench.raw"
-
-
-def percentile(samples: list[float], p: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
 
 
 def cloudlet_run(c: Client, name: str, network: str = "default") -> float:

@@ -36,20 +36,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import contextlib
 import itertools
 
-from vm_lifecycle import Server, remove_leftovers
+from vm_lifecycle import Server, percentile, remove_leftovers
 
 from cloudlet.db.models import Pool, PoolLease
 from cloudlet.tinyimage import build_tiny_image
 
 TARGET_PAIRS_PER_S = 500
 POOL = "bench"
-
-
-def percentile(samples: list[float], p: float) -> float:
-    if not samples:
-        return float("nan")
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
 
 
 @dataclass

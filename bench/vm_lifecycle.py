@@ -48,6 +48,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def percentile(samples: list[float], p: float) -> float:
+    """The nearest-rank percentile ``p`` (0-100) of ``samples``; NaN for none."""
+    if not samples:
+        return float("nan")
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
+
+
 def rss_mb(pid: int) -> float:
     """Resident set size of a process, in MB (MiB), from /proc/<pid>/status."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

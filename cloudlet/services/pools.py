@@ -45,6 +45,7 @@ BOOT_ESTIMATE = 30  # seconds a fresh VM takes to become available, for Retry-Af
 BOOT_TIMEOUT = timedelta(minutes=10)  # a VM not reachable by then failed: it is replaced
 PROBE_TIMEOUT = 1.0
 LEADER_LOCK = "pools"
+VM_NOT_FOUND = "Could not find a vm with given details"  # the replaced system's words
 WARN_BEFORE = timedelta(minutes=5)
 
 
@@ -200,15 +201,15 @@ class Pools:
             session.scalars(select(Pool).where(Pool.workspace_id == ctx.workspace_id).order_by(Pool.name))
         )
 
-    def members(self, session: Session, pool_id: str) -> list[tuple[PoolMember, Instance | None, str | None]]:
+    def members(self, session: Session, pool_id: str) -> list[tuple[PoolMember, Instance | None]]:
+        """The pool's VMs with their instances (None once an instance is gone), oldest first."""
         rows = session.execute(
-            select(PoolMember, Instance, IPAllocation.address)
+            select(PoolMember, Instance)
             .outerjoin(Instance, Instance.id == PoolMember.instance_id)
-            .outerjoin(IPAllocation, IPAllocation.instance_id == PoolMember.instance_id)
             .where(PoolMember.pool_id == pool_id)
             .order_by(PoolMember.created_at)
         ).all()
-        return [(m, i, ip) for m, i, ip in rows]
+        return [(m, i) for m, i in rows]
 
     def vms_of(self, session: Session, pool_ids: list[str]) -> dict[str, list[PoolMember]]:
         """The VMs of several pools, oldest first, in one query (for listings)."""
@@ -381,6 +382,14 @@ class Pools:
             retry = 60
         return PoolExhausted("No VMs currently available, please try after some time", retry_after=retry)
 
+    def member(self, session: Session, pool_id: str, instance_id: str, ip: str | None = None) -> PoolMember:
+        """The pool's VM ``instance_id`` (with address ``ip`` when given: both must name it)."""
+        query = select(PoolMember).where(PoolMember.pool_id == pool_id, PoolMember.instance_id == instance_id)
+        found = session.scalar(query if ip is None else query.where(PoolMember.ip == ip))
+        if found is None:
+            raise NotFound(VM_NOT_FOUND, code="vm_not_found")
+        return found
+
     def _find_member(self, s: Session, pool_id: str, vm: str, *, lock: bool = False) -> PoolMember:
         """A pool's VM by instance id, name or IP address (``lock``: FOR UPDATE, so concurrent
         changes of one VM go one after the other)."""
@@ -390,7 +399,20 @@ class Pools:
         )
         member = s.scalar(query.with_for_update() if lock else query)
         if member is None:
-            raise NotFound("Could not find a vm with given details", code="vm_not_found")
+            raise NotFound(VM_NOT_FOUND, code="vm_not_found")
+        return member
+
+    def _held(
+        self, s: Session, ctx: RequestContext, pool_id: str, vm: str, verb: str, *, anyone: bool = False
+    ) -> PoolMember:
+        """A checked-out VM of the pool, locked, that the caller holds or, as a workspace admin,
+        may act on (``anyone``: the controller ending a lease)."""
+        member = self._find_member(s, pool_id, vm, lock=True)
+        if member.status != "checked-out":
+            raise Conflict(f"this VM is {member.status}, not checked out", code="not_checked_out")
+        mine = member.holder_user_id == ctx.user_id if ctx.user_id else member.holder == ctx.principal
+        if not (mine or anyone or ctx.can("member:edit")):
+            raise Forbidden(f"only its holder or a workspace admin {verb}", code="permission_denied")
         return member
 
     def checkin(self, ctx: RequestContext, ref: str, vm: str, *, reason: str = "returned") -> None:
@@ -399,14 +421,7 @@ class Pools:
         pool_id, ws, on_checkin = self._pool_terms(ctx, ref, Pool.on_checkin)
         status = "available" if on_checkin == "reuse" else "resetting"
         with transaction(self.sessions) as s:
-            member = self._find_member(s, pool_id, vm, lock=True)
-            if member.status != "checked-out":
-                raise Conflict(f"this VM is {member.status}, not checked out", code="not_checked_out")
-            mine = member.holder_user_id == ctx.user_id if ctx.user_id else member.holder == ctx.principal
-            if reason == "returned" and not mine and not ctx.can("member:edit"):
-                raise Forbidden(
-                    "only its holder or a workspace admin checks a VM in", code="permission_denied"
-                )
+            member = self._held(s, ctx, pool_id, vm, "checks a VM in", anyone=reason != "returned")
             self._end_lease(s, member.instance_id, reason)
             s.execute(
                 update(PoolMember)
@@ -446,13 +461,7 @@ class Pools:
         """Push a lease's end out, up to the pool's lease_max from its checkout."""
         with transaction(self.sessions) as s:
             pool = self.get(s, ctx, ref)
-            member = self._find_member(s, pool.id, vm, lock=True)
-            if member.status != "checked-out":
-                raise Conflict(f"this VM is {member.status}, not checked out", code="not_checked_out")
-            if member.holder_user_id != ctx.user_id and not ctx.can("member:edit"):
-                raise Forbidden(
-                    "only its holder or a workspace admin extends a lease", code="permission_denied"
-                )
+            member = self._held(s, ctx, pool.id, vm, "extends a lease")
             assert member.checked_out_at is not None
             wanted = utcnow() + timedelta(seconds=seconds)
             limit = member.checked_out_at + timedelta(seconds=pool.lease_max)
@@ -583,8 +592,8 @@ class Pools:
         outside any transaction). With no probe port, running is enough."""
         with self.reads() as s:
             booted = [
-                (m.instance_id, ip)
-                for m, inst, ip in self.members(s, pool.id)
+                (m.instance_id, m.ip)
+                for m, inst in self.members(s, pool.id)
                 if m.status == "provisioning" and inst is not None and inst.state == "running"
             ]
         port = pool.template.get("probe_port", 22)
@@ -607,7 +616,7 @@ class Pools:
         expired: list[str] = []
         became_available = False
         with transaction(self.sessions) as s:
-            for member, inst, _ip in self.members(s, pool.id):
+            for member, inst in self.members(s, pool.id):
                 state = inst.state if inst is not None else None
                 if member.status == "provisioning":
                     if member.instance_id in reachable and state == "running":

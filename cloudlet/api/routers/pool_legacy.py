@@ -38,7 +38,6 @@ LEGACY_STATUS: dict[str, LegacyStatus] = {
     "provisioning": "checked-out",
     "resetting": "checked-out",
 }
-NOT_FOUND = "Could not find a vm with given details"
 POLL_INTERVAL = 0.2  # seconds between looks at a new VM's state while a create waits
 
 T = TypeVar("T")
@@ -163,11 +162,11 @@ def ok(data: T, message: str) -> Envelope[T]:
     return Envelope[T](status="success", data=data, message=message)
 
 
-def legacy_vm(member: PoolMember, name: str | None, ip: str | None) -> LegacyVm:
+def legacy_vm(member: PoolMember) -> LegacyVm:
     return LegacyVm(
         vm_id=member.instance_id,
-        name=name,
-        ip=ip,
+        name=member.name,
+        ip=member.ip,
         status=LEGACY_STATUS.get(member.status, "checked-out"),
         state=member.status,
         holder=member.holder,
@@ -192,23 +191,23 @@ def legacy_pool(cloud: CloudDep, ctx: RequestContext, ref: str) -> Pool:
 
 def pool_vms(cloud: CloudDep, pool: Pool) -> list[LegacyVm]:
     with cloud.db.reads() as s:
-        members = cloud.pools.members(s, pool.id)
-        return [legacy_vm(m, inst.name if inst else None, ip) for m, inst, ip in members]
+        return [legacy_vm(m) for m in cloud.pools.vms_of(s, [pool.id])[pool.id]]
 
 
 def find_vm(cloud: CloudDep, pool: Pool, vm_id: str, ip: str | None = None) -> LegacyVm:
     """The pool's VM ``vm_id`` (and, when given, with address ``ip``: both name the same VM)."""
-    for vm in pool_vms(cloud, pool):
-        if vm.vm_id == vm_id and (ip is None or vm.ip == ip):
-            return vm
-    raise NotFound(NOT_FOUND, code="vm_not_found")
+    with cloud.db.reads() as s:
+        return legacy_vm(cloud.pools.member(s, pool.id, vm_id, ip))
 
 
 def wait_available(cloud: CloudDep, pool: Pool, vm_id: str, seconds: float) -> LegacyVm:
     """Poll the new VM until it is available, it fails (an error), or ``seconds`` pass."""
     deadline = time.monotonic() + seconds
     while True:
-        vm = next((v for v in pool_vms(cloud, pool) if v.vm_id == vm_id), None)
+        try:
+            vm: LegacyVm | None = find_vm(cloud, pool, vm_id)
+        except NotFound:
+            vm = None
         if vm is None or vm.state in ("error", "resetting"):  # failed: the controller replaces it
             raise DriverError("the new VM failed to start", code="vm_failed", vm_id=vm_id)
         if vm.state == "available" or time.monotonic() >= deadline:
