@@ -21,8 +21,8 @@ WorkspaceOpt = typer.Option(None, "--workspace", "-w", help="Workspace (default:
 
 def _ws(c: Client, workspace: str | None) -> str:
     """The workspace named, or the one the server puts this caller in."""
-    if workspace:
-        return workspace
+    if workspace or c.workspace:
+        return str(workspace or c.workspace)
     return str(c.request("GET", "/auth/me")["workspace_id"])
 
 

@@ -127,31 +127,34 @@ def _workspace(session: Session, ref: str) -> Workspace | None:
     return session.scalar(select(Workspace).where(column == ref))
 
 
-def _membership_role(session: Session, user: User, workspace_id: str) -> Role | None:
+def membership_role(session: Session, user_id: str | None, workspace_id: str) -> Role | None:
+    """The role a user holds in a workspace as a member (None if not one)."""
     return session.scalar(
         select(Role)
         .join(Membership, Membership.role_id == Role.id)
-        .where(Membership.user_id == user.id, Membership.workspace_id == workspace_id)
+        .where(Membership.user_id == user_id, Membership.workspace_id == workspace_id)
     )
 
 
 def _default_workspace_for(session: Session, user: User) -> Workspace | None:
-    default = session.scalar(select(Workspace).where(Workspace.name == DEFAULT_WORKSPACE))
-    if default is not None and (user.is_admin or _membership_role(session, user, default.id)):
-        return default
-    return session.scalar(
+    """The ``default`` workspace when the user may work there (system admins always), else the
+    first of theirs by name: one query for members."""
+    first = session.scalar(
         select(Workspace)
         .join(Membership, Membership.workspace_id == Workspace.id)
         .where(Membership.user_id == user.id)
-        .order_by(Workspace.name)
+        .order_by(Workspace.name != DEFAULT_WORKSPACE, Workspace.name)
         .limit(1)
     )
+    if user.is_admin and (first is None or first.name != DEFAULT_WORKSPACE):
+        return session.scalar(select(Workspace).where(Workspace.name == DEFAULT_WORKSPACE)) or first
+    return first
 
 
 def _user_permissions(session: Session, user: User, workspace_id: str) -> tuple[str, frozenset[str]] | None:
     """The user's role name and permissions in a workspace; None when not a member (system
     admins are owners everywhere)."""
-    role = _membership_role(session, user, workspace_id)
+    role = membership_role(session, user.id, workspace_id)
     if role is not None:
         perms = frozenset(role.permissions)
         return role.name, (ALL_PERMISSIONS if user.is_admin else perms)

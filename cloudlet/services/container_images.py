@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +43,13 @@ def normal_ref(ref: str) -> str:
     return f"{repository}:{tag or 'latest'}"
 
 
-def claims(session: Session) -> dict[str, set[str]]:
-    """Tag -> the workspaces holding it."""
+def claims(session: Session, refs: Iterable[str] | None = None) -> dict[str, set[str]]:
+    """Tag -> the workspaces holding it (of ``refs`` only, when given)."""
     out: dict[str, set[str]] = {}
-    for ref, ws in session.execute(select(ContainerImageClaim.ref, ContainerImageClaim.workspace_id)):
+    query = select(ContainerImageClaim.ref, ContainerImageClaim.workspace_id)
+    if refs is not None:
+        query = query.where(ContainerImageClaim.ref.in_(list(refs)))
+    for ref, ws in session.execute(query):
         out.setdefault(ref, set()).add(ws)
     return out
 
@@ -68,7 +72,7 @@ def usable_image(session: Session, driver: ContainerDriver, ctx: RequestContext,
         image = driver.image(ref)
     except (Invalid, NotFound):
         raise not_found from None
-    if not visible(image, ctx, claims(session)):
+    if not visible(image, ctx, claims(session, image.tags)):
         raise not_found
     return image
 
@@ -102,8 +106,9 @@ class ContainerImages:
         host image can only be deleted by a system admin."""
         with transaction(self.sessions) as s:
             image = usable_image(s, self.driver, ctx, ref)
-            tag = normal_ref(ref) if normal_ref(ref) in image.tags else None
-            held = claims(s)
+            wanted = normal_ref(ref)
+            tag = wanted if wanted in image.tags else None
+            held = claims(s, image.tags)
             mine = [t for t in image.tags if ctx.workspace_id in held.get(t, set())]
             if not mine and not ctx.is_admin:
                 raise Forbidden(
@@ -126,8 +131,7 @@ class ContainerImages:
 
     def prune(self, ctx: RequestContext) -> dict[str, Any]:
         """Remove dangling images engine-wide (system admins)."""
-        if not ctx.is_admin:
-            raise Forbidden("pruning affects every workspace: system admins only", code="permission_denied")
+        ctx.require_admin("prune images: pruning affects every workspace")
         removed, reclaimed = self.driver.prune_images()
         return {"removed": removed, "space_reclaimed": reclaimed}
 

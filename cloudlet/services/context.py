@@ -24,6 +24,11 @@ class RequestContext:
         # to a smaller role is held to that role.
         return permission in self.permissions
 
+    def require_admin(self, what: str) -> None:
+        """403 unless a system admin: ``what`` completes "only system admins ..."."""
+        if not self.is_admin:
+            raise Forbidden(f"only system admins {what}", code="permission_denied")
+
     def require(self, permission: str) -> None:
         if not self.can(permission):
             raise Forbidden(

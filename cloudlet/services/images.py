@@ -88,8 +88,7 @@ class Images:
 
     def publish(self, ctx: RequestContext, ref: str, public: bool) -> Image:
         """Share an image with every workspace, or stop sharing it (system admins only)."""
-        if not ctx.is_admin:
-            raise Forbidden("only system admins publish images", code="permission_denied")
+        ctx.require_admin("publish images")
         with transaction(self.sessions) as s:
             row = lookup(s, Image, ctx.workspace_id, ref, "image")
             row.public = public

@@ -11,10 +11,10 @@ from sqlalchemy.orm import Session
 
 from cloudlet.db.models import ApiToken, Instance, Membership, Network, Role, User, Workspace, utcnow
 from cloudlet.errors import Conflict, Forbidden, InUse, NotFound
-from cloudlet.services.auth import ensure_builtin_roles, find_role
+from cloudlet.services.auth import find_role, membership_role
 from cloudlet.services.context import RequestContext
-from cloudlet.services.names import check_name, insert_unique, is_uuid
-from cloudlet.services.permissions import BUILTIN_ROLES, check_permissions
+from cloudlet.services.names import check_name, insert_unique, lookup
+from cloudlet.services.permissions import ALL_PERMISSIONS, BUILTIN_ROLES, check_permissions
 from cloudlet.services.users import get_user
 
 
@@ -55,12 +55,8 @@ def role_permissions(session: Session, ctx: RequestContext, workspace_id: str) -
     if ctx.token_id is not None:  # a token is bound to its workspace
         return frozenset()
     if ctx.is_admin:
-        return frozenset(BUILTIN_ROLES["owner"])
-    role = session.scalar(
-        select(Role)
-        .join(Membership, Membership.role_id == Role.id)
-        .where(Membership.user_id == ctx.user_id, Membership.workspace_id == workspace_id)
-    )
+        return ALL_PERMISSIONS
+    role = membership_role(session, ctx.user_id, workspace_id)
     return frozenset(role.permissions) if role is not None else frozenset()
 
 
@@ -79,7 +75,7 @@ def create_workspace(session: Session, ctx: RequestContext, name: str) -> Worksp
         )
     ws = Workspace(name=check_name(name, what="workspace name"))
     insert_unique(session, ws, f"a workspace named {name!r} exists", "name_taken")
-    owner = ensure_builtin_roles(session)["owner"]
+    owner = find_role(session, ws.id, "owner")  # built in: made at start-up
     session.add(Membership(workspace_id=ws.id, user_id=ctx.user_id, role_id=owner.id))
     session.flush()
     return ws
@@ -209,10 +205,7 @@ def create_role(
 
 def delete_role(session: Session, ctx: RequestContext, workspace_id: str, ref: str) -> None:
     require_in(session, ctx, workspace_id, "member:edit")
-    column = Role.id if is_uuid(ref) else Role.name
-    role = session.scalar(select(Role).where(column == ref, Role.workspace_id == workspace_id))
-    if role is None:
-        raise NotFound(f"role {ref!r} not found", code="role_not_found")
+    role = lookup(session, Role, workspace_id, ref, "role")  # only the workspace's own roles
     used = session.scalar(select(func.count()).where(Membership.role_id == role.id)) or 0
     used += (
         session.scalar(select(func.count()).where(ApiToken.role_id == role.id, ApiToken.revoked_at.is_(None)))

@@ -177,8 +177,7 @@ def change_password(body: PasswordChange, cloud: CloudDep, ctx: Ctx) -> Response
 
 # -- user admin (system admins) -------------------------------------------------------------------
 def _require_admin(ctx: Ctx) -> None:
-    if not ctx.is_admin:
-        raise Forbidden("only system admins manage users", code="permission_denied")
+    ctx.require_admin("manage users")
 
 
 @router.get("/users", response_model=list[UserPublic], tags=["users"])

@@ -7,7 +7,7 @@ import uuid
 from fastapi import APIRouter, WebSocket
 
 from cloudlet.api.streams import accept_or_refuse, serve_terminal
-from cloudlet.errors import Forbidden, NotFound
+from cloudlet.errors import NotFound
 from cloudlet.services.cloud import Cloud
 from cloudlet.services.context import RequestContext
 from cloudlet.services.host_terminal import HostTerminal, login_shell
@@ -29,8 +29,7 @@ async def host_terminal(websocket: WebSocket, rows: int = 24, cols: int = 80) ->
     def open_(ctx: RequestContext) -> tuple[RequestContext, HostTerminal]:
         if not cloud.settings.host_terminal:
             raise NotFound("the host terminal is off on this server", code="host_terminal_disabled")
-        if not ctx.is_admin:
-            raise Forbidden("only system admins open the host terminal", code="permission_denied")
+        ctx.require_admin("open the host terminal")
         transcript = cloud.settings.data_dir / "terminal-sessions" / f"{session_id}.log"
         terminal = HostTerminal(login_shell(), transcript, rows, cols)
         cloud.audit.record_session(ctx, "host_terminal_open", PATH, f"session={session_id}", 101)

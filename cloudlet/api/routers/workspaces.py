@@ -218,8 +218,7 @@ def get_quota(ref: str, cloud: CloudDep, ctx: Ctx) -> QuotaPublic:
 @router.put("/workspaces/{ref}/quota", response_model=QuotaPublic)
 def set_quota(ref: str, body: dict[str, int | None], cloud: CloudDep, ctx: Ctx) -> QuotaPublic:
     """Set limits (system admins only): {"instances": 5, "memory_mb": 8192, "ips": null, ...}."""
-    if not ctx.is_admin:
-        raise Forbidden("only system admins set quotas", code="permission_denied")
+    ctx.require_admin("set quotas")
     with transaction(cloud.db.sessions) as s:
         ws, _ = workspaces.get_workspace(s, ctx, ref)
         limits = quotas.set_limits(s, ws.id, body)
