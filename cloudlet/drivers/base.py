@@ -80,7 +80,8 @@ class InstanceSpec:
     image_format: str | None
     hostname: str
     ssh_keys: tuple[str, ...] = ()
-    user_data: str | None = None
+    user_data: str | None = None  # None: a default #cloud-config with the hostname and keys
+    network_config: str | None = None  # cloud-init network config; None: DHCP on every NIC
     nics: tuple[NicSpec, ...] = ()
     container: ContainerSpec | None = None
 

@@ -4,9 +4,10 @@ per-instance lock, delete that leaves nothing behind. The kind picks the driver;
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,8 @@ from cloudlet.drivers.base import ComputeDriver, DhcpHost, HostResources, Instan
 from cloudlet.drivers.containers import ContainerDriver
 from cloudlet.drivers.libvirt.seed import validate_ssh_key
 from cloudlet.errors import Conflict, DriverUnavailable, InsufficientResources, Invalid, NotFound
-from cloudlet.services import container_images, containers, quotas
+from cloudlet.services import cloudinit, container_images, containers, quotas
+from cloudlet.services.cloudinit import GuestUser, StaticNic
 from cloudlet.services.context import RequestContext
 from cloudlet.services.events import Event, EventBus
 from cloudlet.services.images import usable_image
@@ -46,10 +48,13 @@ class CreateRequest:
     network: str = "default"
     hostname: str | None = None
     ssh_keys: tuple[str, ...] = ()
-    user_data: str | None = None  # cloud-init user-data: "#cloud-config" YAML or a "#!" script
-
-
-MAX_USER_DATA = 64 * 1024  # what fits a NoCloud seed comfortably; cloud providers allow 16-64 KiB
+    user_data: str | None = None  # cloud-init user-data: "#cloud-config" YAML, a "#!" script...
+    users: tuple[GuestUser, ...] = ()  # guest users cloud-init creates
+    ssh_password_auth: bool = False  # let users with passwords log in over SSH
+    ip: str | None = None  # a chosen address on the network; default: the lowest free one
+    static_ip: bool = False  # write the address into the guest's network config instead of DHCP
+    dns: tuple[str, ...] = ()  # nameservers for the static config; default: the network's gateway
+    network_config: dict[str, Any] | None = None  # the caller's own cloud-init network config
 
 
 def check_size(cpus: int, memory: int, disk: int) -> None:
@@ -129,15 +134,46 @@ class Instances:
         return list(rows), total
 
     # -- create ----------------------------------------------------------------------------------
-    def _validate(self, req: CreateRequest) -> tuple[str, ...]:
-        """Check the request; return its SSH keys, normalized."""
+    def _validate(self, req: CreateRequest) -> CreateRequest:
+        """Check the request; return it with its SSH keys normalized and passwords hashed."""
         check_name(req.name, what="instance name")
         if req.hostname is not None:
             check_name(req.hostname, what="hostname")
         check_size(req.cpus, req.memory, req.disk)
-        if req.user_data is not None and len(req.user_data.encode()) > MAX_USER_DATA:
-            raise Invalid(f"user_data is limited to {MAX_USER_DATA} bytes", code="invalid_user_data")
-        return tuple(check_ssh_key(k) for k in req.ssh_keys)
+        if req.user_data is not None:
+            cloudinit.check_user_data(req.user_data)
+        if req.network_config is not None:
+            if req.static_ip:
+                raise Invalid("give static_ip or network_config, not both", code="invalid_network_config")
+            cloudinit.check_network_config(req.network_config)
+        if req.dns and not req.static_ip:
+            raise Invalid("dns is for static_ip configurations", code="invalid_dns")
+        return replace(
+            req,
+            ssh_keys=tuple(check_ssh_key(k) for k in req.ssh_keys),
+            users=cloudinit.check_users(req.users, check_ssh_key),
+            dns=cloudinit.check_nameservers(req.dns),
+        )
+
+    @staticmethod
+    def _seed(
+        req: CreateRequest, hostname: str, net: Network, alloc: IPAllocation
+    ) -> tuple[str | None, str | None]:
+        """The seed's user-data and network config (None: the defaults)."""
+        user_data = cloudinit.compose_user_data(
+            hostname=hostname,
+            ssh_keys=req.ssh_keys,
+            users=req.users,
+            user_data=req.user_data,
+            ssh_password_auth=req.ssh_password_auth,
+        )
+        if req.network_config is not None:
+            return user_data, cloudinit.check_network_config(req.network_config)
+        if not req.static_ip:
+            return user_data, None
+        prefix = ipaddress.ip_network(net.cidr).prefixlen
+        nic = StaticNic(alloc.mac, f"{alloc.address}/{prefix}", net.gateway, req.dns or (net.gateway,))
+        return user_data, cloudinit.static_network_config([nic])
 
     def _check_memory(self, session: Session, host: HostResources, memory_mb: int) -> None:
         """Refuse a VM that would not fit in the host's available memory less the reserve. Memory
@@ -165,7 +201,7 @@ class Instances:
     def create(self, ctx: RequestContext, req: CreateRequest) -> tuple[str, str]:
         """Validate, claim name, memory and IP atomically, then provision in an operation.
         Returns (instance id, operation id)."""
-        ssh_keys = self._validate(req)
+        req = self._validate(req)
         host = self.compute.host_resources()  # asked before the transaction: no lock held meanwhile
         with transaction(self.sessions) as s:
             try:
@@ -202,9 +238,10 @@ class Instances:
                 memory_mb=req.memory,
                 disk_gb=req.disk,
                 hostname=req.hostname or req.name,
-                ssh_keys=list(ssh_keys),
+                ssh_keys=list(req.ssh_keys),
             )
-            alloc, op = self._claim(s, ctx, row, net)
+            alloc, op = self._claim(s, ctx, row, net, req.ip)
+            user_data, network_config = self._seed(req, row.hostname, net, alloc)
             spec = InstanceSpec(
                 id=row.id,
                 name=row.name,
@@ -215,8 +252,9 @@ class Instances:
                 image_path=Path(image.path or ""),
                 image_format=image.format or "qcow2",
                 hostname=row.hostname,
-                ssh_keys=ssh_keys,
-                user_data=req.user_data,
+                ssh_keys=req.ssh_keys,
+                user_data=user_data,
+                network_config=network_config,
                 nics=(NicSpec(net.backend_name, alloc.mac, alloc.address),),
             )
             instance_id = row.id
@@ -234,7 +272,7 @@ class Instances:
         return net
 
     def _claim(
-        self, session: Session, ctx: RequestContext, row: Instance, net: Network
+        self, session: Session, ctx: RequestContext, row: Instance, net: Network, ip: str | None = None
     ) -> tuple[IPAllocation, Operation]:
         """Insert the instance (its name is unique per workspace), take its address and record
         the create operation, which holds the instance's lock, all in the caller's transaction."""
@@ -243,7 +281,7 @@ class Instances:
             session.flush()
         except IntegrityError:
             raise Conflict(f"an instance named {row.name!r} exists", code="name_taken") from None
-        alloc = self.networks.allocate(session, net, row.id)
+        alloc = self.networks.allocate(session, net, row.id, address=ip)
         op = self.ops.record(session, ctx, "instance.create", "instance", row.id)
         row.locked_by = op.id
         return alloc, op

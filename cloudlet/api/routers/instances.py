@@ -30,6 +30,7 @@ from cloudlet.db.models import Image, Instance, IPAllocation, Network
 from cloudlet.drivers.containers import ContainerDetails
 from cloudlet.errors import CloudletError
 from cloudlet.services.cloud import Cloud
+from cloudlet.services.cloudinit import GuestUser
 from cloudlet.services.containers import ContainerRequest, PortRequest, VolumeRequest
 from cloudlet.services.instances import CreateRequest
 
@@ -180,6 +181,24 @@ def create_instance(
         network=body.network,
         hostname=body.hostname,
         ssh_keys=tuple(body.ssh_keys),
+        user_data=body.user_data,
+        users=tuple(
+            GuestUser(
+                name=u.name,
+                password=u.password,
+                password_hash=u.password_hash,
+                ssh_keys=tuple(u.ssh_keys),
+                sudo=u.sudo,
+                shell=u.shell,
+                groups=tuple(u.groups),
+            )
+            for u in body.users
+        ),
+        ssh_password_auth=body.ssh_password_auth,
+        ip=body.ip,
+        static_ip=body.static_ip,
+        dns=tuple(body.dns),
+        network_config=body.network_config,
     )
     _, op_id = cloud.instances.create(ctx, req)
     return accepted(cloud, ctx, op_id, wait, response)

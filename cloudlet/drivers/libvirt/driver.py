@@ -108,6 +108,7 @@ class LibvirtDriver(ComputeDriver, NetworkDriver):
                 hostname=spec.hostname,
                 ssh_keys=spec.ssh_keys,
                 user_data=spec.user_data,
+                network_config=spec.network_config,
             )
             domain = xml.Domain(
                 name=domain_name(spec.id),
