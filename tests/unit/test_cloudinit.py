@@ -4,6 +4,8 @@ addresses; the seed carries it; bad input is refused before anything exists."""
 from __future__ import annotations
 
 import email
+import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -249,3 +251,52 @@ def test_bad_cloud_init_input_is_422_and_leaves_nothing(
 ) -> None:
     assert_refused(create_vm("web1", **fields), 422, code)
     assert footprint() == NOTHING
+
+
+# -- the tiny guest's reader of it -------------------------------------------------------------------
+NETCFG_AWK = Path(cloudinit.__file__).parent.parent / "tinyimage" / "guest" / "netcfg.awk"
+
+
+def guest_reads(config: str, tmp_path: Path) -> list[str]:
+    """What the tiny guest's netcfg.awk (run by busybox, as in the guest) makes of a network config."""
+    source = tmp_path / "network-config"
+    source.write_text(config)
+    busybox = shutil.which("busybox")
+    assert busybox, "busybox is installed by scripts/setup-host"
+    out = subprocess.run([busybox, "awk", "-f", str(NETCFG_AWK), str(source)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.splitlines()
+
+
+def test_tiny_guest_reads_what_cloudlet_writes(tmp_path: Path) -> None:
+    config = cloudinit.static_network_config(
+        [
+            StaticNic("52:54:00:00:00:05", "10.0.0.5/24", "10.0.0.1", ("10.0.0.1", "9.9.9.9")),
+            StaticNic("52:54:00:00:01:05", "10.0.1.5/24"),
+        ]
+    )
+    assert guest_reads(config, tmp_path) == [
+        "eth0 52:54:00:00:00:05 10.0.0.5/24 10.0.0.1 10.0.0.1,9.9.9.9",
+        "eth1 52:54:00:00:01:05 10.0.1.5/24 - -",
+    ]
+
+
+def test_tiny_guest_reads_hand_written_configs(tmp_path: Path) -> None:
+    config = """network:
+  version: 2
+  ethernets:
+    enp1s0:
+      match:
+        macaddress: "52:54:00:AB:CD:EF"
+      addresses: [192.168.1.10/24, "192.168.1.11/24"]  # two addresses: the first counts
+      routes:
+        - to: 0.0.0.0/0
+          via: 192.168.1.254
+      nameservers:
+        search: [example.com]
+        addresses:
+          - 1.1.1.1
+    eth1:
+      dhcp4: true
+"""
+    assert guest_reads(config, tmp_path) == ["enp1s0 52:54:00:ab:cd:ef 192.168.1.10/24 192.168.1.254 1.1.1.1"]
