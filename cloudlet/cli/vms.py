@@ -195,6 +195,32 @@ def resize(
         run_operation(c, op, f"resizing {ref}")
 
 
+@app.command("clone")
+@handle_errors
+def clone(
+    source: str,
+    name: str,
+    full: bool = typer.Option(False, "--full", help="A standalone copy (default: linked to the image)."),
+    snapshot: str | None = typer.Option(None, help="Clone this snapshot; the source may then run."),
+    start: bool = typer.Option(True, help="Start the clone once made."),
+    hostname: str | None = typer.Option(None, help="Guest hostname (default: the new name)."),
+) -> None:
+    """Clone a stopped VM, or one of its snapshots, into a new VM with its own address."""
+    with client() as c:
+        op = c.clone_instance(
+            source,
+            name,
+            wait=False,
+            mode="full" if full else "linked",
+            snapshot=snapshot,
+            start=start,
+            hostname=hostname,
+        )
+        run_operation(c, op, f"cloning {source} into {name}")
+        vm = c.instance(name)
+    console.print(f"{vm['name']} is {vm['state']} at {vm['ip']}")
+
+
 @snapshot_app.command("create")
 @handle_errors
 def snapshot_create(vm: str, name: str, description: str = typer.Option("", "--description", "-d")) -> None:

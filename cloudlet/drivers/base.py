@@ -212,6 +212,15 @@ class ComputeDriver(abc.ABC):
         """Remove a snapshot; succeeds when it is already gone."""
         raise Unsupported(f"{self.name} instances have no snapshots")
 
+    def clone(
+        self, source_id: str, spec: InstanceSpec, *, linked: bool, snapshot_id: str | None = None
+    ) -> None:
+        """Create ``spec`` (stopped, like ``create``) with a copy of ``source_id``'s disk, or of its
+        ``snapshot_id``. Linked: the copy keeps only what differs from the base image in
+        ``spec.image_path`` and stays backed by it; full: it stands alone. The source must not be
+        written meanwhile unless a snapshot is copied."""
+        raise Unsupported(f"{self.name} instances cannot be cloned")
+
     def pause(self, instance_id: str) -> None:
         """Freeze a running instance in memory (capability ``pause``)."""
         raise Unsupported(f"{self.name} instances cannot be paused")

@@ -175,7 +175,7 @@ class Instances:
         nic = StaticNic(alloc.mac, f"{alloc.address}/{prefix}", net.gateway, req.dns or (net.gateway,))
         return user_data, cloudinit.static_network_config([nic])
 
-    def _check_memory(self, session: Session, host: HostResources, memory_mb: int) -> None:
+    def check_memory(self, session: Session, host: HostResources, memory_mb: int) -> None:
         """Refuse a VM that would not fit in the host's available memory less the reserve. Memory
         promised to VMs still being created counts as taken, so parallel creates cannot overshoot."""
         promised = (
@@ -217,7 +217,7 @@ class Instances:
                     f"disk of {req.disk} GiB is smaller than image {image.name!r} ({min_gb} GiB)",
                     code="disk_too_small",
                 )
-            self._check_memory(s, host, req.memory)
+            self.check_memory(s, host, req.memory)
             quotas.claim(
                 s,
                 ctx.workspace_id,
@@ -240,7 +240,7 @@ class Instances:
                 hostname=req.hostname or req.name,
                 ssh_keys=list(req.ssh_keys),
             )
-            alloc, op = self._claim(s, ctx, row, net, req.ip)
+            alloc, op = self.claim(s, ctx, row, net, req.ip)
             user_data, network_config = self._seed(req, row.hostname, net, alloc)
             spec = InstanceSpec(
                 id=row.id,
@@ -258,9 +258,9 @@ class Instances:
                 nics=(NicSpec(net.backend_name, alloc.mac, alloc.address),),
             )
             instance_id = row.id
-        self._publish(instance_id)
+        self.publish(instance_id)
         self.ops.launch(
-            op, lambda octx: self._provision(octx, spec), finally_=lambda: self.unlock(instance_id)
+            op, lambda octx: self.provision(octx, spec), finally_=lambda: self.unlock(instance_id)
         )
         return instance_id, op.id
 
@@ -271,8 +271,14 @@ class Instances:
             raise Conflict(f"network {net.name!r} is not active ({net.status})", code="network_not_ready")
         return net
 
-    def _claim(
-        self, session: Session, ctx: RequestContext, row: Instance, net: Network, ip: str | None = None
+    def claim(
+        self,
+        session: Session,
+        ctx: RequestContext,
+        row: Instance,
+        net: Network,
+        ip: str | None = None,
+        kind: str = "instance.create",
     ) -> tuple[IPAllocation, Operation]:
         """Insert the instance (its name is unique per workspace), take its address and record
         the create operation, which holds the instance's lock, all in the caller's transaction."""
@@ -282,11 +288,20 @@ class Instances:
         except IntegrityError:
             raise Conflict(f"an instance named {row.name!r} exists", code="name_taken") from None
         alloc = self.networks.allocate(session, net, row.id, address=ip)
-        op = self.ops.record(session, ctx, "instance.create", "instance", row.id)
+        op = self.ops.record(session, ctx, kind, "instance", row.id)
         row.locked_by = op.id
         return alloc, op
 
-    def _provision(self, octx: OperationContext, spec: InstanceSpec) -> dict[str, Any]:
+    def provision(
+        self,
+        octx: OperationContext,
+        spec: InstanceSpec,
+        make: Callable[[], None] | None = None,
+        *,
+        start: bool = True,
+    ) -> dict[str, Any]:
+        """Build a claimed instance on its backend (by ``make``, default the driver's ``create``)
+        and start it; every step is undone if a later one fails."""
         octx.on_undo("forget instance", lambda: self._forget(spec.id))
         self._set_state(spec.id, State.PROVISIONING)
         driver: ComputeDriver = self.compute
@@ -297,13 +312,14 @@ class Instances:
         else:
             driver = self.container_engine()
             octx.progress(20, "creating container")
-        octx.retry(lambda: driver.create(spec))
+        octx.retry(make or (lambda: driver.create(spec)))
         octx.on_undo("delete from the backend", lambda: driver.delete(spec.id))
         if spec.container is not None:
             self._record_short_id(spec.id)
-        octx.progress(60, "starting")
-        octx.retry(lambda: driver.start(spec.id))
-        self._set_state(spec.id, State.RUNNING)
+        if start:
+            octx.progress(60, "starting")
+            octx.retry(lambda: driver.start(spec.id))
+        self._set_state(spec.id, State.RUNNING if start else State.STOPPED)
         return {"instance_id": spec.id, "ip": spec.nics[0].ip if spec.nics else None}
 
     def _record_short_id(self, instance_id: str) -> None:
@@ -352,7 +368,7 @@ class Instances:
                 ssh_keys=[],
                 config=config,
             )
-            alloc, op = self._claim(s, ctx, row, net)
+            alloc, op = self.claim(s, ctx, row, net)
             spec = InstanceSpec(
                 id=row.id,
                 name=row.name,
@@ -367,9 +383,9 @@ class Instances:
                 container=containers.to_spec(config, network_spec(s, net)),
             )
             instance_id = row.id
-        self._publish(instance_id)
+        self.publish(instance_id)
         self.ops.launch(
-            op, lambda octx: self._provision(octx, spec), finally_=lambda: self.unlock(instance_id)
+            op, lambda octx: self.provision(octx, spec), finally_=lambda: self.unlock(instance_id)
         )
         return instance_id, op.id
 
@@ -412,7 +428,7 @@ class Instances:
             op = self.locked_operation(s, ctx, row, f"instance.{action}", _transitional(action, row.state))
             instance_id, kind = row.id, row.kind
         driver = self.driver(kind)
-        self._publish(instance_id)
+        self.publish(instance_id)
         steps: dict[str, Callable[[OperationContext], None]] = {
             "start": lambda octx: self._start(octx, driver, instance_id),
             "stop": lambda octx: self._stop(octx, driver, instance_id, force=False),
@@ -433,14 +449,19 @@ class Instances:
     ) -> Operation:
         """Record an operation on ``row`` that holds its lock (409 while another one does)."""
         op = self.ops.record(session, ctx, kind, "instance", row.id)
+        self.lock(session, row, op.id, state)
+        return op
+
+    @staticmethod
+    def lock(session: Session, row: Instance, op_id: str, state: str) -> None:
+        """Give ``row``'s lock to operation ``op_id`` and set its state; 409 while another holds it."""
         claimed = session.execute(  # type: ignore[attr-defined]
             update(Instance)
             .where(Instance.id == row.id, Instance.locked_by.is_(None))
-            .values(locked_by=op.id, state=state)
+            .values(locked_by=op_id, state=state)
         ).rowcount
         if claimed != 1:
             raise Conflict(f"instance {row.name!r} is busy with another operation", code="instance_busy")
-        return op
 
     def resize(
         self,
@@ -494,7 +515,7 @@ class Instances:
             self.compute.resize(instance_id, **change)
             return {"cpus": new_cpus, "memory_mb": new_memory, "disk_gb": new_disk}
 
-        self._publish(instance_id)
+        self.publish(instance_id)
         self.ops.launch(op, step, finally_=lambda: self.unlock(instance_id))
         return op.id
 
@@ -552,7 +573,7 @@ class Instances:
     def _set_state(self, instance_id: str, state: State, **values: Any) -> None:
         with transaction(self.sessions) as s:
             s.execute(update(Instance).where(Instance.id == instance_id).values(state=state, **values))
-        self._publish(instance_id)
+        self.publish(instance_id)
 
     def resync_one(self, instance_id: str) -> None:
         with self.sessions() as s:
@@ -583,7 +604,7 @@ class Instances:
             s.delete(row)
         self.bus.publish(Event("instance.deleted", workspace_id, {"id": instance_id, "name": name}))
 
-    def _publish(self, instance_id: str) -> None:
+    def publish(self, instance_id: str) -> None:
         with self.sessions() as s:
             row = s.get(Instance, instance_id)
             if row is not None:
