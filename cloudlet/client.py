@@ -242,6 +242,10 @@ class Client:
     def delete_snapshot(self, ref: str, snapshot: str, wait: bool = True) -> dict[str, Any]:
         return self._op("DELETE", f"/instances/{ref}/snapshots/{snapshot}", wait)
 
+    def rename_instance(self, ref: str, name: str) -> dict[str, Any]:
+        found: dict[str, Any] = self.request("PATCH", f"/instances/{ref}", json={"name": name})
+        return found
+
     def clone_instance(self, ref: str, name: str, wait: bool = True, **options: Any) -> dict[str, Any]:
         """``mode`` ("linked" or "full"), ``snapshot``, ``start``, ``hostname``, ``ssh_keys``."""
         body = {"name": name, **{k: v for k, v in options.items() if v is not None}}

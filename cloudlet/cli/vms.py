@@ -195,6 +195,15 @@ def resize(
         run_operation(c, op, f"resizing {ref}")
 
 
+@app.command("rename")
+@handle_errors
+def rename(ref: str, name: str) -> None:
+    """Rename a VM; its id, address and guest hostname stay."""
+    with client() as c:
+        vm = c.rename_instance(ref, name)
+    console.print(f"{ref} is now {vm['name']}")
+
+
 @app.command("clone")
 @handle_errors
 def clone(

@@ -221,6 +221,10 @@ class ComputeDriver(abc.ABC):
         written meanwhile unless a snapshot is copied."""
         raise Unsupported(f"{self.name} instances cannot be cloned")
 
+    def rename(self, instance_id: str, name: str) -> None:  # noqa: B027 - optional hook
+        """Show the instance's new cloudlet name in the backend's own label, where the backend lets
+        labels change (Docker's are fixed at create: there the label keeps the first name)."""
+
     def pause(self, instance_id: str) -> None:
         """Freeze a running instance in memory (capability ``pause``)."""
         raise Unsupported(f"{self.name} instances cannot be paused")

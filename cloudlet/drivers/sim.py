@@ -147,6 +147,12 @@ class SimDriver(ComputeDriver, NetworkDriver):
             self.instances[spec.id] = PowerState.STOPPED
             self.clones[spec.id] = (source_id, linked, snapshot_id)
 
+    def rename(self, instance_id: str, name: str) -> None:
+        with self._lock:
+            self._maybe_fail("rename")
+            self._require(instance_id)
+            self.specs[instance_id] = dataclasses.replace(self.specs[instance_id], name=name)
+
     def pause(self, instance_id: str) -> None:
         with self._lock:
             if self._require(instance_id) is not PowerState.RUNNING:

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cloudlet.config import Settings
-from cloudlet.db.models import Instance, IPAllocation, Network, Operation, Snapshot
+from cloudlet.db.models import Instance, IPAllocation, Network, Operation, PoolMember, Snapshot
 from cloudlet.db.session import SessionFactory, transaction
 from cloudlet.drivers.base import ComputeDriver, DhcpHost, HostResources, InstanceSpec, NetworkDriver, NicSpec
 from cloudlet.drivers.containers import ContainerDriver
@@ -443,6 +443,30 @@ class Instances:
         step = steps[action]
         self.ops.launch(op, step, finally_=lambda: self.unlock(instance_id))
         return op.id
+
+    def rename(self, ctx: RequestContext, ref: str, name: str) -> str:
+        """Give an instance a new name (unique in the workspace); its id, address and guest
+        hostname stay. A pool member's cached name follows. Returns the instance id."""
+        check_name(name, what="instance name")
+        with transaction(self.sessions) as s:
+            row = self.get(s, ctx, ref)
+            if row.locked_by is not None:
+                raise Conflict(f"instance {row.name!r} is busy with another operation", code="instance_busy")
+            if row.state in (State.PENDING, State.PROVISIONING, State.DELETING):
+                raise Conflict(f"instance {row.name!r} is {row.state}", code="invalid_state")
+            if row.name == name:
+                return row.id
+            row.name = name
+            try:
+                s.flush()
+            except IntegrityError:
+                raise Conflict(f"an instance named {name!r} exists", code="name_taken") from None
+            s.execute(update(PoolMember).where(PoolMember.instance_id == row.id).values(name=name))
+            instance_id, kind = row.id, row.kind
+            # The backend's label is changed inside the transaction: if it fails, the name stays.
+            self.driver(kind).rename(instance_id, name)
+        self.publish(instance_id)
+        return instance_id
 
     def locked_operation(
         self, session: Session, ctx: RequestContext, row: Instance, kind: str, state: str

@@ -255,6 +255,18 @@ def resize_instance(
     return accepted(cloud, ctx, op_id, wait, response)
 
 
+class InstanceUpdate(BaseModel):
+    name: str = Field(description="A new name, unique in the workspace; id, address and hostname stay.")
+
+
+@router.patch("/{ref}", response_model=InstancePublic)
+def update_instance(body: InstanceUpdate, cloud: CloudDep, ctx: CanEditInstances, ref: str) -> InstancePublic:
+    """Rename an instance."""
+    instance_id = cloud.instances.rename(ctx, ref, body.name)
+    with cloud.db.sessions() as session:  # the primary: a read replica may not have the new name yet
+        return instances_public(session, [cloud.instances.get(session, ctx, instance_id)])[0]
+
+
 class Clone(BaseModel):
     name: str = Field(description="The new VM's name.", examples=["web2"])
     mode: Literal["linked", "full"] = Field(

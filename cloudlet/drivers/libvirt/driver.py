@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import shutil
 import time
@@ -237,6 +238,20 @@ class LibvirtDriver(ComputeDriver, NetworkDriver):
         with contextlib.suppress(NotFound):
             self.host.call("deleting snapshot", run)
 
+    def rename(self, instance_id: str, name: str) -> None:
+        def run(c: libvirt.virConnect) -> None:
+            dom = self._domain(c, instance_id)
+            label = _label_of(dom)
+            if label is None:
+                raise NotFound(f"domain of {instance_id} carries no cloudlet label", code="backend_not_found")
+            flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+            if dom.isActive():
+                flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
+            new = dataclasses.replace(label, name=name).to_metadata_xml()
+            dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, new, "cloudlet", xml.CLOUDLET_NS, flags)
+
+        self.host.call("relabelling domain", run)
+
     def pause(self, instance_id: str) -> None:
         self.host.call("pausing domain", lambda c: self._domain(c, instance_id).suspend())
 
@@ -372,15 +387,21 @@ def _destroy_if_active(dom: libvirt.virDomain) -> None:
             raise
 
 
-def _deployment_of(dom: libvirt.virDomain) -> str | None:
-    """The deployment named in a domain's cloudlet label; None when it carries no label."""
+def _label_of(dom: libvirt.virDomain) -> xml.CloudletMetadata | None:
+    """A domain's cloudlet label; None when it carries none."""
     try:
         text = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, xml.CLOUDLET_NS, 0)
     except libvirt.libvirtError as err:
         if err.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN_METADATA, libvirt.VIR_ERR_NO_DOMAIN):
             return None
         raise
-    return xml.parse_metadata_element(text).deployment
+    return xml.parse_metadata_element(text)
+
+
+def _deployment_of(dom: libvirt.virDomain) -> str | None:
+    """The deployment named in a domain's cloudlet label; None when it carries no label."""
+    label = _label_of(dom)
+    return None if label is None else label.deployment
 
 
 def _update_host(net: libvirt.virNetwork, command: int, entry: xml.DhcpHostEntry) -> None:
