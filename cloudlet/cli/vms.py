@@ -62,6 +62,11 @@ def _read_yaml(path: Path | None) -> Any:
         raise typer.BadParameter(f"{path} is not valid YAML: {err}") from None
 
 
+def _nic(text: str) -> dict[str, str | None]:
+    network, _, ip = text.partition("=")
+    return {"network": network, "ip": ip or None}
+
+
 @app.command("create")
 @handle_errors
 def create(
@@ -87,6 +92,9 @@ def create(
     static_ip: bool = typer.Option(False, help="Configure the address statically in the guest (no DHCP)."),
     dns: list[str] = typer.Option([], "--dns", help="Nameserver for --static-ip (repeatable)."),
     network_config: Path | None = typer.Option(None, help="Your own cloud-init network config (YAML file)."),
+    nic: list[str] = typer.Option(
+        [], "--nic", help="NETWORK or NETWORK=IP, one per NIC, the first the primary (repeatable)."
+    ),
     wait: bool = typer.Option(True, help="Wait until the VM runs."),
 ) -> None:
     """Create and start a VM; cloud-init sets it up from the seed cloudlet writes."""
@@ -108,6 +116,7 @@ def create(
         "static_ip": static_ip,
         "dns": dns,
         "network_config": _read_yaml(network_config),
+        "nics": [_nic(n) for n in nic],
     }
     with client() as c:
         op = c.create_instance(wait=False, **spec)
