@@ -280,7 +280,7 @@ class Volumes:
             raise InUse(
                 f"volume {row.name!r} is attached to {vm_name!r}; detach it first",
                 code="volume_in_use",
-                instance=vm_name,
+                attached_to=vm_name,
             )
         raise Conflict(f"volume {row.name!r} is {row.status}", code="volume_busy")
 

@@ -152,7 +152,9 @@ def volumes_public(
         for p in session.scalars(select(StoragePool).where(StoragePool.id.in_({r.pool_id for r in rows})))
     }
     vm_ids = {r.instance_id for r in rows if r.instance_id}
-    vms = dict(session.execute(select(Instance.id, Instance.name).where(Instance.id.in_(vm_ids))).tuples())
+    vms = {
+        i: n for i, n in session.execute(select(Instance.id, Instance.name).where(Instance.id.in_(vm_ids)))
+    }
     out = []
     for r in rows:
         pool = pools[r.pool_id]
