@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from cloudlet.client import ApiError
+from cloudlet.client import ApiError, OperationFailed
 from tests.helpers import eventually
 from tests.integration.conftest import Server, import_tiny, ssh_run, wait_guest_ssh
 from tests.integration.test_events_and_cli import _cli
@@ -170,3 +170,19 @@ def test_deleting_the_vm_keeps_the_volume(sqlite_server: Server, vm: dict[str, A
         assert c.delete_volume("data")["status"] == "succeeded"
         assert not path.exists()
         assert c.volumes() == []
+
+
+def test_a_netfs_pool_that_cannot_mount_leaves_nothing(sqlite_server: Server, libvirt_conn: Any) -> None:
+    """No NFS server can run here (the kernel has neither nfsd nor the nfs client), so the real
+    netfs path is the failure: libvirt cannot mount, and the pool is gone from libvirt and cloudlet."""
+    mount = sqlite_server.data_dir / "nfs-mount"
+    before = sorted(p.name() for p in libvirt_conn.listAllStoragePools(0))
+    with sqlite_server.client() as c:
+        op = c.create_storage_pool(
+            "nfs1", str(mount), "netfs", source_host="127.0.0.1", source_path="/exports/none", wait=False
+        )
+        with pytest.raises(OperationFailed) as err:
+            c.wait(op, timeout=120)
+        assert err.value.code == "driver_error" and "storage pool" in err.value.detail
+        assert [p["name"] for p in c.storage_pools()] == ["default"]
+    assert sorted(p.name() for p in libvirt_conn.listAllStoragePools(0)) == before
