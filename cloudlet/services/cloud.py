@@ -150,6 +150,8 @@ class Cloud:
             try:
                 self.reconciler.recover()
                 self.storage_pools.ensure_default()
+                self.storage_pools.recover()
+                self.volumes.recover()
                 if not has_default:
                     self.networks.create_now(system, "default", self.settings.default_network_cidr, "nat")
             except CloudletError as err:

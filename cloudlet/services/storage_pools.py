@@ -5,6 +5,7 @@ storages). A ``dir`` pool at ``<data_dir>/volumes`` is made on start; admins add
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -13,14 +14,15 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from cloudlet.db.models import StoragePool, Volume, new_id
+from cloudlet.db.models import Operation, StoragePool, Volume, new_id
 from cloudlet.db.session import SessionFactory, transaction
 from cloudlet.drivers.base import StorageDriver, StoragePoolSpec, StorageUsage
 from cloudlet.errors import CloudletError, Conflict, DriverUnavailable, InUse, Invalid, NotFound
 from cloudlet.services.context import RequestContext
 from cloudlet.services.names import check_name, insert_unique, is_uuid
-from cloudlet.services.operations import OperationContext, Operations
+from cloudlet.services.operations import OperationContext, Operations, OpStatus
 
+log = logging.getLogger(__name__)
 DEFAULT_POOL = "default"
 KINDS = ("dir", "netfs")
 # A pool's folder must not be one the host itself lives on: libvirt would mount over it (netfs)
@@ -181,6 +183,31 @@ class StoragePools:
                 insert_unique(s, row, f"a storage pool named {DEFAULT_POOL!r} exists")
             spec = spec_of(row)
         self._driver.ensure_pool(spec)
+
+    def recover(self) -> None:
+        """At start: finish pool changes a dead server left half-way (a create is rolled back, a
+        delete finished) and make sure every active pool runs. A pool that cannot be started
+        (an NFS server away) is logged and stays listed, without numbers."""
+        if self._driver is None:
+            return
+        with self.sessions() as s:
+            busy = set(
+                s.scalars(
+                    select(Operation.target_id).where(
+                        Operation.status.in_([OpStatus.PENDING, OpStatus.RUNNING])
+                    )
+                )
+            )
+            pools = [(p.id, p.status, spec_of(p)) for p in self.all(s) if p.id not in busy]
+        for pool_id, status, spec in pools:
+            try:
+                if status in ("creating", "deleting"):
+                    self._driver.delete_pool(spec.backend_name)
+                    self._forget(pool_id)
+                elif status == "active":
+                    self._driver.ensure_pool(spec)
+            except CloudletError as err:
+                log.error("storage pool %s: %s", spec.backend_name, err.detail)
 
     def create(self, ctx: RequestContext, req: PoolRequest) -> tuple[str, str]:
         """Define, build and start a pool (system admins); returns (pool id, operation id)."""

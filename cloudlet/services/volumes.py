@@ -9,23 +9,25 @@ its id: user-chosen names never reach libvirt.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from cloudlet.db.models import Instance, StoragePool, Volume
+from cloudlet.db.models import Instance, Operation, StoragePool, Volume
 from cloudlet.db.session import SessionFactory, transaction
 from cloudlet.drivers.base import StorageDriver
-from cloudlet.errors import Conflict, InUse, Invalid, NotFound
+from cloudlet.errors import CloudletError, Conflict, InUse, Invalid, NotFound
 from cloudlet.services import quotas
 from cloudlet.services.context import RequestContext
 from cloudlet.services.instances import MAX_DISK_GB, Instances, lookup_ref
 from cloudlet.services.lifecycle import State
 from cloudlet.services.names import check_name, insert_unique, lookup
-from cloudlet.services.operations import OperationContext, Operations
+from cloudlet.services.operations import OperationContext, Operations, OpStatus
 from cloudlet.services.storage_pools import StoragePools
 
+log = logging.getLogger(__name__)
 GIB = 1024**3
 # vda is the system disk, vdb the cloud-init seed: volumes take the rest of the virtio letters.
 TARGETS = tuple(f"vd{chr(c)}" for c in range(ord("c"), ord("z") + 1))
@@ -239,6 +241,47 @@ class Volumes:
 
         self.ops.launch(op, step, finally_=done)
         return op.id
+
+    # -- recovery --------------------------------------------------------------------------------
+    def recover(self) -> int:
+        """At start, after the reconciler failed the operations of dead processes: settle the
+        volumes those operations left half-way (no live operation holds them any more). An
+        interrupted create is rolled back, a delete or a detach finished, an attach undone, a
+        resize settles at the size the backend has. Returns how many volumes were settled."""
+        driver = self.pools._driver
+        if driver is None:
+            return 0
+        with self.sessions() as s:
+            busy = set(
+                s.scalars(
+                    select(Operation.target_id).where(
+                        Operation.status.in_([OpStatus.PENDING, OpStatus.RUNNING])
+                    )
+                )
+            )
+            stuck = [
+                (v.id, v.status, v.instance_id, v.target or "", self._backend(s, v))
+                for v in s.scalars(select(Volume).where(Volume.status != "ready"))
+                if v.id not in busy and (v.instance_id is None or v.instance_id not in busy)
+            ]
+        for volume_id, status, vm_id, target, backend in stuck:
+            try:
+                if status in ("creating", "deleting"):
+                    driver.delete_volume(backend, volume_id)
+                    self._forget(volume_id)
+                    continue
+                if status in ("attaching", "detaching") and vm_id is not None:
+                    driver.detach_volume(vm_id, target)
+                    self._set(volume_id, instance_id=None, target=None)
+                elif status == "resizing":
+                    capacity = driver.volume_usage(backend, volume_id).capacity
+                    self._set(volume_id, size_gb=max(1, capacity // GIB))
+                self._set(volume_id, status="ready")
+            except CloudletError as err:
+                log.error("recovering volume %s (%s) failed: %s", volume_id, status, err.detail)
+                if status != "creating":  # usable again, where it is: the user can retry
+                    self._set(volume_id, status="ready")
+        return len(stuck)
 
     # -- helpers ---------------------------------------------------------------------------------
     def _vm(self, session: Session, ctx: RequestContext, ref: str) -> Instance:

@@ -502,3 +502,52 @@ def test_volume_rows_count_in_sql(sim: SimCloud) -> None:
     volume(sim, "b", 3)
     with sim.cloud.db.reads() as s:
         assert s.scalar(select(func.sum(Volume.size_gb))) == 5
+
+
+def test_start_up_settles_volumes_a_dead_server_left_half_way(sim: SimCloud, create_vm: CreateVm) -> None:
+    vm_id = create_vm("web").json()["target_id"]
+    for name in ("made", "gone", "plugged", "unplugged", "grown"):
+        volume(sim, name, 1)
+    attach(sim, "web", "unplugged")
+    attach(sim, "web", "plugged")
+    ids = {v["name"]: v["id"] for v in sim.get("/api/v1/volumes").json()}
+    backend = next(iter(sim.driver.pools.values()))
+    backend.volumes[ids["grown"]] = 3 * GIB  # the grow reached the backend, not the database
+    with transaction(sim.cloud.db.sessions) as s:
+        for name, status in (
+            ("made", "creating"),
+            ("gone", "deleting"),
+            ("plugged", "attaching"),
+            ("unplugged", "detaching"),
+            ("grown", "resizing"),
+        ):
+            row = s.get(Volume, ids[name])
+            assert row is not None
+            row.status = status
+    assert sim.cloud.volumes.recover() == 5
+    shown = {v["name"]: v for v in sim.get("/api/v1/volumes").json()}
+    assert sorted(shown) == ["grown", "plugged", "unplugged"]
+    assert {v["status"] for v in shown.values()} == {"ready"}
+    assert shown["grown"]["size"] == 3
+    assert shown["plugged"]["attached_to"] is None and shown["unplugged"]["attached_to"] is None
+    assert sim.driver.attachments.get(vm_id) == {}
+    assert ids["made"] not in backend.volumes and ids["gone"] not in backend.volumes
+    assert sim.cloud.volumes.recover() == 0  # nothing left to settle
+
+
+def test_start_up_settles_pools_a_dead_server_left_half_way(sim: SimCloud, tmp_path: Path) -> None:
+    for name in ("half", "going"):
+        body = {"name": name, "path": str(tmp_path / name)}
+        assert (
+            sim.post("/api/v1/storage-pools", params={"wait": 10}, json=body).json()["status"] == "succeeded"
+        )
+    with transaction(sim.cloud.db.sessions) as s:
+        for name, status in (("half", "creating"), ("going", "deleting")):
+            row = s.scalar(select(StoragePool).where(StoragePool.name == name))
+            assert row is not None
+            row.status = status
+    default = default_pool(sim)
+    sim.driver.pools.clear()  # and the host lost its pools (say, libvirtd's state was wiped)
+    sim.cloud.storage_pools.recover()
+    assert [p["name"] for p in sim.get("/api/v1/storage-pools").json()] == ["default"]
+    assert len(sim.driver.pools) == 1 and default_pool(sim)["capacity"] == default["capacity"]
