@@ -12,10 +12,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from cloudlet.db.models import Instance, Operation, StoragePool, Volume
+from cloudlet.db.models import Instance, Operation, Snapshot, StoragePool, Volume
 from cloudlet.db.session import SessionFactory, transaction
 from cloudlet.drivers.base import StorageDriver
 from cloudlet.errors import CloudletError, Conflict, InUse, Invalid, NotFound
@@ -194,6 +194,7 @@ class Volumes:
             vm = self._vm(s, ctx, vm_ref)
             row: Volume = lookup_ref(s, Volume, ctx, volume_ref, "volume")
             self._check_vm_state(vm)
+            self._check_no_snapshots(s, vm)
             op = self.instances.locked_operation(s, ctx, vm, "volume.attach", vm.state)
             used = set(s.scalars(select(Volume.target).where(Volume.instance_id == vm.id)))
             target = next((t for t in TARGETS if t not in used), None)
@@ -226,6 +227,7 @@ class Volumes:
                     f"volume {row.name!r} is not attached to {vm.name!r}", code="volume_not_attached"
                 )
             self._check_vm_state(vm)
+            self._check_no_snapshots(s, vm)
             op = self.instances.locked_operation(s, ctx, vm, "volume.detach", vm.state)
             self._hold(s, row, "detaching", instance_id=vm.id)
             vm_id, volume_id, target = vm.id, row.id, row.target or ""
@@ -289,6 +291,19 @@ class Volumes:
         if vm.kind != "vm":
             raise Invalid("volumes attach to VMs only; containers use named volumes", code="not_a_vm")
         return vm
+
+    @staticmethod
+    def _check_no_snapshots(session: Session, vm: Instance) -> None:
+        """A VM snapshot records the VM's disks and reverting brings that set back; a volume
+        attached or detached since would be put back or taken off behind cloudlet's back (and
+        could end up on two VMs). So the set of volumes changes only while the VM has none."""
+        count = session.scalar(select(func.count()).where(Snapshot.instance_id == vm.id)) or 0
+        if count:
+            raise Conflict(
+                f"VM {vm.name!r} has {count} snapshot(s), which record its disks: delete them before "
+                "attaching or detaching volumes",
+                code="instance_has_snapshots",
+            )
 
     @staticmethod
     def _check_vm_state(vm: Instance) -> None:

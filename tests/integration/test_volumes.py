@@ -3,8 +3,9 @@
 The default storage pool is a libvirt dir pool in the server's data dir whose numbers match the
 file system's. A volume hot-plugged into the running guest shows up there as a new virtio disk
 (found by its serial) of the right size; a marker written to it survives an online grow, a live
-detach, a cold attach to the stopped VM and its restart, and the VM's deletion. An attached volume
-cannot be deleted (409, also through the CLI)."""
+detach, a cold attach to the stopped VM and its restart, a VM snapshot's revert (which takes the
+volume back too), and the VM's deletion. An attached volume cannot be deleted (409, also through
+the CLI)."""
 
 from __future__ import annotations
 
@@ -156,6 +157,18 @@ def test_a_volume_moves_its_data_between_attachments(
         assert read_marker(key, ip, disk) == "kept"
         listing = _cli(sqlite_server, "volume", "list")
         assert listing.returncode == 0 and "data" in listing.stdout and "vols" in listing.stdout
+
+        # a VM snapshot covers its volumes: reverting takes the volume back too
+        op = c.create_snapshot("vols", "withvol")
+        assert op["status"] == "succeeded", op
+        write_marker(key, ip, disk, "later")
+        assert c.revert_snapshot("vols", "withvol")["status"] == "succeeded"
+        wait_guest_ssh(key, ip)
+        assert read_marker(key, ip, disk) == "kept"
+        with pytest.raises(ApiError) as err:  # the snapshot recorded the disk: it stays while it exists
+            c.detach_volume("vols", "data")
+        assert (err.value.status, err.value.code) == (409, "instance_has_snapshots")
+        assert c.delete_snapshot("vols", "withvol")["status"] == "succeeded"
 
 
 def test_deleting_the_vm_keeps_the_volume(sqlite_server: Server, vm: dict[str, Any]) -> None:

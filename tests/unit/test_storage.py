@@ -551,3 +551,19 @@ def test_start_up_settles_pools_a_dead_server_left_half_way(sim: SimCloud, tmp_p
     sim.cloud.storage_pools.recover()
     assert [p["name"] for p in sim.get("/api/v1/storage-pools").json()] == ["default"]
     assert len(sim.driver.pools) == 1 and default_pool(sim)["capacity"] == default["capacity"]
+
+
+def test_the_volume_set_of_a_vm_with_snapshots_stays_as_recorded(sim: SimCloud, create_vm: CreateVm) -> None:
+    create_vm("web")
+    volume(sim, "data")
+    volume(sim, "more")
+    attach(sim, "web", "data")
+    snap = sim.post("/api/v1/instances/web/snapshots", params={"wait": 10}, json={"name": "s1"})
+    assert snap.json()["status"] == "succeeded"
+    before = footprint(sim)
+    problem(detach(sim, "web", "data"), 409, "instance_has_snapshots")
+    problem(attach(sim, "web", "more"), 409, "instance_has_snapshots")
+    assert footprint(sim) == before
+    sim.delete("/api/v1/instances/web/snapshots/s1", params={"wait": 10})
+    assert detach(sim, "web", "data").json()["status"] == "succeeded"
+    assert attach(sim, "web", "more").json()["status"] == "succeeded"
