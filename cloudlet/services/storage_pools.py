@@ -126,6 +126,11 @@ class StoragePools:
         self.deployment = deployment
         self.default_path = default_path
 
+    @property
+    def backend(self) -> StorageDriver | None:
+        """The storage driver, or None when this server's VM driver has no storage."""
+        return self._driver
+
     def driver(self) -> StorageDriver:
         if self._driver is None:
             raise DriverUnavailable(

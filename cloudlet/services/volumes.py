@@ -66,11 +66,12 @@ class Volumes:
 
     def allocation(self, pool: StoragePool, volume: Volume) -> int | None:
         """Bytes the volume takes in its pool now; None when the backend cannot tell."""
-        if volume.status == "creating" or self.pools._driver is None:
+        driver = self.pools.backend
+        if volume.status == "creating" or driver is None:
             return None
         try:
-            return self.pools._driver.volume_usage(pool.backend_name, volume.id).allocation
-        except Exception:  # a listing still shows the volume when the backend is away
+            return driver.volume_usage(pool.backend_name, volume.id).allocation
+        except CloudletError:  # a listing still shows the volume when the backend is away
             return None
 
     # -- create, resize, delete ------------------------------------------------------------------
@@ -250,7 +251,7 @@ class Volumes:
         volumes those operations left half-way (no live operation holds them any more). An
         interrupted create is rolled back, a delete or a detach finished, an attach undone, a
         resize settles at the size the backend has. Returns how many volumes were settled."""
-        driver = self.pools._driver
+        driver = self.pools.backend
         if driver is None:
             return 0
         with self.sessions() as s:
