@@ -69,7 +69,7 @@ def footprint(sim: SimCloud) -> dict[str, Any]:
 
 def default_pool(sim: SimCloud) -> dict[str, Any]:
     pools = sim.get("/api/v1/storage-pools").json()
-    return next(p for p in pools if p["default"])  # type: ignore[no-any-return]
+    return next(p for p in pools if p["default"])
 
 
 def set_quota(sim: SimCloud, **limits: int) -> None:
