@@ -252,14 +252,14 @@ def test_another_workspace_can_neither_read_nor_change_anything(sim: SimCloud, c
         == 200
     )
     sim.post("/api/v1/projects", json={"name": "secret-proj", "dockerfile": "FROM x\n"})
-    made = sim.post("/api/v1/instances/secret-vm/snapshots", json={"name": "secret-snap"}, params={"wait": 5})
-    snap_id = made.json()["result"]["snapshot_id"]
     made = sim.post("/api/v1/volumes", json={"name": "secret-vol", "size": 1}, params={"wait": 5})
     vol_id = made.json()["result"]["volume_id"]
     attached = sim.post(
         "/api/v1/instances/secret-vm/volumes", json={"volume": "secret-vol"}, params={"wait": 5}
     )
     assert attached.json()["status"] == "succeeded", attached.text
+    made = sim.post("/api/v1/instances/secret-vm/snapshots", json={"name": "secret-snap"}, params={"wait": 5})
+    snap_id = made.json()["result"]["snapshot_id"]
     with sim.cloud.db.reads() as s:
         vm = s.scalar(select(Instance).where(Instance.name == "secret-vm"))
         net = s.scalar(select(Network).where(Network.name == "secret-net"))
