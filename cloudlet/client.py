@@ -254,6 +254,67 @@ class Client:
     def delete_instance(self, ref: str, force: bool = False, wait: bool = True) -> dict[str, Any]:
         return self._op("DELETE", f"/instances/{ref}", wait, params={"force": force})
 
+    # -- storage pools and volumes ---------------------------------------------------------------
+    def storage_pools(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self.request("GET", "/storage-pools")
+        return found
+
+    def storage_pool(self, ref: str) -> dict[str, Any]:
+        found: dict[str, Any] = self.request("GET", f"/storage-pools/{ref}")
+        return found
+
+    def create_storage_pool(
+        self,
+        name: str,
+        path: str,
+        kind: str = "dir",
+        source_host: str | None = None,
+        source_path: str | None = None,
+        wait: bool = True,
+    ) -> dict[str, Any]:
+        """A ``dir`` pool at ``path``, or a ``netfs`` pool mounting ``source_host:source_path`` there."""
+        body = {
+            "name": name,
+            "kind": kind,
+            "path": path,
+            "source_host": source_host,
+            "source_path": source_path,
+        }
+        return self._op("POST", "/storage-pools", wait, json=body)
+
+    def delete_storage_pool(self, ref: str, wait: bool = True) -> dict[str, Any]:
+        return self._op("DELETE", f"/storage-pools/{ref}", wait)
+
+    def volumes(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self.request("GET", "/volumes")
+        return found
+
+    def volume(self, ref: str) -> dict[str, Any]:
+        found: dict[str, Any] = self.request("GET", f"/volumes/{ref}")
+        return found
+
+    def create_volume(
+        self, name: str, size: int, pool: str | None = None, wait: bool = True
+    ) -> dict[str, Any]:
+        """An empty volume of ``size`` GiB in ``pool`` (the default pool when None)."""
+        return self._op("POST", "/volumes", wait, json={"name": name, "size": size, "pool": pool})
+
+    def resize_volume(self, ref: str, size: int, wait: bool = True) -> dict[str, Any]:
+        return self._op("POST", f"/volumes/{ref}/resize", wait, json={"size": size})
+
+    def delete_volume(self, ref: str, wait: bool = True) -> dict[str, Any]:
+        return self._op("DELETE", f"/volumes/{ref}", wait)
+
+    def instance_volumes(self, ref: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self.request("GET", f"/instances/{ref}/volumes")
+        return found
+
+    def attach_volume(self, ref: str, volume: str, wait: bool = True) -> dict[str, Any]:
+        return self._op("POST", f"/instances/{ref}/volumes", wait, json={"volume": volume})
+
+    def detach_volume(self, ref: str, volume: str, wait: bool = True) -> dict[str, Any]:
+        return self._op("DELETE", f"/instances/{ref}/volumes/{volume}", wait)
+
     # -- Dockerfile projects -----------------------------------------------------------------------
     @staticmethod
     def _project_url(name: str, path: str | None = None) -> str:

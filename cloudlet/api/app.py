@@ -31,6 +31,7 @@ from cloudlet.api.routers import (
     pools,
     projects,
     snapshots,
+    storage,
     system,
     workspaces,
 )
@@ -95,10 +96,12 @@ def create_app(
         projects,
         pools,
         snapshots,
+        storage,
         host,
         events,
     )
-    for router in (*(m.router for m in routers), pools.leases_router, pool_legacy.router):
+    extra = (pools.leases_router, pool_legacy.router, storage.pools_router, storage.instance_router)
+    for router in (*(m.router for m in routers), *extra):
         app.include_router(router, prefix=API_PREFIX)
 
     @app.get("/healthz", include_in_schema=False)

@@ -12,12 +12,14 @@ import typer
 import yaml
 
 from cloudlet.cli.common import client, console, err_console, handle_errors, run_operation, show_fields, table
+from cloudlet.cli.storage import vm_volume_app
 
 app = typer.Typer(help="Virtual machines.", no_args_is_help=True)
 snapshot_app = typer.Typer(
     help="Snapshots of a VM: its disk, plus its memory while it runs.", no_args_is_help=True
 )
 app.add_typer(snapshot_app, name="snapshot")
+app.add_typer(vm_volume_app, name="volume")
 
 SHOW_FIELDS = [
     "id",

@@ -21,6 +21,7 @@ from cloudlet.drivers.base import (
     PowerState,
     StateCallback,
 )
+from cloudlet.drivers.sim_storage import SimStorage
 from cloudlet.errors import DriverError, NotFound
 
 
@@ -30,7 +31,7 @@ class _SimNetwork:
     hosts: dict[str, DhcpHost] = field(default_factory=dict)
 
 
-class SimDriver(ComputeDriver, NetworkDriver):
+class SimDriver(ComputeDriver, NetworkDriver, SimStorage):
     name = "sim"
     capabilities = DriverCapabilities(pause=True, snapshots=True)
 
@@ -45,6 +46,7 @@ class SimDriver(ComputeDriver, NetworkDriver):
         self.resources = HostResources(cpus=cpus, memory_total_mb=memory_mb, memory_available_mb=memory_mb)
         # Test hooks: make the named method raise DriverError a number of times.
         self.fail_next: dict[str, int] = {}
+        self._init_storage()
 
     def _maybe_fail(self, method: str, transient: bool = False) -> None:
         if self.fail_next.get(method, 0) > 0:
@@ -170,6 +172,7 @@ class SimDriver(ComputeDriver, NetworkDriver):
             self.instances.pop(instance_id, None)
             self.specs.pop(instance_id, None)
             self.snapshots.pop(instance_id, None)
+            self.forget_attachments(instance_id)
 
     def state(self, instance_id: str) -> PowerState:
         with self._lock:

@@ -12,7 +12,7 @@ from cloudlet.config import Settings
 from cloudlet.db import migrate
 from cloudlet.db.models import Network
 from cloudlet.db.session import Database, transaction
-from cloudlet.drivers.base import ComputeDriver, NetworkDriver
+from cloudlet.drivers.base import ComputeDriver, NetworkDriver, StorageDriver
 from cloudlet.drivers.containers import ContainerDriver
 from cloudlet.drivers.registry import make_container_driver, make_vm_backend
 from cloudlet.errors import CloudletError
@@ -36,6 +36,8 @@ from cloudlet.services.ratelimit import LoginThrottle
 from cloudlet.services.reconciler import Reconciler
 from cloudlet.services.runners import Runners
 from cloudlet.services.snapshots import Snapshots
+from cloudlet.services.storage_pools import StoragePools
+from cloudlet.services.volumes import Volumes
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,8 @@ class Cloud:
     pools: Pools
     snapshots: Snapshots
     clones: Clones
+    storage_pools: StoragePools
+    volumes: Volumes
 
     @classmethod
     def build(
@@ -87,6 +91,8 @@ class Cloud:
         networks = Networks(db.sessions, ops, network_driver, containers)
         instances = Instances(settings, db.sessions, ops, bus, compute, network_driver, networks, containers)
         oplogs = OperationLogs(settings.operation_logs_dir, bus)
+        storage = compute if isinstance(compute, StorageDriver) else None  # VM drivers with volumes
+        storage_pools = StoragePools(db.sessions, ops, storage, deployment, settings.data_dir / "volumes")
         drivers: dict[str, ComputeDriver] = {"vm": compute}
         if containers is not None:
             drivers["container"] = containers
@@ -111,6 +117,8 @@ class Cloud:
             ),
             snapshots=Snapshots(db.sessions, instances),
             clones=Clones(db.sessions, instances),
+            storage_pools=storage_pools,
+            volumes=Volumes(db.sessions, ops, storage_pools, instances),
             reconciler=Reconciler(
                 db.sessions, bus, ops, runners, drivers, network_driver, settings.resync_interval
             ),
@@ -141,6 +149,9 @@ class Cloud:
         else:
             try:
                 self.reconciler.recover()
+                self.storage_pools.ensure_default()
+                self.storage_pools.recover()
+                self.volumes.recover()
                 if not has_default:
                     self.networks.create_now(system, "default", self.settings.default_network_cidr, "nat")
             except CloudletError as err:

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cloudlet.config import Settings
-from cloudlet.db.models import Instance, IPAllocation, Network, Operation, PoolMember, Snapshot
+from cloudlet.db.models import Instance, IPAllocation, Network, Operation, PoolMember, Snapshot, Volume
 from cloudlet.db.session import SessionFactory, transaction
 from cloudlet.drivers.base import ComputeDriver, DhcpHost, HostResources, InstanceSpec, NetworkDriver, NicSpec
 from cloudlet.drivers.containers import ContainerDriver
@@ -653,6 +653,10 @@ class Instances:
             for alloc in s.scalars(select(IPAllocation).where(IPAllocation.instance_id == instance_id)):
                 s.delete(alloc)
             s.execute(delete(Snapshot).where(Snapshot.instance_id == instance_id))  # went with its disk
+            # Its volumes went with its definition, not with its disk: they stay, detached.
+            s.execute(
+                update(Volume).where(Volume.instance_id == instance_id).values(instance_id=None, target=None)
+            )
             s.delete(row)
         self.bus.publish(Event("instance.deleted", workspace_id, {"id": instance_id, "name": name}))
 

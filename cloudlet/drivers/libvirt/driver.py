@@ -32,6 +32,7 @@ from cloudlet.drivers.base import (
 from cloudlet.drivers.libvirt import xml
 from cloudlet.drivers.libvirt.guest import EVENT_MAP, STATE_MAP, domain_name, instance_id_of
 from cloudlet.drivers.libvirt.host import LibvirtHost, choose_domain_type
+from cloudlet.drivers.libvirt.storage import LibvirtStorage
 from cloudlet.errors import Conflict, DriverError, Invalid, NotFound
 
 log = logging.getLogger(__name__)
@@ -47,9 +48,10 @@ _UNDEFINE_FLAGS = (
 _UPDATE_FLAGS = libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE | libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
 
 
-class LibvirtDriver(ComputeDriver, NetworkDriver):
+class LibvirtDriver(ComputeDriver, NetworkDriver, LibvirtStorage):
     """Each instance is a domain named ``cloudlet-<instance id>`` whose UUID is the instance id,
-    labelled with cloudlet metadata, with its files in ``<instances_dir>/<instance id>/``."""
+    labelled with cloudlet metadata, with its files in ``<instances_dir>/<instance id>/``.
+    Storage pools and volumes come from ``LibvirtStorage`` (storage.py)."""
 
     name = "libvirt"
     capabilities = DriverCapabilities(vnc_console=True, serial_console=True, pause=True, snapshots=True)
