@@ -18,6 +18,7 @@ from cloudlet.api.audit import AuditMiddleware
 from cloudlet.api.limits import JsonBodyLimit
 from cloudlet.api.routers import (
     auth,
+    consoles,
     container_images,
     containers,
     events,
@@ -95,6 +96,7 @@ def create_app(
         projects,
         pools,
         snapshots,
+        consoles,
         host,
         events,
     )

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cloudlet.config import Settings
-from cloudlet.db.models import Instance, IPAllocation, Network, Operation, Snapshot
+from cloudlet.db.models import ConsoleTicket, Instance, IPAllocation, Network, Operation, Snapshot
 from cloudlet.db.session import SessionFactory, transaction
 from cloudlet.drivers.base import ComputeDriver, DhcpHost, HostResources, InstanceSpec, NetworkDriver, NicSpec
 from cloudlet.drivers.containers import ContainerDriver
@@ -542,6 +542,7 @@ class Instances:
             for alloc in s.scalars(select(IPAllocation).where(IPAllocation.instance_id == instance_id)):
                 s.delete(alloc)
             s.execute(delete(Snapshot).where(Snapshot.instance_id == instance_id))  # went with its disk
+            s.execute(delete(ConsoleTicket).where(ConsoleTicket.instance_id == instance_id))
             s.delete(row)
         self.bus.publish(Event("instance.deleted", workspace_id, {"id": instance_id, "name": name}))
 

@@ -7,6 +7,7 @@ import logging
 import shutil
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from cloudlet.config import Accelerator
 from cloudlet.drivers import qemu_img
 from cloudlet.drivers.base import (
     ComputeDriver,
+    ConsoleStream,
     DhcpHost,
     DriverCapabilities,
     DriverInfo,
@@ -27,7 +29,7 @@ from cloudlet.drivers.base import (
     PowerState,
     StateCallback,
 )
-from cloudlet.drivers.libvirt import xml
+from cloudlet.drivers.libvirt import console, xml
 from cloudlet.drivers.libvirt.guest import EVENT_MAP, STATE_MAP, domain_name, instance_id_of
 from cloudlet.drivers.libvirt.host import LibvirtHost, choose_domain_type
 from cloudlet.errors import Conflict, DriverError, Invalid, NotFound
@@ -212,6 +214,32 @@ class LibvirtDriver(ComputeDriver, NetworkDriver):
 
         with contextlib.suppress(NotFound):
             self.host.call("deleting snapshot", run)
+
+    # -- consoles --------------------------------------------------------------------------------
+    def _running(self, c: libvirt.virConnect, instance_id: str) -> libvirt.virDomain:
+        dom = self._domain(c, instance_id)
+        console.require_running(dom, instance_id)
+        return dom
+
+    def open_serial_console(self, instance_id: str) -> ConsoleStream:
+        return self.host.call(
+            "opening the serial console",
+            lambda c: console.SerialConsole.open(c, self._running(c, instance_id)),
+        )
+
+    def open_vnc(self, instance_id: str) -> ConsoleStream:
+        return self.host.call(
+            "connecting to the VNC server",
+            lambda c: console.VncConnection.open(self._running(c, instance_id)),
+        )
+
+    def send_keys(self, instance_id: str, chords: Sequence[tuple[int, ...]]) -> None:
+        self.host.call("sending keys", lambda c: console.send_chords(self._running(c, instance_id), chords))
+
+    def screenshot(self, instance_id: str) -> bytes:
+        return self.host.call(
+            "taking a screenshot", lambda c: console.screenshot_png(c, self._running(c, instance_id))
+        )
 
     def pause(self, instance_id: str) -> None:
         self.host.call("pausing domain", lambda c: self._domain(c, instance_id).suspend())
