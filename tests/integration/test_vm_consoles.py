@@ -4,7 +4,8 @@ Serial: the websocket shows the guest's login prompt and echoes what is typed; t
 terminal to it and leaves on Ctrl-]. VNC: a ticket opens an RFB session that completes the
 handshake up to ServerInit; the same ticket is refused the second time. Typed text: it lands at
 tty1's login prompt, read back over SSH from the guest's /dev/vcs1 (the text on its screen).
-Screenshot: a PNG of the screen. When the VM stops, an open console closes and new ones get 409."""
+Screenshot: a PNG of the screen. When the VM stops, an open console closes and new ones get 409.
+Two replicas on one PostgreSQL database honour each other's tickets, and each ticket works once."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ import contextlib
 import io
 import os
 import secrets
+import shutil
 import struct
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -26,7 +29,15 @@ from websockets.sync.client import ClientConnection, connect
 
 from cloudlet.client import ApiError, Client
 from tests.helpers import eventually
-from tests.integration.conftest import CLOUDLET, import_tiny, ssh_run, wait_guest_ssh
+from tests.integration.conftest import (
+    CLOUDLET,
+    Server,
+    import_tiny,
+    running_server,
+    ssh_run,
+    traversable_tmp,
+    wait_guest_ssh,
+)
 from tests.integration.test_events_and_cli import _cli
 
 pytestmark = pytest.mark.integration
@@ -224,3 +235,44 @@ def test_a_stopping_vm_closes_its_console_and_refuses_new_ones(sqlite_server, vm
         assert stopped.value.code == "instance_not_running"
     out = _cli(sqlite_server, "vm", "console", VM)
     assert out.returncode == 2 and "instance_not_running" in out.stderr
+
+
+def test_tickets_work_once_across_replicas_sharing_postgresql(libvirt_conn, tiny_image) -> None:  # type: ignore[no-untyped-def]
+    """Two servers on one PostgreSQL database: a ticket issued by one opens the VNC console on the
+    other, and when both are handed the same ticket at once, exactly one accepts it."""
+    with running_server(libvirt_conn, traversable_tmp("server-console-a-"), "postgresql") as a:
+        replica = Server(
+            data_dir=traversable_tmp("server-console-b-"),
+            database_url=a.database_url,
+            cidr=a.cidr,
+            token=a.token,
+        )
+        replica.start()
+        try:
+            with a.client() as ca:
+                import_tiny(ca, tiny_image)
+                ca.create_instance(name="rep1", image="tiny", memory=128)
+                first = ca.console_ticket("rep1")
+                races = [ca.console_ticket("rep1") for _ in range(3)]
+            with replica.client() as cb:
+                url, _ = cb.ws_url("/instances/rep1/console/vnc", ticket=first["ticket"])
+            with connect(url, max_size=None) as ws:
+                assert Rfb(ws).read(12).startswith(b"RFB 003.00")
+
+            def attempt(server: Server, secret: str) -> bool:
+                with server.client() as c:
+                    url, _ = c.ws_url("/instances/rep1/console/vnc", ticket=secret)
+                try:
+                    with connect(url, max_size=None) as ws:
+                        return Rfb(ws).read(12).startswith(b"RFB ")
+                except InvalidStatus as err:
+                    assert err.response.status_code == 403
+                    return False
+
+            for ticket in races:
+                with ThreadPoolExecutor(4) as pool:
+                    wins = list(pool.map(attempt, [a, replica] * 2, [ticket["ticket"]] * 4))
+                assert wins.count(True) == 1, wins
+        finally:
+            replica.stop()
+            shutil.rmtree(replica.data_dir, ignore_errors=True)
