@@ -77,7 +77,7 @@ class SimDriver(ComputeDriver, NetworkDriver):
         self._callbacks: list[StateCallback] = []
         self.resources = HostResources(cpus=cpus, memory_total_mb=memory_mb, memory_available_mb=memory_mb)
         self.typed: dict[str, list[tuple[int, ...]]] = {}  # instance -> chords sent to its keyboard
-        self.consoles: list[LoopbackConsole] = []
+        self.consoles: dict[str, list[LoopbackConsole]] = {}  # instance -> its open consoles
         # Test hooks: make the named method raise DriverError a number of times.
         self.fail_next: dict[str, int] = {}
 
@@ -88,6 +88,9 @@ class SimDriver(ComputeDriver, NetworkDriver):
 
     def _set(self, instance_id: str, state: PowerState) -> None:
         self.instances[instance_id] = state
+        if state not in (PowerState.RUNNING, PowerState.PAUSED):  # a guest that is gone hangs up
+            for console in self.consoles.pop(instance_id, []):
+                console.close()
         for cb in self._callbacks:
             cb(instance_id, state)
 
@@ -176,14 +179,14 @@ class SimDriver(ComputeDriver, NetworkDriver):
         with self._lock:
             self._require_running(instance_id)
             console = LoopbackConsole(f"\r\n{self.specs[instance_id].hostname} login: ".encode())
-            self.consoles.append(console)
+            self.consoles.setdefault(instance_id, []).append(console)
             return console
 
     def open_vnc(self, instance_id: str) -> ConsoleStream:
         with self._lock:
             self._require_running(instance_id)
             console = LoopbackConsole(b"RFB 003.008\n")
-            self.consoles.append(console)
+            self.consoles.setdefault(instance_id, []).append(console)
             return console
 
     def send_keys(self, instance_id: str, chords: Sequence[tuple[int, ...]]) -> None:
@@ -214,6 +217,8 @@ class SimDriver(ComputeDriver, NetworkDriver):
 
     def delete(self, instance_id: str) -> None:
         with self._lock:
+            for console in self.consoles.pop(instance_id, []):
+                console.close()
             self.instances.pop(instance_id, None)
             self.specs.pop(instance_id, None)
             self.snapshots.pop(instance_id, None)

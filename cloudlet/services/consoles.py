@@ -52,7 +52,6 @@ class Target:
 
     ctx: RequestContext
     instance_id: str
-    name: str
 
 
 def _hash(secret: str) -> str:
@@ -90,7 +89,7 @@ class Consoles:
                     code="instance_not_running",
                     state=row.state,
                 )
-            return Target(ctx, row.id, row.name)
+            return Target(ctx, row.id)
 
     # -- tickets -----------------------------------------------------------------------------------
     def issue_ticket(self, ctx: RequestContext, ref: str, console: ConsoleKind) -> Ticket:
@@ -174,7 +173,7 @@ class Consoles:
     def type_text(self, ctx: RequestContext, ref: str, text: str) -> int:
         """Type ``text`` on the VM's keyboard (US layout); returns the number of keys typed."""
         if not text:
-            raise Invalid("nothing to type", code="untypable_text", characters=[])
+            raise Invalid("nothing to type", code="empty_text")
         if len(text) > MAX_TYPED_CHARS:
             raise Invalid(f"at most {MAX_TYPED_CHARS} characters can be typed at once", code="text_too_long")
         bad = keymap.untypable(text)

@@ -38,6 +38,7 @@ class TicketPublic(BaseModel):
 
 class TypeRequest(BaseModel):
     text: str = Field(
+        min_length=1,
         max_length=MAX_TYPED_CHARS,
         description="Printable ASCII, newline (Enter) and tab, typed on a US keyboard.",
         examples=["root\n"],
@@ -160,7 +161,7 @@ async def vnc_console(websocket: WebSocket, ref: str, ticket: str | None = Ticke
     server (security type None: the ticket was the authentication). Needs a one-time `?ticket=`
     issued for `vnc`; accepts the `binary` subprotocol noVNC offers. A used, expired or foreign
     ticket is refused (4401/4403 and a reason)."""
-    if websocket.query_params.get("ticket") is None:
+    if ticket is None:
         await websocket.close(code=4401, reason="missing_ticket: open the VNC console with ?ticket=")
         return
     stream = await _open(websocket, ref, ConsoleKind.VNC, ticket, subprotocols=("binary",))

@@ -48,6 +48,13 @@ def require_running(dom: libvirt.virDomain, name: str) -> None:
         raise InvalidState(f"VM {name} is not running", code="instance_not_running")
 
 
+def stopped_meanwhile(err: libvirt.libvirtError, name: str) -> InvalidState | None:
+    """The error a console call gets when the domain stopped after ``require_running`` passed."""
+    if err.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID:
+        return InvalidState(f"VM {name} is not running", code="instance_not_running")
+    return None
+
+
 class SerialConsole(ConsoleStream):
     """The first serial port of a running domain over a non-blocking libvirt stream."""
 
@@ -274,7 +281,7 @@ def to_png(data: bytes, mime: str = "image/x-portable-pixmap") -> bytes:
     return out.getvalue()
 
 
-def _quietly(fn: Any) -> None:
+def _quietly(fn: Callable[[], object]) -> None:
     """Tear-down calls on a stream that may already be gone."""
     try:
         fn()

@@ -7,9 +7,9 @@ import logging
 import shutil
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import libvirt
 
@@ -35,6 +35,7 @@ from cloudlet.drivers.libvirt.host import LibvirtHost, choose_domain_type
 from cloudlet.errors import Conflict, DriverError, Invalid, NotFound
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 NETWORK_PREFIX = "cloudlet-"
 
@@ -216,30 +217,38 @@ class LibvirtDriver(ComputeDriver, NetworkDriver):
             self.host.call("deleting snapshot", run)
 
     # -- consoles --------------------------------------------------------------------------------
-    def _running(self, c: libvirt.virConnect, instance_id: str) -> libvirt.virDomain:
-        dom = self._domain(c, instance_id)
-        console.require_running(dom, instance_id)
-        return dom
+    def _on_running(
+        self, what: str, instance_id: str, fn: Callable[[libvirt.virConnect, libvirt.virDomain], T]
+    ) -> T:
+        """``fn(conn, domain)`` on a running domain; 409 ``instance_not_running`` otherwise, also
+        when it stops in between."""
+
+        def run(c: libvirt.virConnect) -> T:
+            dom = self._domain(c, instance_id)
+            console.require_running(dom, instance_id)
+            try:
+                return fn(c, dom)
+            except libvirt.libvirtError as err:
+                stopped = console.stopped_meanwhile(err, instance_id)
+                if stopped is None:
+                    raise  # host.call translates it
+                raise stopped from err
+
+        return self.host.call(what, run)
 
     def open_serial_console(self, instance_id: str) -> ConsoleStream:
-        return self.host.call(
-            "opening the serial console",
-            lambda c: console.SerialConsole.open(c, self._running(c, instance_id)),
-        )
+        return self._on_running("opening the serial console", instance_id, console.SerialConsole.open)
 
     def open_vnc(self, instance_id: str) -> ConsoleStream:
-        return self.host.call(
-            "connecting to the VNC server",
-            lambda c: console.VncConnection.open(self._running(c, instance_id)),
+        return self._on_running(
+            "connecting to the VNC server", instance_id, lambda _c, dom: console.VncConnection.open(dom)
         )
 
     def send_keys(self, instance_id: str, chords: Sequence[tuple[int, ...]]) -> None:
-        self.host.call("sending keys", lambda c: console.send_chords(self._running(c, instance_id), chords))
+        self._on_running("sending keys", instance_id, lambda _c, dom: console.send_chords(dom, chords))
 
     def screenshot(self, instance_id: str) -> bytes:
-        return self.host.call(
-            "taking a screenshot", lambda c: console.screenshot_png(c, self._running(c, instance_id))
-        )
+        return self._on_running("taking a screenshot", instance_id, console.screenshot_png)
 
     def pause(self, instance_id: str) -> None:
         self.host.call("pausing domain", lambda c: self._domain(c, instance_id).suspend())
