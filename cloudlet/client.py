@@ -242,6 +242,11 @@ class Client:
     def delete_snapshot(self, ref: str, snapshot: str, wait: bool = True) -> dict[str, Any]:
         return self._op("DELETE", f"/instances/{ref}/snapshots/{snapshot}", wait)
 
+    def clone_instance(self, ref: str, name: str, wait: bool = True, **options: Any) -> dict[str, Any]:
+        """``mode`` ("linked" or "full"), ``snapshot``, ``start``, ``hostname``, ``ssh_keys``."""
+        body = {"name": name, **{k: v for k, v in options.items() if v is not None}}
+        return self._op("POST", f"/instances/{ref}/clone", wait, json=body)
+
     # -- VM consoles -----------------------------------------------------------------------------
     def console_ticket(self, ref: str, console: str = "vnc") -> dict[str, Any]:
         """A one-time ticket (valid ~30 s) for a running VM's ``vnc`` or ``serial`` console: open

@@ -80,7 +80,8 @@ class InstanceSpec:
     image_format: str | None
     hostname: str
     ssh_keys: tuple[str, ...] = ()
-    user_data: str | None = None
+    user_data: str | None = None  # None: a default #cloud-config with the hostname and keys
+    network_config: str | None = None  # cloud-init network config; None: DHCP on every NIC
     nics: tuple[NicSpec, ...] = ()
     container: ContainerSpec | None = None
 
@@ -229,6 +230,15 @@ class ComputeDriver(abc.ABC):
     def delete_snapshot(self, instance_id: str, snapshot_id: str) -> None:
         """Remove a snapshot; succeeds when it is already gone."""
         raise Unsupported(f"{self.name} instances have no snapshots")
+
+    def clone(
+        self, source_id: str, spec: InstanceSpec, *, linked: bool, snapshot_id: str | None = None
+    ) -> None:
+        """Create ``spec`` (stopped, like ``create``) with a copy of ``source_id``'s disk, or of its
+        ``snapshot_id``. Linked: the copy keeps only what differs from the base image in
+        ``spec.image_path`` and stays backed by it; full: it stands alone. The source must not be
+        written meanwhile unless a snapshot is copied."""
+        raise Unsupported(f"{self.name} instances cannot be cloned")
 
     def open_serial_console(self, instance_id: str) -> ConsoleStream:
         """The guest's first serial port, both ways (capability ``serial_console``). Takes the

@@ -67,3 +67,24 @@ def create_overlay(path: Path, backing: Path, backing_format: str, size_bytes: i
 def grow(path: Path, size_bytes: int) -> None:
     """Grow a (stopped VM's) qcow2 disk to ``size_bytes``; shrinking is never asked of it."""
     _run(["resize", "-q", "-f", "qcow2", str(path), str(size_bytes)], f"growing disk {path.name}")
+
+
+def convert(
+    source: Path,
+    dest: Path,
+    *,
+    backing: tuple[Path, str] | None = None,
+    snapshot: str | None = None,
+) -> None:
+    """Copy ``source`` (its whole backing chain, or the internal ``snapshot`` of it) into a new
+    qcow2 ``dest``. With ``backing`` (path, format), ``dest`` is an overlay of that file holding
+    only what differs from it, which must be the content ``source`` itself was built on.
+
+    A snapshot is read with the image shared: its clusters never change while the VM that owns the
+    image runs on, and cloudlet holds the VM's lock so the snapshot cannot be deleted meanwhile."""
+    args = ["convert", "-q", "-O", "qcow2"]
+    if snapshot is not None:
+        args += ["-U", "-l", f"snapshot.name={snapshot}"]
+    if backing is not None:
+        args += ["-B", str(backing[0]), "-F", backing[1]]
+    _run([*args, str(source), str(dest)], f"copying disk to {dest.name}")

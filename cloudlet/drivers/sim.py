@@ -73,6 +73,7 @@ class SimDriver(ComputeDriver, NetworkDriver):
         self.instances: dict[str, PowerState] = {}
         self.snapshots: dict[str, dict[str, PowerState]] = {}  # instance -> snapshot -> state then
         self.specs: dict[str, InstanceSpec] = {}
+        self.clones: dict[str, tuple[str, bool, str | None]] = {}  # clone -> (source, linked, snapshot)
         self.networks: dict[str, _SimNetwork] = {}
         self._callbacks: list[StateCallback] = []
         self.resources = HostResources(cpus=cpus, memory_total_mb=memory_mb, memory_available_mb=memory_mb)
@@ -170,6 +171,20 @@ class SimDriver(ComputeDriver, NetworkDriver):
     def delete_snapshot(self, instance_id: str, snapshot_id: str) -> None:
         with self._lock:
             self.snapshots.get(instance_id, {}).pop(snapshot_id, None)
+
+    def clone(
+        self, source_id: str, spec: InstanceSpec, *, linked: bool, snapshot_id: str | None = None
+    ) -> None:
+        with self._lock:
+            self._maybe_fail("clone")
+            self._require(source_id)
+            if snapshot_id is not None and snapshot_id not in self.snapshots.get(source_id, {}):
+                raise NotFound(f"no snapshot {snapshot_id}", code="backend_not_found")
+            if spec.id in self.instances:
+                raise DriverError(f"instance {spec.id} exists")
+            self.specs[spec.id] = spec
+            self.instances[spec.id] = PowerState.STOPPED
+            self.clones[spec.id] = (source_id, linked, snapshot_id)
 
     def _require_running(self, instance_id: str) -> None:
         if self._require(instance_id) is not PowerState.RUNNING:

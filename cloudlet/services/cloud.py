@@ -18,6 +18,7 @@ from cloudlet.drivers.registry import make_container_driver, make_vm_backend
 from cloudlet.errors import CloudletError
 from cloudlet.services.audit import AuditLog
 from cloudlet.services.auth import bootstrap, ensure_default_workspace
+from cloudlet.services.clones import Clones
 from cloudlet.services.consoles import Consoles
 from cloudlet.services.container_images import ContainerImages
 from cloudlet.services.context import RequestContext
@@ -62,6 +63,7 @@ class Cloud:
     container_images: ContainerImages | None  # None when containers are off
     pools: Pools
     snapshots: Snapshots
+    clones: Clones
     consoles: Consoles
 
     @classmethod
@@ -110,6 +112,7 @@ class Cloud:
                 leadership=Leadership(db.sessions, runners.id, ttl=max(10.0, 3 * settings.pool_interval)),
             ),
             snapshots=Snapshots(db.sessions, instances),
+            clones=Clones(db.sessions, instances),
             consoles=Consoles(db.sessions, instances),
             reconciler=Reconciler(
                 db.sessions, bus, ops, runners, drivers, network_driver, settings.resync_interval
