@@ -18,7 +18,7 @@ import struct
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -180,24 +180,34 @@ def test_typed_text_reaches_the_guest_screen(sqlite_server, vm, ssh_key) -> None
     key, _ = ssh_key
     wait_guest_ssh(key, vm["ip"])
     marker = f"Typed-{secrets.token_hex(3)} ~!@#$%^&*()_+{{}}|:<>?"
-    with sqlite_server.client() as c:
-        started = time.monotonic()
-        assert c.type_text(VM, marker) == {"keys": len(marker)}
-        print(f"typed {len(marker)} keys in {time.monotonic() - started:.2f}s")
+    shown = [""]
 
     def screen() -> str:
         out = ssh_run(key, vm["ip"], "cat /dev/vcs1")
         assert out.returncode == 0, out.stderr
+        shown[0] = out.stdout
         return out.stdout
 
+    def wait_screen(wanted: Callable[[str], bool], what: str) -> None:
+        try:
+            eventually(lambda: wanted(screen()), timeout=20, what=what)
+        except AssertionError as err:
+            raise AssertionError(f"{err}; tty1 shows {shown[0]!r}") from None
+
+    # Enter at the empty prompt: getty asks again, so the screen ends with a fresh prompt
+    with sqlite_server.client() as c:
+        assert c.type_text(VM, "\n") == {"keys": 1}
+    wait_screen(lambda text: text.rstrip().endswith(f"{VM} login:"), "a fresh login prompt on tty1")
+    with sqlite_server.client() as c:
+        started = time.monotonic()
+        assert c.type_text(VM, marker) == {"keys": len(marker)}
+        print(f"typed {len(marker)} keys in {time.monotonic() - started:.2f}s")
     # getty on tty1 echoes the login name as it is typed
-    eventually(lambda: marker in screen(), timeout=20, what="the typed text on tty1")
+    wait_screen(lambda text: text.rstrip().endswith(f"{VM} login: {marker}"), "the typed text on tty1")
     out = _cli(sqlite_server, "vm", "type", VM, "+by-cli", "--enter")
     assert out.returncode == 0 and "typed 8 keys" in out.stdout, out.stderr
     # the name goes on, and after Enter login asks for a password
-    eventually(
-        lambda: "Password:" in screen().split(marker + "+by-cli")[-1], timeout=20, what="the password prompt"
-    )
+    wait_screen(lambda text: "Password:" in text.split(marker + "+by-cli")[-1], "the password prompt")
     bad = _cli(sqlite_server, "vm", "type", VM, "café")
     assert bad.returncode == 2 and "untypable_text" in bad.stderr
 
