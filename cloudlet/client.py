@@ -251,6 +251,30 @@ class Client:
         body = {"name": name, **{k: v for k, v in options.items() if v is not None}}
         return self._op("POST", f"/instances/{ref}/clone", wait, json=body)
 
+    # -- VM consoles -----------------------------------------------------------------------------
+    def console_ticket(self, ref: str, console: str = "vnc") -> dict[str, Any]:
+        """A one-time ticket (valid ~30 s) for a running VM's ``vnc`` or ``serial`` console: open
+        ``ws_url(result["path"], ticket=result["ticket"])``."""
+        result: dict[str, Any] = self.request(
+            "POST", f"/instances/{ref}/console/ticket", json={"console": console}
+        )
+        return result
+
+    def type_text(self, ref: str, text: str) -> dict[str, Any]:
+        """Type text on a running VM's keyboard (US layout; newline is Enter)."""
+        result: dict[str, Any] = self.request(
+            "POST", f"/instances/{ref}/console/type", json={"text": text}, timeout=120
+        )
+        return result
+
+    def screenshot(self, ref: str) -> bytes:
+        """A running VM's screen as PNG bytes."""
+        resp = self.http.get(f"/api/v1/instances/{ref}/console/screenshot")
+        if resp.status_code == 401 and self.refresh_token and self._renew():
+            resp = self.http.get(f"/api/v1/instances/{ref}/console/screenshot")
+        self._check(resp)
+        return resp.content
+
     def delete_instance(self, ref: str, force: bool = False, wait: bool = True) -> dict[str, Any]:
         return self._op("DELETE", f"/instances/{ref}", wait, params={"force": force})
 

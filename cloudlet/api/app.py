@@ -18,6 +18,7 @@ from cloudlet.api.audit import AuditMiddleware
 from cloudlet.api.limits import JsonBodyLimit
 from cloudlet.api.routers import (
     auth,
+    consoles,
     container_images,
     containers,
     events,
@@ -97,6 +98,7 @@ def create_app(
         pools,
         snapshots,
         storage,
+        consoles,
         host,
         events,
     )

@@ -278,6 +278,44 @@ def snapshot_delete(vm: str, name: str) -> None:
         run_operation(c, c.delete_snapshot(vm, name, wait=False), f"deleting snapshot {name} of {vm}")
 
 
+@app.command("console")
+@handle_errors
+def console_(ref: str) -> None:
+    """Attach this terminal to a running VM's serial console; Ctrl-] leaves."""
+    from cloudlet.cli.console import serial_console
+
+    with client() as c:
+        if not serial_console(c, ref):
+            err_console.print(f"the console of {ref} was closed (the VM stopped?)")
+
+
+@app.command("screenshot")
+@handle_errors
+def screenshot(
+    ref: str,
+    output: Path | None = typer.Option(None, "--output", "-o", help="PNG file (default: NAME.png)."),
+) -> None:
+    """Save what a running VM's screen shows as a PNG file."""
+    with client() as c:
+        png = c.screenshot(ref)
+    path = output or Path(f"{ref}.png")
+    path.write_bytes(png)
+    console.print(f"{path} ({len(png)} bytes)")
+
+
+@app.command("type")
+@handle_errors
+def type_(
+    ref: str,
+    text: str = typer.Argument(..., help="Printable ASCII; \\n and \\t in a shell's $'...' work."),
+    enter: bool = typer.Option(False, "--enter", "-e", help="Press Enter after the text."),
+) -> None:
+    """Type text on a running VM's keyboard (US layout), as if at its screen."""
+    with client() as c:
+        keys = c.type_text(ref, text + ("\n" if enter else ""))["keys"]
+    console.print(f"typed {keys} keys on {ref}")
+
+
 @app.command("delete")
 @handle_errors
 def delete(ref: str, force: bool = typer.Option(False, help="Delete even if running.")) -> None:

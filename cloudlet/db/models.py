@@ -331,6 +331,26 @@ class Snapshot(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class ConsoleTicket(Base):
+    """A one-time pass to open one console of one instance, for clients that cannot send an
+    Authorization header (noVNC, browsers). Only the SHA-256 of the ticket is stored; ``used_at``
+    is set by the one conditional update that redeems it, so it works once across replicas."""
+
+    __tablename__ = "console_tickets"
+    __table_args__ = (UniqueConstraint("secret_hash", name="uq_console_tickets_secret_hash"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"), index=True)
+    workspace_id: Mapped[str] = mapped_column(String(36))
+    console: Mapped[str] = mapped_column(String(16))  # "vnc" or "serial"
+    principal: Mapped[str] = mapped_column(String(255))
+    user_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    token_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    used_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
 class LeaderLock(Base):
     """A named lock with an expiry: the replica holding it runs that controller; the others wait
     for it to lapse (a replica that dies stops renewing, so another takes over)."""

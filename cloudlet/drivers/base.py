@@ -13,7 +13,7 @@ from __future__ import annotations
 import abc
 import enum
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -150,6 +150,25 @@ class NetworkSpec:
 StateCallback = Callable[[str, PowerState], None]
 
 
+class ConsoleStream(abc.ABC):
+    """A byte stream to one of a running guest's consoles (its serial port, or its VNC server's
+    RFB protocol). ``read`` blocks in its own thread; ``close`` may come from any other thread and
+    wakes a blocked ``read``, which then returns ``b""``."""
+
+    @abc.abstractmethod
+    def read(self, size: int = 65536) -> bytes:
+        """The next bytes from the guest side; ``b""`` once the stream ended (guest stopped,
+        console taken over by another client, or closed)."""
+
+    @abc.abstractmethod
+    def write(self, data: bytes) -> None:
+        """Send bytes to the guest side."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the stream; idempotent."""
+
+
 class ComputeDriver(abc.ABC):
     """Life cycle of instances on one backend. All methods are blocking; call them off the event loop."""
 
@@ -224,6 +243,26 @@ class ComputeDriver(abc.ABC):
     def rename(self, instance_id: str, name: str) -> None:  # noqa: B027 - optional hook
         """Show the instance's new cloudlet name in the backend's own label, where the backend lets
         labels change (Docker's are fixed at create: there the label keeps the first name)."""
+
+    def open_serial_console(self, instance_id: str) -> ConsoleStream:
+        """The guest's first serial port, both ways (capability ``serial_console``). Takes the
+        console over from any other client. Raises ``InvalidState`` (code ``instance_not_running``)
+        when the instance does not run."""
+        raise Unsupported(f"{self.name} instances have no serial console", code="no_console")
+
+    def open_vnc(self, instance_id: str) -> ConsoleStream:
+        """A fresh connection to the guest's VNC server, speaking RFB from its first byte
+        (capability ``vnc_console``). Raises ``InvalidState`` when the instance does not run."""
+        raise Unsupported(f"{self.name} instances have no graphical console", code="no_console")
+
+    def send_keys(self, instance_id: str, chords: Sequence[tuple[int, ...]]) -> None:
+        """Press and release each chord (Linux input key codes held together, see
+        ``cloudlet.drivers.keymap``) in order on the guest's keyboard."""
+        raise Unsupported(f"{self.name} instances have no keyboard", code="no_console")
+
+    def screenshot(self, instance_id: str) -> bytes:
+        """The guest's screen now, as PNG bytes."""
+        raise Unsupported(f"{self.name} instances have no screen", code="no_console")
 
     def pause(self, instance_id: str) -> None:
         """Freeze a running instance in memory (capability ``pause``)."""

@@ -19,6 +19,7 @@ from cloudlet.errors import CloudletError
 from cloudlet.services.audit import AuditLog
 from cloudlet.services.auth import bootstrap, ensure_default_workspace
 from cloudlet.services.clones import Clones
+from cloudlet.services.consoles import Consoles
 from cloudlet.services.container_images import ContainerImages
 from cloudlet.services.context import RequestContext
 from cloudlet.services.deployment import deployment_id
@@ -67,6 +68,7 @@ class Cloud:
     clones: Clones
     storage_pools: StoragePools
     volumes: Volumes
+    consoles: Consoles
 
     @classmethod
     def build(
@@ -119,6 +121,7 @@ class Cloud:
             clones=Clones(db.sessions, instances),
             storage_pools=storage_pools,
             volumes=Volumes(db.sessions, ops, storage_pools, instances),
+            consoles=Consoles(db.sessions, instances),
             reconciler=Reconciler(
                 db.sessions, bus, ops, runners, drivers, network_driver, settings.resync_interval
             ),

@@ -16,7 +16,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cloudlet.config import Settings
-from cloudlet.db.models import Instance, IPAllocation, Network, Operation, PoolMember, Snapshot, Volume
+from cloudlet.db.models import (
+    ConsoleTicket,
+    Instance,
+    IPAllocation,
+    Network,
+    Operation,
+    PoolMember,
+    Snapshot,
+    Volume,
+)
 from cloudlet.db.session import SessionFactory, transaction
 from cloudlet.drivers.base import ComputeDriver, DhcpHost, HostResources, InstanceSpec, NetworkDriver, NicSpec
 from cloudlet.drivers.containers import ContainerDriver
@@ -657,6 +666,7 @@ class Instances:
             s.execute(
                 update(Volume).where(Volume.instance_id == instance_id).values(instance_id=None, target=None)
             )
+            s.execute(delete(ConsoleTicket).where(ConsoleTicket.instance_id == instance_id))
             s.delete(row)
         self.bus.publish(Event("instance.deleted", workspace_id, {"id": instance_id, "name": name}))
 

@@ -8,9 +8,9 @@ import logging
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import libvirt
 
@@ -18,6 +18,7 @@ from cloudlet.config import Accelerator
 from cloudlet.drivers import qemu_img
 from cloudlet.drivers.base import (
     ComputeDriver,
+    ConsoleStream,
     DhcpHost,
     DriverCapabilities,
     DriverInfo,
@@ -29,13 +30,14 @@ from cloudlet.drivers.base import (
     PowerState,
     StateCallback,
 )
-from cloudlet.drivers.libvirt import xml
+from cloudlet.drivers.libvirt import console, xml
 from cloudlet.drivers.libvirt.guest import EVENT_MAP, STATE_MAP, domain_name, instance_id_of
 from cloudlet.drivers.libvirt.host import LibvirtHost, choose_domain_type
 from cloudlet.drivers.libvirt.storage import LibvirtStorage
 from cloudlet.errors import Conflict, DriverError, Invalid, NotFound
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 NETWORK_PREFIX = "cloudlet-"
 
@@ -253,6 +255,40 @@ class LibvirtDriver(ComputeDriver, NetworkDriver, LibvirtStorage):
             dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, new, "cloudlet", xml.CLOUDLET_NS, flags)
 
         self.host.call("relabelling domain", run)
+
+    # -- consoles --------------------------------------------------------------------------------
+    def _on_running(
+        self, what: str, instance_id: str, fn: Callable[[libvirt.virConnect, libvirt.virDomain], T]
+    ) -> T:
+        """``fn(conn, domain)`` on a running domain; 409 ``instance_not_running`` otherwise, also
+        when it stops in between."""
+
+        def run(c: libvirt.virConnect) -> T:
+            dom = self._domain(c, instance_id)
+            console.require_running(dom, instance_id)
+            try:
+                return fn(c, dom)
+            except libvirt.libvirtError as err:
+                stopped = console.stopped_meanwhile(err, instance_id)
+                if stopped is None:
+                    raise  # host.call translates it
+                raise stopped from err
+
+        return self.host.call(what, run)
+
+    def open_serial_console(self, instance_id: str) -> ConsoleStream:
+        return self._on_running("opening the serial console", instance_id, console.SerialConsole.open)
+
+    def open_vnc(self, instance_id: str) -> ConsoleStream:
+        return self._on_running(
+            "connecting to the VNC server", instance_id, lambda _c, dom: console.VncConnection.open(dom)
+        )
+
+    def send_keys(self, instance_id: str, chords: Sequence[tuple[int, ...]]) -> None:
+        self._on_running("sending keys", instance_id, lambda _c, dom: console.send_chords(dom, chords))
+
+    def screenshot(self, instance_id: str) -> bytes:
+        return self._on_running("taking a screenshot", instance_id, console.screenshot_png)
 
     def pause(self, instance_id: str) -> None:
         self.host.call("pausing domain", lambda c: self._domain(c, instance_id).suspend())
