@@ -25,7 +25,7 @@ from cloudlet.drivers.base import (
     StateCallback,
 )
 from cloudlet.drivers.sim_storage import SimStorage
-from cloudlet.errors import DriverError, InvalidState, NotFound
+from cloudlet.errors import Conflict, DriverError, InvalidState, NotFound
 
 
 @dataclass
@@ -143,9 +143,13 @@ class SimDriver(ComputeDriver, NetworkDriver, SimStorage):
         with self._lock:
             self._maybe_fail("resize")
             state = self._require(instance_id)
-            if (cpus or memory_mb) and state is not PowerState.STOPPED:
-                raise DriverError("vCPUs and memory change only while the VM is stopped")
             spec = self.specs[instance_id]
+            if state is not PowerState.STOPPED and (memory_mb or (cpus and cpus < spec.cpus)):
+                raise DriverError("memory changes and vCPUs go only while the VM is stopped")
+            if state is not PowerState.STOPPED and cpus and cpus > self.resources.cpus:
+                raise Conflict(
+                    f"a running VM takes up to {self.resources.cpus} vCPUs", code="instance_running"
+                )
             self.specs[instance_id] = dataclasses.replace(
                 spec,
                 cpus=cpus or spec.cpus,

@@ -533,8 +533,9 @@ class Instances:
         memory: int | None = None,
         disk: int | None = None,
     ) -> str:
-        """Change a VM's vCPUs and memory (while it is stopped) and grow its disk (also while it
-        runs), as an operation. What grows is claimed against the workspace's quota at once, in
+        """Change a VM's memory (while it is stopped) and vCPUs (more also while it runs, up to the
+        host's CPU count; fewer while it is stopped) and grow its disk (also while it runs), as an
+        operation. What grows is claimed against the workspace's quota at once, in
         the same transaction as the new size, so parallel requests cannot pass it together."""
         with transaction(self.sessions) as s:
             row = self.get(s, ctx, ref)
@@ -546,10 +547,10 @@ class Instances:
             check_size(new_cpus, new_memory, new_disk)
             if new_disk < row.disk_gb:
                 raise Invalid(f"disks only grow: {row.name!r} has {row.disk_gb} GiB", code="disk_shrink")
-            cold = (new_cpus, new_memory) != (row.cpus, row.memory_mb)
+            cold = new_memory != row.memory_mb or new_cpus < row.cpus  # vCPUs are plugged in live
             if row.state not in (State.STOPPED, State.RUNNING) or (cold and row.state != State.STOPPED):
                 raise Conflict(
-                    f"instance {row.name!r} is {row.state}: vCPUs and memory change while it is stopped"
+                    f"instance {row.name!r} is {row.state}: memory changes and vCPUs go while it is stopped"
                     if cold
                     else f"instance {row.name!r} is {row.state}",
                     code="instance_running" if row.state == State.RUNNING else "invalid_state",

@@ -1,5 +1,6 @@
-"""Resizing a real VM: its disk grows while it runs and the guest sees the new size at once; after a
-stop, new vCPUs and memory (through the CLI) are what the guest counts when it boots again."""
+"""Resizing a real VM: its disk grows and a vCPU is plugged in while it runs, and the guest sees
+both at once (the new vCPU online); after a stop, fewer vCPUs and more memory (through the CLI)
+are what the guest counts when it boots again."""
 
 from __future__ import annotations
 
@@ -42,15 +43,19 @@ def test_resize_seen_by_the_guest(sqlite_server, tiny_image, ssh_key) -> None:  
         )
         assert c.instance("grow1")["disk"] == 2
 
+        op = c.resize_instance("grow1", cpus=2)  # plugged in: the guest brings it online itself
+        assert op["status"] == "succeeded", op
+        eventually(lambda: guest_size(key, ip)[0] == 2, timeout=30, interval=1, what="the new vCPU online")
+
         c.action("grow1", "stop")
-        out = _cli(sqlite_server, "vm", "resize", "grow1", "--cpus", "2", "--memory", "192")
+        out = _cli(sqlite_server, "vm", "resize", "grow1", "--cpus", "1", "--memory", "192")
         assert out.returncode == 0, out.stderr
         refused = _cli(sqlite_server, "vm", "resize", "grow1", "--disk", "1")
         assert refused.returncode != 0 and "disk_shrink" in refused.stderr
         c.action("grow1", "start")
         wait_guest_ssh(key, ip)
         cpus, mem, disk = guest_size(key, ip)
-        assert cpus == 2 and 140 < mem <= 192 and disk == 2 * GIB
+        assert cpus == 1 and 140 < mem <= 192 and disk == 2 * GIB
         vm = c.instance("grow1")
-        assert (vm["cpus"], vm["memory"], vm["disk"]) == (2, 192, 2)
+        assert (vm["cpus"], vm["memory"], vm["disk"]) == (1, 192, 2)
         c.delete_instance("grow1", force=True)

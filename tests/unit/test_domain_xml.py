@@ -217,3 +217,13 @@ def test_label_for_set_metadata_has_no_namespace_and_reads_back() -> None:
     text = label.to_metadata_xml()
     assert "xmlns" not in text and text.startswith("<instance>")
     assert parse_metadata_element(text) == label
+
+
+def test_room_for_vcpus_plugged_in_later_reads_back() -> None:
+    meta = CloudletMetadata("i-1", "web", "ws-1")
+    dom = Domain(name="d", uuid="u", domain_type="qemu", memory_mb=128, vcpus=1, metadata=meta, max_vcpus=4)
+    vcpu = dom.to_element().find("vcpu")
+    assert vcpu is not None and (vcpu.text, vcpu.get("current")) == ("4", "1")
+    assert Domain.from_xml(dom.to_xml()) == dom
+    flat = dataclasses.replace(dom, max_vcpus=1)  # no room: no current attribute at all
+    assert flat.to_element().find("vcpu").attrib == {"placement": "static"}  # type: ignore[union-attr]

@@ -65,6 +65,7 @@ class LibvirtDriver(ComputeDriver, NetworkDriver, LibvirtStorage):
         self.deployment = deployment
         self.instances_dir = instances_dir
         self.domain_type = choose_domain_type(accelerator)
+        self._cpus: int | None = None
 
     # -- health and host -------------------------------------------------------------------------
     def info(self) -> DriverInfo:
@@ -88,6 +89,12 @@ class LibvirtDriver(ComputeDriver, NetworkDriver, LibvirtStorage):
             )
 
         return self.host.call("reading host resources", read)
+
+    def _host_cpus(self) -> int:
+        """The host's CPU count, asked once: how many vCPUs a VM can grow to while it runs."""
+        if self._cpus is None:
+            self._cpus = self.host_resources().cpus
+        return self._cpus
 
     # -- instances -------------------------------------------------------------------------------
     def _dir(self, instance_id: str) -> Path:
@@ -144,6 +151,7 @@ class LibvirtDriver(ComputeDriver, NetworkDriver, LibvirtStorage):
                 domain_type=self.domain_type,
                 memory_mb=spec.memory_mb,
                 vcpus=spec.cpus,
+                max_vcpus=max(spec.cpus, self._host_cpus()),
                 metadata=xml.CloudletMetadata(spec.id, spec.name, spec.workspace_id, self.deployment),
                 disks=(
                     xml.Disk(path=str(disk), format="qcow2", target="vda"),
@@ -188,23 +196,36 @@ class LibvirtDriver(ComputeDriver, NetworkDriver, LibvirtStorage):
         memory_mb: int | None = None,
         disk_gb: int | None = None,
     ) -> None:
-        config = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+        config, live = libvirt.VIR_DOMAIN_AFFECT_CONFIG, libvirt.VIR_DOMAIN_AFFECT_LIVE
+        maximum = libvirt.VIR_DOMAIN_VCPU_MAXIMUM
 
-        def cold(c: libvirt.virConnect) -> None:
+        def change(c: libvirt.virConnect) -> None:
             dom = self._domain(c, instance_id)
             if dom.isActive():
-                raise Conflict(
-                    "vCPUs and memory change while the VM is stopped: stop it first", code="instance_running"
-                )
+                if memory_mb:
+                    raise Conflict(
+                        "memory changes while the VM is stopped: stop it first", code="instance_running"
+                    )
+                if cpus:  # plugged in while it runs, up to the maximum its definition has room for
+                    most = dom.vcpusFlags(live | maximum)
+                    if cpus < dom.vcpusFlags(live):
+                        raise Conflict("vCPUs are removed while the VM is stopped", code="instance_running")
+                    if cpus > most:
+                        raise Conflict(
+                            f"a running VM takes up to {most} vCPUs: stop it for more",
+                            code="instance_running",
+                        )
+                    dom.setVcpusFlags(cpus, live | config)
+                return
             if cpus:
-                dom.setVcpusFlags(cpus, config | libvirt.VIR_DOMAIN_VCPU_MAXIMUM)
+                dom.setVcpusFlags(max(cpus, self._host_cpus()), config | maximum)
                 dom.setVcpusFlags(cpus, config)
             if memory_mb:
                 dom.setMemoryFlags(memory_mb * 1024, config | libvirt.VIR_DOMAIN_MEM_MAXIMUM)
                 dom.setMemoryFlags(memory_mb * 1024, config)
 
         if cpus or memory_mb:
-            self.host.call("resizing domain", cold)
+            self.host.call("resizing domain", change)
         if disk_gb:
             disk = self._dir(instance_id) / "disk.qcow2"
 

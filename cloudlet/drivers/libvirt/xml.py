@@ -131,6 +131,7 @@ class Domain:
     interfaces: tuple[Interface, ...] = ()
     machine: str = "pc"
     vnc: bool = True
+    max_vcpus: int | None = None  # above ``vcpus``: room to plug vCPUs in while the VM runs
 
     def to_element(self) -> ET.Element:
         dom = ET.Element("domain", type=self.domain_type)
@@ -139,7 +140,10 @@ class Domain:
         _sub(dom, "metadata").append(self.metadata.to_element())
         _sub(dom, "memory", str(self.memory_mb * 1024), unit="KiB")
         _sub(dom, "currentMemory", str(self.memory_mb * 1024), unit="KiB")
-        _sub(dom, "vcpu", str(self.vcpus), placement="static")
+        if self.max_vcpus is not None and self.max_vcpus > self.vcpus:
+            _sub(dom, "vcpu", str(self.max_vcpus), placement="static", current=str(self.vcpus))
+        else:
+            _sub(dom, "vcpu", str(self.vcpus), placement="static")
         os_el = _sub(dom, "os")
         _sub(os_el, "type", "hvm", arch="x86_64", machine=self.machine)
         _sub(os_el, "boot", dev="hd")
@@ -180,12 +184,16 @@ class Domain:
         if meta is None:
             raise ValueError("domain carries no cloudlet metadata")
         os_type = dom.find("os/type")
+        vcpu = dom.find("vcpu")
+        most = int(vcpu.text or "1") if vcpu is not None else 1
+        current = int(vcpu.get("current", most)) if vcpu is not None else 1
         return cls(
             name=dom.findtext("name", ""),
             uuid=dom.findtext("uuid", ""),
             domain_type=dom.get("type", "qemu"),
             memory_mb=int(dom.findtext("memory", "0")) // 1024,
-            vcpus=int(dom.findtext("vcpu", "1")),
+            vcpus=current,
+            max_vcpus=most if most > current else None,
             metadata=CloudletMetadata.from_element(meta),
             disks=tuple(Disk.from_element(d) for d in dom.findall("devices/disk")),
             interfaces=tuple(Interface.from_element(i) for i in dom.findall("devices/interface")),
