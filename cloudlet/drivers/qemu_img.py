@@ -20,9 +20,9 @@ class ImageInfo:
     backing_file: str | None
 
 
-def _run(args: list[str], what: str) -> str:
+def _run(args: list[str], what: str, timeout: float = 600) -> str:
     try:
-        proc = subprocess.run([QEMU_IMG, *args], capture_output=True, text=True, timeout=600, check=False)
+        proc = subprocess.run([QEMU_IMG, *args], capture_output=True, text=True, timeout=timeout, check=False)
     except FileNotFoundError as err:
         raise DriverError("qemu-img is not installed") from err
     if proc.returncode != 0:
@@ -67,3 +67,18 @@ def create_overlay(path: Path, backing: Path, backing_format: str, size_bytes: i
 def grow(path: Path, size_bytes: int) -> None:
     """Grow a (stopped VM's) qcow2 disk to ``size_bytes``; shrinking is never asked of it."""
     _run(["resize", "-q", "-f", "qcow2", str(path), str(size_bytes)], f"growing disk {path.name}")
+
+
+def create_blank(path: Path, size_bytes: int) -> None:
+    """An empty qcow2 disk of ``size_bytes`` (for a VM that installs its OS from an ISO)."""
+    _run(["create", "-q", "-f", "qcow2", str(path), str(size_bytes)], f"creating disk {path.name}")
+
+
+def convert_to_qcow2(src: Path, src_format: str, dest: Path) -> None:
+    """Copy ``src`` into a standalone qcow2 file ``dest``: the whole backing chain is read through
+    and written out, so ``dest`` has no backing file. Internal snapshots are not copied."""
+    _run(
+        ["convert", "-q", "-f", src_format, "-O", "qcow2", str(src), str(dest)],
+        f"copying disk {src.name}",
+        timeout=6 * 3600,
+    )

@@ -7,7 +7,9 @@ from __future__ import annotations
 import dataclasses
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from cloudlet.drivers import qemu_img
 from cloudlet.drivers.base import (
     ComputeDriver,
     DhcpHost,
@@ -21,7 +23,7 @@ from cloudlet.drivers.base import (
     PowerState,
     StateCallback,
 )
-from cloudlet.errors import DriverError, NotFound
+from cloudlet.errors import Conflict, DriverError, NotFound
 
 
 @dataclass
@@ -32,13 +34,14 @@ class _SimNetwork:
 
 class SimDriver(ComputeDriver, NetworkDriver):
     name = "sim"
-    capabilities = DriverCapabilities(pause=True, snapshots=True)
+    capabilities = DriverCapabilities(pause=True, snapshots=True, iso_install=True)
 
     def __init__(self, *, cpus: int = 8, memory_mb: int = 32768) -> None:
         self._lock = threading.Lock()
         self.instances: dict[str, PowerState] = {}
         self.snapshots: dict[str, dict[str, PowerState]] = {}  # instance -> snapshot -> state then
         self.specs: dict[str, InstanceSpec] = {}
+        self.media: dict[str, Path] = {}  # instance -> the ISO in its CD-ROM
         self.networks: dict[str, _SimNetwork] = {}
         self._callbacks: list[StateCallback] = []
         self.resources = HostResources(cpus=cpus, memory_total_mb=memory_mb, memory_available_mb=memory_mb)
@@ -68,6 +71,8 @@ class SimDriver(ComputeDriver, NetworkDriver):
                 raise DriverError(f"instance {spec.id} exists")
             self.specs[spec.id] = spec
             self.instances[spec.id] = PowerState.STOPPED
+            if spec.install_media is not None:
+                self.media[spec.id] = spec.install_media
 
     def _require(self, instance_id: str) -> PowerState:
         if instance_id not in self.instances:
@@ -132,6 +137,24 @@ class SimDriver(ComputeDriver, NetworkDriver):
         with self._lock:
             self.snapshots.get(instance_id, {}).pop(snapshot_id, None)
 
+    def export_disk(self, instance_id: str, dest: Path) -> None:
+        """The simulated disk is the VM's image, as it was (or an empty disk for an ISO install)."""
+        with self._lock:
+            self._maybe_fail("export_disk")
+            if self._require(instance_id) is not PowerState.STOPPED:
+                raise Conflict("the VM runs: stop it before copying its disk", code="instance_running")
+            spec = self.specs[instance_id]
+        if spec.image_path is None or spec.image_format is None:
+            qemu_img.create_blank(dest, spec.disk_gb * 1024**3)
+        else:
+            qemu_img.convert_to_qcow2(spec.image_path, spec.image_format, dest)
+
+    def eject_media(self, instance_id: str) -> None:
+        with self._lock:
+            self._maybe_fail("eject_media")
+            self._require(instance_id)
+            self.media.pop(instance_id, None)
+
     def pause(self, instance_id: str) -> None:
         with self._lock:
             if self._require(instance_id) is not PowerState.RUNNING:
@@ -149,6 +172,7 @@ class SimDriver(ComputeDriver, NetworkDriver):
             self.instances.pop(instance_id, None)
             self.specs.pop(instance_id, None)
             self.snapshots.pop(instance_id, None)
+            self.media.pop(instance_id, None)
 
     def state(self, instance_id: str) -> PowerState:
         with self._lock:

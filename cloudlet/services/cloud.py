@@ -23,6 +23,7 @@ from cloudlet.services.context import RequestContext
 from cloudlet.services.deployment import deployment_id
 from cloudlet.services.events import EventBus
 from cloudlet.services.images import Images
+from cloudlet.services.instance_images import InstanceImages
 from cloudlet.services.instances import Instances
 from cloudlet.services.leader import Leadership
 from cloudlet.services.logins import signing_key
@@ -61,6 +62,7 @@ class Cloud:
     container_images: ContainerImages | None  # None when containers are off
     pools: Pools
     snapshots: Snapshots
+    instance_images: InstanceImages
 
     @classmethod
     def build(
@@ -84,6 +86,14 @@ class Cloud:
         containers = container_driver or make_container_driver(settings, deployment)
         networks = Networks(db.sessions, ops, network_driver, containers)
         instances = Instances(settings, db.sessions, ops, bus, compute, network_driver, networks, containers)
+        images = Images(
+            db.sessions,
+            ops,
+            settings.images_dir,
+            settings.allowed_import_dirs,
+            block_link_local=settings.image_url_block_link_local,
+            download_timeout=settings.image_download_timeout,
+        )
         oplogs = OperationLogs(settings.operation_logs_dir, bus)
         drivers: dict[str, ComputeDriver] = {"vm": compute}
         if containers is not None:
@@ -96,7 +106,7 @@ class Cloud:
             compute=compute,
             network_driver=network_driver,
             container_driver=containers,
-            images=Images(db.sessions, ops, settings.images_dir, settings.allowed_import_dirs),
+            images=images,
             networks=networks,
             instances=instances,
             pools=Pools(
@@ -108,6 +118,7 @@ class Cloud:
                 leadership=Leadership(db.sessions, runners.id, ttl=max(10.0, 3 * settings.pool_interval)),
             ),
             snapshots=Snapshots(db.sessions, instances),
+            instance_images=InstanceImages(db.sessions, images, instances),
             reconciler=Reconciler(
                 db.sessions, bus, ops, runners, drivers, network_driver, settings.resync_interval
             ),

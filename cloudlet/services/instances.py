@@ -20,11 +20,11 @@ from cloudlet.db.session import SessionFactory, transaction
 from cloudlet.drivers.base import ComputeDriver, DhcpHost, HostResources, InstanceSpec, NetworkDriver, NicSpec
 from cloudlet.drivers.containers import ContainerDriver
 from cloudlet.drivers.libvirt.seed import validate_ssh_key
-from cloudlet.errors import Conflict, DriverUnavailable, InsufficientResources, Invalid, NotFound
+from cloudlet.errors import Conflict, DriverUnavailable, InsufficientResources, Invalid, NotFound, Unsupported
 from cloudlet.services import container_images, containers, quotas
 from cloudlet.services.context import RequestContext
 from cloudlet.services.events import Event, EventBus
-from cloudlet.services.images import usable_image
+from cloudlet.services.images import check_fits, usable_image
 from cloudlet.services.lifecycle import FROM_POWER, State, check_action
 from cloudlet.services.names import check_name, lookup
 from cloudlet.services.networks import Networks, network_spec
@@ -175,12 +175,10 @@ class Instances:
             if image.status != "ready":
                 raise Conflict(f"image {image.name!r} is not ready ({image.status})", code="image_not_ready")
             net = self._active_network(s, ctx, req.network)
-            min_gb = math.ceil((image.virtual_size or 0) / GIB)
-            if req.disk < min_gb:
-                raise Invalid(
-                    f"disk of {req.disk} GiB is smaller than image {image.name!r} ({min_gb} GiB)",
-                    code="disk_too_small",
-                )
+            check_fits(image, req.disk, req.memory)
+            iso = image.format == "iso"
+            if iso and not self.compute.capabilities.iso_install:
+                raise Unsupported(f"the {self.compute.name} driver cannot install VMs from an ISO")
             self._check_memory(s, host, req.memory)
             quotas.claim(
                 s,
@@ -212,8 +210,9 @@ class Instances:
                 cpus=row.cpus,
                 memory_mb=row.memory_mb,
                 disk_gb=row.disk_gb,
-                image_path=Path(image.path or ""),
-                image_format=image.format or "qcow2",
+                image_path=None if iso else Path(image.path or ""),
+                image_format=None if iso else image.format or "qcow2",
+                install_media=Path(image.path or "") if iso else None,
                 hostname=row.hostname,
                 ssh_keys=ssh_keys,
                 user_data=req.user_data,

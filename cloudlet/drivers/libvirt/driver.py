@@ -50,7 +50,9 @@ class LibvirtDriver(ComputeDriver, NetworkDriver):
     labelled with cloudlet metadata, with its files in ``<instances_dir>/<instance id>/``."""
 
     name = "libvirt"
-    capabilities = DriverCapabilities(vnc_console=True, serial_console=True, pause=True, snapshots=True)
+    capabilities = DriverCapabilities(
+        vnc_console=True, serial_console=True, pause=True, snapshots=True, iso_install=True
+    )
 
     def __init__(
         self, uri: str, instances_dir: Path, deployment: str, accelerator: Accelerator = Accelerator.AUTO
@@ -93,7 +95,7 @@ class LibvirtDriver(ComputeDriver, NetworkDriver):
     def create(self, spec: InstanceSpec) -> None:
         from cloudlet.drivers.libvirt.seed import build_nocloud_seed
 
-        if spec.image_path is None or spec.image_format is None:
+        if spec.install_media is None and (spec.image_path is None or spec.image_format is None):
             raise Invalid("a VM needs a base image", code="image_required")
         folder = self._dir(spec.id)
         disk, seed = folder / "disk.qcow2", folder / "seed.iso"
@@ -101,7 +103,11 @@ class LibvirtDriver(ComputeDriver, NetworkDriver):
             folder.mkdir(parents=True)
             undo.callback(shutil.rmtree, folder, ignore_errors=True)
             size = max(spec.disk_gb * GIB, 0)
-            qemu_img.create_overlay(disk, spec.image_path, spec.image_format, size)
+            if spec.install_media is not None:
+                qemu_img.create_blank(disk, size)
+            else:
+                assert spec.image_path is not None and spec.image_format is not None
+                qemu_img.create_overlay(disk, spec.image_path, spec.image_format, size)
             build_nocloud_seed(
                 seed,
                 instance_id=spec.id,
@@ -116,10 +122,7 @@ class LibvirtDriver(ComputeDriver, NetworkDriver):
                 memory_mb=spec.memory_mb,
                 vcpus=spec.cpus,
                 metadata=xml.CloudletMetadata(spec.id, spec.name, spec.workspace_id, self.deployment),
-                disks=(
-                    xml.Disk(path=str(disk), format="qcow2", target="vda"),
-                    xml.Disk(path=str(seed), format="raw", target="vdb", readonly=True),
-                ),
+                disks=_disks(disk, seed, spec.install_media),
                 interfaces=tuple(xml.Interface(network=n.network, mac=n.mac) for n in spec.nics),
             )
             self.host.call("defining domain", lambda c: c.defineXML(domain.to_xml()))
@@ -212,6 +215,23 @@ class LibvirtDriver(ComputeDriver, NetworkDriver):
 
         with contextlib.suppress(NotFound):
             self.host.call("deleting snapshot", run)
+
+    def export_disk(self, instance_id: str, dest: Path) -> None:
+        if self._is_active(instance_id):
+            raise Conflict("the VM runs: stop it before copying its disk", code="instance_running")
+        qemu_img.convert_to_qcow2(self._dir(instance_id) / "disk.qcow2", "qcow2", dest)
+
+    def eject_media(self, instance_id: str) -> None:
+        def run(c: libvirt.virConnect) -> None:
+            dom = self._domain(c, instance_id)
+            flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG | libvirt.VIR_DOMAIN_DEVICE_MODIFY_FORCE
+            if dom.isActive():  # a guest that locked the tray is overruled (FORCE)
+                flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
+            for drive in xml.cdroms_of(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)):
+                if drive.path:
+                    dom.updateDeviceFlags(drive.ejected().to_xml(), flags)
+
+        self.host.call("ejecting the CD-ROM", run)
 
     def pause(self, instance_id: str) -> None:
         self.host.call("pausing domain", lambda c: self._domain(c, instance_id).suspend())
@@ -336,6 +356,22 @@ class LibvirtDriver(ComputeDriver, NetworkDriver):
             lambda c: xml.dhcp_hosts_of(c.networkLookupByName(backend_name).XMLDesc(0)),
         )
         return [DhcpHost(e.mac, e.ip, e.name) for e in entries]
+
+
+def _disks(disk: Path, seed: Path, install_media: Path | None) -> tuple[xml.Disk, ...]:
+    """The system disk and the NoCloud seed; a VM installed from an ISO also gets the ISO as its
+    CD-ROM, first in the boot order, then its disk (an empty drive is skipped at boot). The seed
+    stays: an installer that reads NoCloud data (hostname, SSH keys) finds it, others ignore it."""
+    if install_media is None:
+        return (
+            xml.Disk(path=str(disk), format="qcow2", target="vda"),
+            xml.Disk(path=str(seed), format="raw", target="vdb", readonly=True),
+        )
+    return (
+        xml.Disk(path=str(disk), format="qcow2", target="vda", boot_order=2),
+        xml.Disk(path=str(seed), format="raw", target="vdb", readonly=True),
+        xml.Disk.cdrom(str(install_media), boot_order=1),
+    )
 
 
 def _destroy_if_active(dom: libvirt.virDomain) -> None:
