@@ -55,7 +55,6 @@ class ImageImport(ImageProperties):
     )
     url: str | None = Field(
         None,
-        max_length=2048,
         description="http(s) URL to download the image from (streamed; progress in the operation).",
         examples=["https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-generic-amd64.qcow2"],
     )

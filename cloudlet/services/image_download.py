@@ -28,6 +28,7 @@ MAX_URL = 2048
 MAX_REDIRECTS = 5
 CHUNK = 1024 * 1024
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
+HOST = re.compile(r"^[A-Za-z0-9._:-]+$")  # a DNS name (IDNA-encoded), an IPv4 or an IPv6 address
 PROGRESS_INTERVAL = 0.5  # seconds between progress reports (each one is a database write)
 
 Progress = Callable[[int, int | None], None]  # (bytes done, total bytes when known)
@@ -55,6 +56,8 @@ def check_url(url: str) -> str:
         )
     if not parsed.host:
         raise Invalid("the URL names no host", code="invalid_url")
+    if not HOST.match(parsed.raw_host.decode("ascii", "replace")):
+        raise Invalid(f"not a valid host name: {parsed.host!r}", code="invalid_url")
     return url
 
 
