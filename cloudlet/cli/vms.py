@@ -153,6 +153,14 @@ def resize(
         run_operation(c, op, f"resizing {ref}")
 
 
+@app.command("eject")
+@handle_errors
+def eject(ref: str) -> None:
+    """Eject the installer ISO from a VM's CD-ROM (also while it runs): it boots from its disk next."""
+    with client() as c:
+        run_operation(c, c.eject(ref, wait=False), f"ejecting the CD-ROM of {ref}")
+
+
 @snapshot_app.command("create")
 @handle_errors
 def snapshot_create(vm: str, name: str, description: str = typer.Option("", "--description", "-d")) -> None:

@@ -37,17 +37,16 @@ def import_image(
 ) -> OperationPublic:
     """Import a qcow2, raw or ISO image from a path on the server host or an http(s) URL."""
     props = ImageProperties(os=body.os, min_disk=body.min_disk, min_memory=body.min_memory)
-    if (body.url is None) == (body.source_path is None):
-        raise Invalid("give either url or source_path", code="invalid_source")
-    if body.url is not None:
+    if body.url is not None and body.source_path is None:
         op_id = cloud.images.import_url(
             ctx, body.name, body.url, sha256=body.sha256, fmt=body.format, props=props
         )
-    else:
+    elif body.source_path is not None and body.url is None:
         if body.sha256 is not None:
-            raise Invalid("sha256 is checked on downloads only", code="invalid_source")
-        assert body.source_path is not None
+            raise Invalid("sha256 is checked on downloads (url) only", code="invalid_source")
         op_id = cloud.images.import_path(ctx, body.name, body.source_path, fmt=body.format, props=props)
+    else:
+        raise Invalid("give either url or source_path", code="invalid_source")
     return accepted(cloud, ctx, op_id, wait, response)
 
 
