@@ -31,7 +31,6 @@ from cloudlet.services.names import IMAGE_NAME, check_name, is_uuid, lookup
 from cloudlet.services.operations import OperationContext, Operations
 
 FORMATS = ("qcow2", "raw", "iso")
-DISK_FORMATS = ("qcow2", "raw")
 CHUNK = 1024 * 1024
 GIB = 1024**3
 ISO_MAGIC_OFFSET = 0x8001  # "CD001" of the primary volume descriptor, in sector 16

@@ -55,14 +55,18 @@ def domain_disks(libvirt_conn, instance_id: str, flags: int = 0) -> list[ET.Elem
     return ET.fromstring(dom.XMLDesc(flags)).findall("devices/disk")
 
 
+def media_of(disk: ET.Element) -> str:
+    """The file in a drive; "" when it is empty (a running domain keeps a bare ``<source index=../>``)."""
+    source = disk.find("source")
+    return source.get("file", "") if source is not None else ""
+
+
 def boot_device(disks: list[ET.Element]) -> str:
-    """The source of the first device in the boot order that has media."""
-    ordered = sorted((int(boot.get("order", "0")), d) for d in disks if (boot := d.find("boot")) is not None)
-    for _, disk in ordered:
-        source = disk.find("source")
-        if source is not None and source.get("file"):
-            return source.get("file", "")
-    return ""
+    """The file of the first device in the boot order that has media."""
+    ordered = sorted(
+        (int(boot.get("order", "0")), media_of(d)) for d in disks if (boot := d.find("boot")) is not None
+    )
+    return next((media for _, media in ordered if media), "")
 
 
 def test_url_import_and_publish_a_stopped_vm(sqlite_server, tiny_image, ssh_key, file_server) -> None:  # type: ignore[no-untyped-def]
@@ -176,7 +180,7 @@ def test_iso_install_boots_the_cd_then_the_disk(
         for flags in (0, libvirt.VIR_DOMAIN_XML_INACTIVE):  # the running domain and its definition
             disks = domain_disks(libvirt_conn, vm["id"], flags)
             cdrom = [d for d in disks if d.get("device") == "cdrom"]
-            assert len(cdrom) == 1 and cdrom[0].find("source") is None, ET.tostring(cdrom[0])
+            assert len(cdrom) == 1 and not media_of(cdrom[0]), ET.tostring(cdrom[0])
             assert boot_device(disks).endswith(f"/{vm['id']}/disk.qcow2")
         assert c.instance("inst1")["image"] is None
         again = _cli(sqlite_server, "vm", "eject", "inst1")
@@ -187,6 +191,16 @@ def test_iso_install_boots_the_cd_then_the_disk(
         wait_guest_ssh(key, vm["ip"])
         assert ISO_MARK not in ssh_run(key, vm["ip"], "cat /proc/cmdline").stdout  # booted from its disk
 
-        c.delete_image("installer")  # ejected: nothing holds it
+        # A stopped VM's drive is emptied in its definition only.
+        c.create_instance(name="inst2", image="installer", memory=128, disk=1)
+        c.action("inst2", "force-stop")
+        second = c.instance("inst2")
+        assert c.eject("inst2")["status"] == "succeeded"
+        disks = domain_disks(libvirt_conn, second["id"], libvirt.VIR_DOMAIN_XML_INACTIVE)
+        assert [media_of(d) for d in disks if d.get("device") == "cdrom"] == [""]
+        assert boot_device(disks).endswith(f"/{second['id']}/disk.qcow2")
+
+        c.delete_image("installer")  # ejected everywhere: nothing holds it
         assert not image_file(sqlite_server, image).exists()
         c.delete_instance("inst1", force=True)
+        c.delete_instance("inst2", force=True)
