@@ -117,7 +117,7 @@ def import_image(
             raise typer.BadParameter("give either PATH or --url")
         done = run_operation(c, op, f"importing {name}")
     result = done.get("result") or {}
-    console.print(f"{name}: {result.get('format')}, sha256 {result.get('sha256')}")
+    console.print(f"{name}: {result.get('format')}, sha256 {result.get('sha256')}", soft_wrap=True)
 
 
 @app.command("set")
