@@ -31,7 +31,9 @@ LABEL tiny
 
 def tiny_raw_disk(tiny_qcow2: Path, dest: Path) -> Path:
     """The tiny image as a raw disk (MBR, boot code, FAT partition)."""
-    subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(tiny_qcow2), str(dest)], check=True)
+    subprocess.run(
+        ["qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(tiny_qcow2), str(dest)], check=True
+    )
     return dest
 
 
