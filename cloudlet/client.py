@@ -283,6 +283,11 @@ class Client:
     def delete_snapshot(self, ref: str, snapshot: str, wait: bool = True) -> dict[str, Any]:
         return self._op("DELETE", f"/instances/{ref}/snapshots/{snapshot}", wait)
 
+    def clone_instance(self, ref: str, name: str, wait: bool = True, **options: Any) -> dict[str, Any]:
+        """``mode`` ("linked" or "full"), ``snapshot``, ``start``, ``hostname``, ``ssh_keys``."""
+        body = {"name": name, **{k: v for k, v in options.items() if v is not None}}
+        return self._op("POST", f"/instances/{ref}/clone", wait, json=body)
+
     def delete_instance(self, ref: str, force: bool = False, wait: bool = True) -> dict[str, Any]:
         return self._op("DELETE", f"/instances/{ref}", wait, params={"force": force})
 

@@ -120,6 +120,19 @@ class NetworkPublic(BaseModel):
     created_at: datetime
 
 
+class GuestUserCreate(BaseModel):
+    """A user in the guest. Give `password` (hashed by the server, never stored) or `password_hash`
+    (crypt(3): SHA-512, SHA-256, yescrypt or bcrypt, e.g. from `mkpasswd -m sha-512`)."""
+
+    name: str = Field(examples=["alice"])
+    password: str | None = Field(None, min_length=1, max_length=256)
+    password_hash: str | None = None
+    ssh_keys: list[str] = Field(default_factory=list)
+    sudo: bool = Field(False, description="Passwordless sudo.")
+    shell: str | None = Field(None, examples=["/bin/bash"])
+    groups: list[str] = Field(default_factory=list)
+
+
 class InstanceCreate(BaseModel):
     """A VM (the default kind)."""
 
@@ -131,7 +144,26 @@ class InstanceCreate(BaseModel):
     disk: int = Field(1, ge=1, description="Root disk in GiB (at least the image's size).")
     network: str = Field("default", description="Network name or id.")
     hostname: str | None = Field(None, description="Guest hostname; defaults to the name.")
-    ssh_keys: list[str] = Field(default_factory=list, description="OpenSSH public keys for root.")
+    ssh_keys: list[str] = Field(
+        default_factory=list, description="OpenSSH public keys for the image's default user (root on tiny)."
+    )
+    user_data: str | None = Field(
+        None,
+        description="cloud-init user-data: a #cloud-config (merged with the fields here), a #! script, "
+        "#include, #cloud-boothook or MIME multipart. Up to 64 KiB.",
+    )
+    users: list[GuestUserCreate] = Field(default_factory=list, description="Guest users cloud-init creates.")
+    ssh_password_auth: bool = Field(False, description="Allow SSH logins with the users' passwords.")
+    ip: str | None = Field(None, description="An address of the network to take; default: the lowest free.")
+    static_ip: bool = Field(
+        False, description="Write the address, gateway and DNS into the guest's network config (no DHCP)."
+    )
+    dns: list[str] = Field(
+        default_factory=list, description="Nameservers for static_ip; default: the gateway."
+    )
+    network_config: dict[str, Any] | None = Field(
+        None, description="Your own cloud-init network config (version 1 or 2), written to the seed as is."
+    )
 
 
 class PortMapping(BaseModel):

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
+from typing import Any
 
 import typer
+import yaml
 
 from cloudlet.cli.common import client, console, err_console, handle_errors, run_operation, show_fields, table
 
@@ -42,6 +45,23 @@ def _read_keys(keys: list[str], key_files: list[Path]) -> list[str]:
     return out
 
 
+def read_text_arg(path: Path | None) -> str | None:
+    """A file's text; '-' is stdin."""
+    if path is None:
+        return None
+    return sys.stdin.read() if str(path) == "-" else path.read_text()
+
+
+def _read_yaml(path: Path | None) -> Any:
+    text = read_text_arg(path)
+    if text is None:
+        return None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise typer.BadParameter(f"{path} is not valid YAML: {err}") from None
+
+
 @app.command("create")
 @handle_errors
 def create(
@@ -54,9 +74,24 @@ def create(
     hostname: str | None = typer.Option(None, help="Guest hostname (default: the name)."),
     ssh_key: list[str] = typer.Option([], "--ssh-key", help="OpenSSH public key (repeatable)."),
     ssh_key_file: list[Path] = typer.Option([], "--ssh-key-file", help="File of public keys (repeatable)."),
+    user_data: Path | None = typer.Option(
+        None, help="cloud-init user-data file: #cloud-config, #! script... ('-' reads stdin)."
+    ),
+    user: list[str] = typer.Option(
+        [], "--user", help="Guest user to create, with the SSH keys (repeatable)."
+    ),
+    sudo: bool = typer.Option(False, help="Give the --user users passwordless sudo."),
+    ask_password: bool = typer.Option(False, help="Prompt for a password for the --user users."),
+    ssh_password_auth: bool = typer.Option(False, help="Allow SSH logins with passwords."),
+    ip: str | None = typer.Option(None, help="Address to take on the network (default: the next free)."),
+    static_ip: bool = typer.Option(False, help="Configure the address statically in the guest (no DHCP)."),
+    dns: list[str] = typer.Option([], "--dns", help="Nameserver for --static-ip (repeatable)."),
+    network_config: Path | None = typer.Option(None, help="Your own cloud-init network config (YAML file)."),
     wait: bool = typer.Option(True, help="Wait until the VM runs."),
 ) -> None:
-    """Create and start a VM."""
+    """Create and start a VM; cloud-init sets it up from the seed cloudlet writes."""
+    keys = _read_keys(ssh_key, ssh_key_file)
+    password = typer.prompt("Password", hide_input=True, confirmation_prompt=True) if ask_password else None
     spec = {
         "name": name,
         "image": image,
@@ -65,7 +100,14 @@ def create(
         "disk": disk,
         "network": network,
         "hostname": hostname,
-        "ssh_keys": _read_keys(ssh_key, ssh_key_file),
+        "ssh_keys": keys,
+        "user_data": read_text_arg(user_data),
+        "users": [{"name": u, "password": password, "ssh_keys": keys, "sudo": sudo} for u in user],
+        "ssh_password_auth": ssh_password_auth,
+        "ip": ip,
+        "static_ip": static_ip,
+        "dns": dns,
+        "network_config": _read_yaml(network_config),
     }
     with client() as c:
         op = c.create_instance(wait=False, **spec)
@@ -159,6 +201,32 @@ def eject(ref: str) -> None:
     """Eject the installer ISO from a VM's CD-ROM (also while it runs): it boots from its disk next."""
     with client() as c:
         run_operation(c, c.eject(ref, wait=False), f"ejecting the CD-ROM of {ref}")
+
+
+@app.command("clone")
+@handle_errors
+def clone(
+    source: str,
+    name: str,
+    full: bool = typer.Option(False, "--full", help="A standalone copy (default: linked to the image)."),
+    snapshot: str | None = typer.Option(None, help="Clone this snapshot; the source may then run."),
+    start: bool = typer.Option(True, help="Start the clone once made."),
+    hostname: str | None = typer.Option(None, help="Guest hostname (default: the new name)."),
+) -> None:
+    """Clone a stopped VM, or one of its snapshots, into a new VM with its own address."""
+    with client() as c:
+        op = c.clone_instance(
+            source,
+            name,
+            wait=False,
+            mode="full" if full else "linked",
+            snapshot=snapshot,
+            start=start,
+            hostname=hostname,
+        )
+        run_operation(c, op, f"cloning {source} into {name}")
+        vm = c.instance(name)
+    console.print(f"{vm['name']} is {vm['state']} at {vm['ip']}")
 
 
 @snapshot_app.command("create")

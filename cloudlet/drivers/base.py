@@ -81,7 +81,8 @@ class InstanceSpec:
     image_format: str | None
     hostname: str
     ssh_keys: tuple[str, ...] = ()
-    user_data: str | None = None
+    user_data: str | None = None  # None: a default #cloud-config with the hostname and keys
+    network_config: str | None = None  # cloud-init network config; None: DHCP on every NIC
     nics: tuple[NicSpec, ...] = ()
     container: ContainerSpec | None = None
     # A VM installed from an ISO: instead of a copy of ``image_path`` its disk starts empty, and
@@ -226,6 +227,15 @@ class ComputeDriver(abc.ABC):
         for every later start: it boots from its disk from then on. Ejecting an empty drive is a
         no-op."""
         raise Unsupported(f"{self.name} instances have no CD-ROM")
+
+    def clone(
+        self, source_id: str, spec: InstanceSpec, *, linked: bool, snapshot_id: str | None = None
+    ) -> None:
+        """Create ``spec`` (stopped, like ``create``) with a copy of ``source_id``'s disk, or of its
+        ``snapshot_id``. Linked: the copy keeps only what differs from the base image in
+        ``spec.image_path`` and stays backed by it; full: it stands alone. The source must not be
+        written meanwhile unless a snapshot is copied."""
+        raise Unsupported(f"{self.name} instances cannot be cloned")
 
     def pause(self, instance_id: str) -> None:
         """Freeze a running instance in memory (capability ``pause``)."""

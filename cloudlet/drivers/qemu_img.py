@@ -10,6 +10,7 @@ from pathlib import Path
 from cloudlet.errors import DriverError, Invalid
 
 QEMU_IMG = "qemu-img"
+COPY_TIMEOUT = 6 * 3600  # seconds a whole-disk copy may take (large disks, slow storage)
 
 
 @dataclass(frozen=True)
@@ -74,11 +75,22 @@ def create_blank(path: Path, size_bytes: int) -> None:
     _run(["create", "-q", "-f", "qcow2", str(path), str(size_bytes)], f"creating disk {path.name}")
 
 
-def convert_to_qcow2(src: Path, src_format: str, dest: Path) -> None:
-    """Copy ``src`` into a standalone qcow2 file ``dest``: the whole backing chain is read through
-    and written out, so ``dest`` has no backing file. Internal snapshots are not copied."""
-    _run(
-        ["convert", "-q", "-f", src_format, "-O", "qcow2", str(src), str(dest)],
-        f"copying disk {src.name}",
-        timeout=6 * 3600,
-    )
+def convert(
+    source: Path,
+    dest: Path,
+    *,
+    backing: tuple[Path, str] | None = None,
+    snapshot: str | None = None,
+) -> None:
+    """Copy ``source`` (its whole backing chain, or the internal ``snapshot`` of it) into a new
+    qcow2 ``dest``. With ``backing`` (path, format), ``dest`` is an overlay of that file holding
+    only what differs from it, which must be the content ``source`` itself was built on.
+
+    A snapshot is read with the image shared: its clusters never change while the VM that owns the
+    image runs on, and cloudlet holds the VM's lock so the snapshot cannot be deleted meanwhile."""
+    args = ["convert", "-q", "-O", "qcow2"]
+    if snapshot is not None:
+        args += ["-U", "-l", f"snapshot.name={snapshot}"]
+    if backing is not None:
+        args += ["-B", str(backing[0]), "-F", backing[1]]
+    _run([*args, str(source), str(dest)], f"copying disk to {dest.name}", timeout=COPY_TIMEOUT)

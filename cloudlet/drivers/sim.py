@@ -42,6 +42,7 @@ class SimDriver(ComputeDriver, NetworkDriver):
         self.snapshots: dict[str, dict[str, PowerState]] = {}  # instance -> snapshot -> state then
         self.specs: dict[str, InstanceSpec] = {}
         self.media: dict[str, Path] = {}  # instance -> the ISO in its CD-ROM
+        self.clones: dict[str, tuple[str, bool, str | None]] = {}  # clone -> (source, linked, snapshot)
         self.networks: dict[str, _SimNetwork] = {}
         self._callbacks: list[StateCallback] = []
         self.resources = HostResources(cpus=cpus, memory_total_mb=memory_mb, memory_available_mb=memory_mb)
@@ -147,13 +148,27 @@ class SimDriver(ComputeDriver, NetworkDriver):
         if spec.image_path is None or spec.image_format is None:
             qemu_img.create_blank(dest, spec.disk_gb * 1024**3)
         else:
-            qemu_img.convert_to_qcow2(spec.image_path, spec.image_format, dest)
+            qemu_img.convert(spec.image_path, dest)
 
     def eject_media(self, instance_id: str) -> None:
         with self._lock:
             self._maybe_fail("eject_media")
             self._require(instance_id)
             self.media.pop(instance_id, None)
+
+    def clone(
+        self, source_id: str, spec: InstanceSpec, *, linked: bool, snapshot_id: str | None = None
+    ) -> None:
+        with self._lock:
+            self._maybe_fail("clone")
+            self._require(source_id)
+            if snapshot_id is not None and snapshot_id not in self.snapshots.get(source_id, {}):
+                raise NotFound(f"no snapshot {snapshot_id}", code="backend_not_found")
+            if spec.id in self.instances:
+                raise DriverError(f"instance {spec.id} exists")
+            self.specs[spec.id] = spec
+            self.instances[spec.id] = PowerState.STOPPED
+            self.clones[spec.id] = (source_id, linked, snapshot_id)
 
     def pause(self, instance_id: str) -> None:
         with self._lock:

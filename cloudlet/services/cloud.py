@@ -18,6 +18,7 @@ from cloudlet.drivers.registry import make_container_driver, make_vm_backend
 from cloudlet.errors import CloudletError
 from cloudlet.services.audit import AuditLog
 from cloudlet.services.auth import bootstrap, ensure_default_workspace
+from cloudlet.services.clones import Clones
 from cloudlet.services.container_images import ContainerImages
 from cloudlet.services.context import RequestContext
 from cloudlet.services.deployment import deployment_id
@@ -63,6 +64,7 @@ class Cloud:
     pools: Pools
     snapshots: Snapshots
     instance_images: InstanceImages
+    clones: Clones
 
     @classmethod
     def build(
@@ -119,6 +121,7 @@ class Cloud:
             ),
             snapshots=Snapshots(db.sessions, instances),
             instance_images=InstanceImages(db.sessions, images, instances),
+            clones=Clones(db.sessions, instances),
             reconciler=Reconciler(
                 db.sessions, bus, ops, runners, drivers, network_driver, settings.resync_interval
             ),

@@ -4,9 +4,10 @@ per-instance lock, delete that leaves nothing behind. The kind picks the driver;
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,8 @@ from cloudlet.drivers.base import ComputeDriver, DhcpHost, HostResources, Instan
 from cloudlet.drivers.containers import ContainerDriver
 from cloudlet.drivers.libvirt.seed import validate_ssh_key
 from cloudlet.errors import Conflict, DriverUnavailable, InsufficientResources, Invalid, NotFound, Unsupported
-from cloudlet.services import container_images, containers, quotas
+from cloudlet.services import cloudinit, container_images, containers, quotas
+from cloudlet.services.cloudinit import GuestUser, StaticNic
 from cloudlet.services.context import RequestContext
 from cloudlet.services.events import Event, EventBus
 from cloudlet.services.images import check_fits, usable_image
@@ -46,10 +48,13 @@ class CreateRequest:
     network: str = "default"
     hostname: str | None = None
     ssh_keys: tuple[str, ...] = ()
-    user_data: str | None = None  # cloud-init user-data: "#cloud-config" YAML or a "#!" script
-
-
-MAX_USER_DATA = 64 * 1024  # what fits a NoCloud seed comfortably; cloud providers allow 16-64 KiB
+    user_data: str | None = None  # cloud-init user-data: "#cloud-config" YAML, a "#!" script...
+    users: tuple[GuestUser, ...] = ()  # guest users cloud-init creates
+    ssh_password_auth: bool = False  # let users with passwords log in over SSH
+    ip: str | None = None  # a chosen address on the network; default: the lowest free one
+    static_ip: bool = False  # write the address into the guest's network config instead of DHCP
+    dns: tuple[str, ...] = ()  # nameservers for the static config; default: the network's gateway
+    network_config: dict[str, Any] | None = None  # the caller's own cloud-init network config
 
 
 def check_size(cpus: int, memory: int, disk: int) -> None:
@@ -129,17 +134,48 @@ class Instances:
         return list(rows), total
 
     # -- create ----------------------------------------------------------------------------------
-    def _validate(self, req: CreateRequest) -> tuple[str, ...]:
-        """Check the request; return its SSH keys, normalized."""
+    def _validate(self, req: CreateRequest) -> CreateRequest:
+        """Check the request; return it with its SSH keys normalized and passwords hashed."""
         check_name(req.name, what="instance name")
         if req.hostname is not None:
             check_name(req.hostname, what="hostname")
         check_size(req.cpus, req.memory, req.disk)
-        if req.user_data is not None and len(req.user_data.encode()) > MAX_USER_DATA:
-            raise Invalid(f"user_data is limited to {MAX_USER_DATA} bytes", code="invalid_user_data")
-        return tuple(check_ssh_key(k) for k in req.ssh_keys)
+        if req.user_data is not None:
+            cloudinit.check_user_data(req.user_data)
+        if req.network_config is not None:
+            if req.static_ip:
+                raise Invalid("give static_ip or network_config, not both", code="invalid_network_config")
+            cloudinit.check_network_config(req.network_config)
+        if req.dns and not req.static_ip:
+            raise Invalid("dns is for static_ip configurations", code="invalid_dns")
+        return replace(
+            req,
+            ssh_keys=tuple(check_ssh_key(k) for k in req.ssh_keys),
+            users=cloudinit.check_users(req.users, check_ssh_key),
+            dns=cloudinit.check_nameservers(req.dns),
+        )
 
-    def _check_memory(self, session: Session, host: HostResources, memory_mb: int) -> None:
+    @staticmethod
+    def _seed(
+        req: CreateRequest, hostname: str, net: Network, alloc: IPAllocation
+    ) -> tuple[str | None, str | None]:
+        """The seed's user-data and network config (None: the defaults)."""
+        user_data = cloudinit.compose_user_data(
+            hostname=hostname,
+            ssh_keys=req.ssh_keys,
+            users=req.users,
+            user_data=req.user_data,
+            ssh_password_auth=req.ssh_password_auth,
+        )
+        if req.network_config is not None:
+            return user_data, cloudinit.check_network_config(req.network_config)
+        if not req.static_ip:
+            return user_data, None
+        prefix = ipaddress.ip_network(net.cidr).prefixlen
+        nic = StaticNic(alloc.mac, f"{alloc.address}/{prefix}", net.gateway, req.dns or (net.gateway,))
+        return user_data, cloudinit.static_network_config([nic])
+
+    def check_memory(self, session: Session, host: HostResources, memory_mb: int) -> None:
         """Refuse a VM that would not fit in the host's available memory less the reserve. Memory
         promised to VMs still being created counts as taken, so parallel creates cannot overshoot."""
         promised = (
@@ -165,7 +201,7 @@ class Instances:
     def create(self, ctx: RequestContext, req: CreateRequest) -> tuple[str, str]:
         """Validate, claim name, memory and IP atomically, then provision in an operation.
         Returns (instance id, operation id)."""
-        ssh_keys = self._validate(req)
+        req = self._validate(req)
         host = self.compute.host_resources()  # asked before the transaction: no lock held meanwhile
         with transaction(self.sessions) as s:
             try:
@@ -179,7 +215,7 @@ class Instances:
             iso = image.format == "iso"
             if iso and not self.compute.capabilities.iso_install:
                 raise Unsupported(f"the {self.compute.name} driver cannot install VMs from an ISO")
-            self._check_memory(s, host, req.memory)
+            self.check_memory(s, host, req.memory)
             quotas.claim(
                 s,
                 ctx.workspace_id,
@@ -200,9 +236,12 @@ class Instances:
                 memory_mb=req.memory,
                 disk_gb=req.disk,
                 hostname=req.hostname or req.name,
-                ssh_keys=list(ssh_keys),
+                ssh_keys=list(req.ssh_keys),
+                # installed from an ISO: no base image under its disk (image_id goes at eject)
+                config={"installed_from": image.name} if iso else None,
             )
-            alloc, op = self._claim(s, ctx, row, net)
+            alloc, op = self.claim(s, ctx, row, net, req.ip)
+            user_data, network_config = self._seed(req, row.hostname, net, alloc)
             spec = InstanceSpec(
                 id=row.id,
                 name=row.name,
@@ -214,14 +253,15 @@ class Instances:
                 image_format=None if iso else image.format or "qcow2",
                 install_media=Path(image.path or "") if iso else None,
                 hostname=row.hostname,
-                ssh_keys=ssh_keys,
-                user_data=req.user_data,
+                ssh_keys=req.ssh_keys,
+                user_data=user_data,
+                network_config=network_config,
                 nics=(NicSpec(net.backend_name, alloc.mac, alloc.address),),
             )
             instance_id = row.id
-        self._publish(instance_id)
+        self.publish(instance_id)
         self.ops.launch(
-            op, lambda octx: self._provision(octx, spec), finally_=lambda: self.unlock(instance_id)
+            op, lambda octx: self.provision(octx, spec), finally_=lambda: self.unlock(instance_id)
         )
         return instance_id, op.id
 
@@ -232,8 +272,14 @@ class Instances:
             raise Conflict(f"network {net.name!r} is not active ({net.status})", code="network_not_ready")
         return net
 
-    def _claim(
-        self, session: Session, ctx: RequestContext, row: Instance, net: Network
+    def claim(
+        self,
+        session: Session,
+        ctx: RequestContext,
+        row: Instance,
+        net: Network,
+        ip: str | None = None,
+        kind: str = "instance.create",
     ) -> tuple[IPAllocation, Operation]:
         """Insert the instance (its name is unique per workspace), take its address and record
         the create operation, which holds the instance's lock, all in the caller's transaction."""
@@ -242,12 +288,21 @@ class Instances:
             session.flush()
         except IntegrityError:
             raise Conflict(f"an instance named {row.name!r} exists", code="name_taken") from None
-        alloc = self.networks.allocate(session, net, row.id)
-        op = self.ops.record(session, ctx, "instance.create", "instance", row.id)
+        alloc = self.networks.allocate(session, net, row.id, address=ip)
+        op = self.ops.record(session, ctx, kind, "instance", row.id)
         row.locked_by = op.id
         return alloc, op
 
-    def _provision(self, octx: OperationContext, spec: InstanceSpec) -> dict[str, Any]:
+    def provision(
+        self,
+        octx: OperationContext,
+        spec: InstanceSpec,
+        make: Callable[[], None] | None = None,
+        *,
+        start: bool = True,
+    ) -> dict[str, Any]:
+        """Build a claimed instance on its backend (by ``make``, default the driver's ``create``)
+        and start it; every step is undone if a later one fails."""
         octx.on_undo("forget instance", lambda: self._forget(spec.id))
         self._set_state(spec.id, State.PROVISIONING)
         driver: ComputeDriver = self.compute
@@ -258,13 +313,14 @@ class Instances:
         else:
             driver = self.container_engine()
             octx.progress(20, "creating container")
-        octx.retry(lambda: driver.create(spec))
+        octx.retry(make or (lambda: driver.create(spec)))
         octx.on_undo("delete from the backend", lambda: driver.delete(spec.id))
         if spec.container is not None:
             self._record_short_id(spec.id)
-        octx.progress(60, "starting")
-        octx.retry(lambda: driver.start(spec.id))
-        self._set_state(spec.id, State.RUNNING)
+        if start:
+            octx.progress(60, "starting")
+            octx.retry(lambda: driver.start(spec.id))
+        self._set_state(spec.id, State.RUNNING if start else State.STOPPED)
         return {"instance_id": spec.id, "ip": spec.nics[0].ip if spec.nics else None}
 
     def _record_short_id(self, instance_id: str) -> None:
@@ -313,7 +369,7 @@ class Instances:
                 ssh_keys=[],
                 config=config,
             )
-            alloc, op = self._claim(s, ctx, row, net)
+            alloc, op = self.claim(s, ctx, row, net)
             spec = InstanceSpec(
                 id=row.id,
                 name=row.name,
@@ -328,9 +384,9 @@ class Instances:
                 container=containers.to_spec(config, network_spec(s, net)),
             )
             instance_id = row.id
-        self._publish(instance_id)
+        self.publish(instance_id)
         self.ops.launch(
-            op, lambda octx: self._provision(octx, spec), finally_=lambda: self.unlock(instance_id)
+            op, lambda octx: self.provision(octx, spec), finally_=lambda: self.unlock(instance_id)
         )
         return instance_id, op.id
 
@@ -373,7 +429,7 @@ class Instances:
             op = self.locked_operation(s, ctx, row, f"instance.{action}", _transitional(action, row.state))
             instance_id, kind = row.id, row.kind
         driver = self.driver(kind)
-        self._publish(instance_id)
+        self.publish(instance_id)
         steps: dict[str, Callable[[OperationContext], None]] = {
             "start": lambda octx: self._start(octx, driver, instance_id),
             "stop": lambda octx: self._stop(octx, driver, instance_id, force=False),
@@ -394,14 +450,19 @@ class Instances:
     ) -> Operation:
         """Record an operation on ``row`` that holds its lock (409 while another one does)."""
         op = self.ops.record(session, ctx, kind, "instance", row.id)
+        self.lock(session, row, op.id, state)
+        return op
+
+    @staticmethod
+    def lock(session: Session, row: Instance, op_id: str, state: str) -> None:
+        """Give ``row``'s lock to operation ``op_id`` and set its state; 409 while another holds it."""
         claimed = session.execute(  # type: ignore[attr-defined]
             update(Instance)
             .where(Instance.id == row.id, Instance.locked_by.is_(None))
-            .values(locked_by=op.id, state=state)
+            .values(locked_by=op_id, state=state)
         ).rowcount
         if claimed != 1:
             raise Conflict(f"instance {row.name!r} is busy with another operation", code="instance_busy")
-        return op
 
     def resize(
         self,
@@ -455,7 +516,7 @@ class Instances:
             self.compute.resize(instance_id, **change)
             return {"cpus": new_cpus, "memory_mb": new_memory, "disk_gb": new_disk}
 
-        self._publish(instance_id)
+        self.publish(instance_id)
         self.ops.launch(op, step, finally_=lambda: self.unlock(instance_id))
         return op.id
 
@@ -513,7 +574,7 @@ class Instances:
     def _set_state(self, instance_id: str, state: State, **values: Any) -> None:
         with transaction(self.sessions) as s:
             s.execute(update(Instance).where(Instance.id == instance_id).values(state=state, **values))
-        self._publish(instance_id)
+        self.publish(instance_id)
 
     def resync_one(self, instance_id: str) -> None:
         with self.sessions() as s:
@@ -544,7 +605,7 @@ class Instances:
             s.delete(row)
         self.bus.publish(Event("instance.deleted", workspace_id, {"id": instance_id, "name": name}))
 
-    def _publish(self, instance_id: str) -> None:
+    def publish(self, instance_id: str) -> None:
         with self.sessions() as s:
             row = s.get(Instance, instance_id)
             if row is not None:

@@ -43,6 +43,16 @@ def usable_addresses(net: Network) -> list[str]:
     return [str(a) for a in hosts[:-1] if str(a) != net.gateway]
 
 
+def is_usable(net: Network, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether ``address`` is one of :func:`usable_addresses`, without listing them."""
+    network = ipaddress.ip_network(net.cidr)
+    if address not in network or str(address) == net.gateway:
+        return False
+    if network.num_addresses <= 2:
+        return False
+    return int(network.network_address) < int(address) < int(network.broadcast_address) - 1
+
+
 def network_spec(session: Session, net: Network) -> NetworkSpec:
     rows = session.execute(
         select(IPAllocation, Instance.hostname)
@@ -185,22 +195,48 @@ class Networks:
                 s.delete(row)
 
     # -- IPAM ------------------------------------------------------------------------------------
-    def allocate(self, session: Session, net: Network, instance_id: str) -> IPAllocation:
-        """Claim the lowest free address (and a fresh MAC) inside the caller's transaction."""
+    def allocate(
+        self, session: Session, net: Network, instance_id: str, *, address: str | None = None
+    ) -> IPAllocation:
+        """Claim ``address``, or the lowest free one, with a fresh MAC inside the caller's transaction."""
+        if address is not None:
+            return self._allocate_chosen(session, net, instance_id, address)
         used = set(session.scalars(select(IPAllocation.address).where(IPAllocation.network_id == net.id)))
-        for address in usable_addresses(net):
-            if address in used:
+        for candidate in usable_addresses(net):
+            if candidate in used:
                 continue
-            alloc = IPAllocation(
-                network_id=net.id, address=address, mac=mac_for(address), instance_id=instance_id
-            )
             try:
-                with session.begin_nested():
-                    session.add(alloc)
+                return self._insert(session, net, instance_id, candidate)
             except IntegrityError:
                 continue  # another request took this address (or MAC) a moment ago: try the next
-            return alloc
         raise Exhausted(f"network {net.name!r} ({net.cidr}) has no free address", code="network_exhausted")
+
+    def _allocate_chosen(
+        self, session: Session, net: Network, instance_id: str, address: str
+    ) -> IPAllocation:
+        try:
+            chosen = ipaddress.ip_address(address)
+        except ValueError:
+            raise Invalid(f"{address!r} is not an IP address", code="invalid_ip") from None
+        if not is_usable(net, chosen):
+            raise Invalid(
+                f"{address} is not an address IPAM hands out on network {net.name!r} ({net.cidr}: "
+                "not its network, broadcast, gateway or DHCP spare address)",
+                code="invalid_ip",
+            )
+        try:
+            return self._insert(session, net, instance_id, str(chosen))
+        except IntegrityError:
+            raise Conflict(f"{chosen} is taken on network {net.name!r}", code="ip_taken") from None
+
+    @staticmethod
+    def _insert(session: Session, net: Network, instance_id: str, address: str) -> IPAllocation:
+        alloc = IPAllocation(
+            network_id=net.id, address=address, mac=mac_for(address), instance_id=instance_id
+        )
+        with session.begin_nested():
+            session.add(alloc)
+        return alloc
 
     def release(self, instance_id: str) -> list[tuple[str, str]]:
         """Free an instance's addresses; returns (backend network, mac) pairs to drop from DHCP."""

@@ -32,6 +32,7 @@ from cloudlet.db.models import Instance, IPAllocation, Pool, PoolLease, PoolMemb
 from cloudlet.db.session import SessionFactory, transaction
 from cloudlet.errors import CloudletError, Conflict, Exhausted, Forbidden, Invalid, NotFound
 from cloudlet.services import quotas
+from cloudlet.services.cloudinit import check_user_data
 from cloudlet.services.context import RequestContext
 from cloudlet.services.events import Event, EventBus
 from cloudlet.services.instances import CreateRequest, Instances, check_ssh_key
@@ -163,6 +164,8 @@ class Pools:
         if spec.idle_timeout is not None and spec.idle_timeout < 60:
             raise Invalid("idle_timeout is at least 60 s", code="invalid_pool")
         keys = [check_ssh_key(k) for k in spec.ssh_keys]
+        if spec.user_data is not None:
+            check_user_data(spec.user_data)
         template = {
             "image": spec.image,
             "cpus": spec.cpus,

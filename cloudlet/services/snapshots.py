@@ -23,6 +23,23 @@ from cloudlet.services.operations import OperationContext
 MAX_DESCRIPTION = 1024
 
 
+def find_snapshot(session: Session, vm: Instance, ref: str) -> Snapshot:
+    """A snapshot of ``vm`` by name or id (404 otherwise)."""
+    by = Snapshot.id if is_uuid(ref) else Snapshot.name
+    found = session.scalar(select(Snapshot).where(Snapshot.instance_id == vm.id, by == ref))
+    if found is None:
+        raise NotFound(f"snapshot {ref!r} not found", code="snapshot_not_found")
+    return found
+
+
+def ready_snapshot(session: Session, vm: Instance, ref: str) -> Snapshot:
+    """As :func:`find_snapshot`, and 409 while the snapshot is being made or deleted."""
+    snap = find_snapshot(session, vm, ref)
+    if snap.status != "ready":
+        raise Conflict(f"snapshot {snap.name!r} is {snap.status}", code="snapshot_busy")
+    return snap
+
+
 class Snapshots:
     def __init__(self, sessions: SessionFactory, instances: Instances) -> None:
         self.sessions = sessions
@@ -33,13 +50,6 @@ class Snapshots:
         if row.kind != "vm":
             raise Invalid("only VMs have snapshots", code="not_a_vm")
         return row
-
-    def _snapshot(self, session: Session, vm: Instance, ref: str) -> Snapshot:
-        by = Snapshot.id if is_uuid(ref) else Snapshot.name
-        found = session.scalar(select(Snapshot).where(Snapshot.instance_id == vm.id, by == ref))
-        if found is None:
-            raise NotFound(f"snapshot {ref!r} not found", code="snapshot_not_found")
-        return found
 
     def list(self, session: Session, ctx: RequestContext, vm_ref: str) -> list[Snapshot]:
         vm = self._vm(session, ctx, vm_ref)
@@ -83,7 +93,7 @@ class Snapshots:
         ctx.require("instance:edit")
         with transaction(self.sessions) as s:
             vm = self._vm(s, ctx, vm_ref)
-            snap = self._ready(s, vm, snap_ref)
+            snap = ready_snapshot(s, vm, snap_ref)
             self._check_state(vm)
             op = self.instances.locked_operation(s, ctx, vm, "snapshot.revert", vm.state)
             vm_id, snap_id, name = vm.id, snap.id, snap.name
@@ -102,7 +112,7 @@ class Snapshots:
         ctx.require("instance:edit")
         with transaction(self.sessions) as s:
             vm = self._vm(s, ctx, vm_ref)
-            snap = self._ready(s, vm, snap_ref)
+            snap = ready_snapshot(s, vm, snap_ref)
             op = self.instances.locked_operation(s, ctx, vm, "snapshot.delete", vm.state)
             snap.status = "deleting"
             vm_id, snap_id = vm.id, snap.id
@@ -117,12 +127,6 @@ class Snapshots:
 
         self.instances.ops.launch(op, step, finally_=lambda: self.instances.unlock(vm_id))
         return op.id
-
-    def _ready(self, session: Session, vm: Instance, ref: str) -> Snapshot:
-        snap = self._snapshot(session, vm, ref)
-        if snap.status != "ready":
-            raise Conflict(f"snapshot {snap.name!r} is {snap.status}", code="snapshot_busy")
-        return snap
 
     @staticmethod
     def _check_state(vm: Instance) -> None:

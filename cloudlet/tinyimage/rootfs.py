@@ -28,6 +28,7 @@ GUEST_FILES: dict[str, tuple[str, int]] = {
     "dhcp": ("usr/libexec/cloudlet/dhcp", 0o755),
     "udhcpc.script": ("usr/share/udhcpc/default.script", 0o755),
     "seed.awk": ("usr/libexec/cloudlet/seed.awk", 0o644),
+    "netcfg.awk": ("usr/libexec/cloudlet/netcfg.awk", 0o644),
     "passwd": ("etc/passwd", 0o644),
     "group": ("etc/group", 0o644),
     "shadow": ("etc/shadow", 0o600),

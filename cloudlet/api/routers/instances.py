@@ -29,7 +29,9 @@ from cloudlet.api.schemas import (
 from cloudlet.db.models import Image, Instance, IPAllocation, Network
 from cloudlet.drivers.containers import ContainerDetails
 from cloudlet.errors import CloudletError
+from cloudlet.services.clones import CloneRequest
 from cloudlet.services.cloud import Cloud
+from cloudlet.services.cloudinit import GuestUser
 from cloudlet.services.containers import ContainerRequest, PortRequest, VolumeRequest
 from cloudlet.services.instances import CreateRequest
 
@@ -180,6 +182,24 @@ def create_instance(
         network=body.network,
         hostname=body.hostname,
         ssh_keys=tuple(body.ssh_keys),
+        user_data=body.user_data,
+        users=tuple(
+            GuestUser(
+                name=u.name,
+                password=u.password,
+                password_hash=u.password_hash,
+                ssh_keys=tuple(u.ssh_keys),
+                sudo=u.sudo,
+                shell=u.shell,
+                groups=tuple(u.groups),
+            )
+            for u in body.users
+        ),
+        ssh_password_auth=body.ssh_password_auth,
+        ip=body.ip,
+        static_ip=body.static_ip,
+        dns=tuple(body.dns),
+        network_config=body.network_config,
     )
     _, op_id = cloud.instances.create(ctx, req)
     return accepted(cloud, ctx, op_id, wait, response)
@@ -232,6 +252,44 @@ def resize_instance(
     """Resize a VM: vCPUs and memory while it is stopped; grow its disk, online too. Growth counts
     against the workspace's quota."""
     op_id = cloud.instances.resize(ctx, ref, cpus=body.cpus, memory=body.memory, disk=body.disk)
+    return accepted(cloud, ctx, op_id, wait, response)
+
+
+class Clone(BaseModel):
+    name: str = Field(description="The new VM's name.", examples=["web2"])
+    mode: Literal["linked", "full"] = Field(
+        "linked",
+        description="linked: keeps only what differs from the base image and stays backed by it "
+        "(fast, small); full: a standalone copy.",
+    )
+    snapshot: str | None = Field(
+        None, description="Clone this snapshot (name or id) of the VM, which may then be running."
+    )
+    start: bool = Field(True, description="Start the clone once made.")
+    hostname: str | None = Field(None, description="Default: the new name.")
+    ssh_keys: list[str] | None = Field(None, description="Default: the source VM's keys.")
+
+
+@router.post("/{ref}/clone", status_code=202, response_model=OperationPublic)
+def clone_instance(
+    body: Clone,
+    cloud: CloudDep,
+    ctx: CanCreateInstances,
+    ref: str,
+    response: Response,
+    wait: float | None = WaitParam,
+) -> OperationPublic:
+    """Clone a stopped VM, or a snapshot of a VM, into a new VM with its own name, address and
+    seed. Counts against the quota like a create."""
+    req = CloneRequest(
+        name=body.name,
+        linked=body.mode == "linked",
+        snapshot=body.snapshot,
+        start=body.start,
+        hostname=body.hostname,
+        ssh_keys=tuple(body.ssh_keys) if body.ssh_keys is not None else None,
+    )
+    _, op_id = cloud.clones.clone(ctx, ref, req)
     return accepted(cloud, ctx, op_id, wait, response)
 
 

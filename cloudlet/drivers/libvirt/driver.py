@@ -7,6 +7,7 @@ import logging
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -93,27 +94,49 @@ class LibvirtDriver(ComputeDriver, NetworkDriver):
         return conn.lookupByName(domain_name(instance_id))
 
     def create(self, spec: InstanceSpec) -> None:
+        if spec.install_media is not None:
+            self._build(spec, lambda disk: qemu_img.create_blank(disk, spec.disk_gb * GIB))
+            return
+        if spec.image_path is None or spec.image_format is None:
+            raise Invalid("a VM needs a base image", code="image_required")
+        base, fmt = spec.image_path, spec.image_format
+        self._build(spec, lambda disk: qemu_img.create_overlay(disk, base, fmt, spec.disk_gb * GIB))
+
+    def clone(
+        self, source_id: str, spec: InstanceSpec, *, linked: bool, snapshot_id: str | None = None
+    ) -> None:
+        if spec.image_path is None or spec.image_format is None:
+            raise Invalid("a VM needs a base image", code="image_required")
+        source = self._dir(source_id) / "disk.qcow2"
+        if not source.exists():
+            raise NotFound(f"instance {source_id} has no disk", code="backend_not_found")
+        backing = (spec.image_path, spec.image_format) if linked else None
+
+        def copy(disk: Path) -> None:
+            qemu_img.convert(source, disk, backing=backing, snapshot=snapshot_id)
+            if qemu_img.info(disk).virtual_size < spec.disk_gb * GIB:  # a snapshot from before a grow
+                qemu_img.grow(disk, spec.disk_gb * GIB)
+
+        self._build(spec, copy)
+
+    def _build(self, spec: InstanceSpec, make_disk: Callable[[Path], None]) -> None:
+        """Make the instance's folder, its disk (by ``make_disk``), its seed and its definition;
+        on failure remove what was made."""
         from cloudlet.drivers.libvirt.seed import build_nocloud_seed
 
-        if spec.install_media is None and (spec.image_path is None or spec.image_format is None):
-            raise Invalid("a VM needs a base image", code="image_required")
         folder = self._dir(spec.id)
         disk, seed = folder / "disk.qcow2", folder / "seed.iso"
         with contextlib.ExitStack() as undo:
             folder.mkdir(parents=True)
             undo.callback(shutil.rmtree, folder, ignore_errors=True)
-            size = max(spec.disk_gb * GIB, 0)
-            if spec.install_media is not None:
-                qemu_img.create_blank(disk, size)
-            else:
-                assert spec.image_path is not None and spec.image_format is not None
-                qemu_img.create_overlay(disk, spec.image_path, spec.image_format, size)
+            make_disk(disk)
             build_nocloud_seed(
                 seed,
                 instance_id=spec.id,
                 hostname=spec.hostname,
                 ssh_keys=spec.ssh_keys,
                 user_data=spec.user_data,
+                network_config=spec.network_config,
             )
             domain = xml.Domain(
                 name=domain_name(spec.id),
@@ -219,7 +242,7 @@ class LibvirtDriver(ComputeDriver, NetworkDriver):
     def export_disk(self, instance_id: str, dest: Path) -> None:
         if self._is_active(instance_id):
             raise Conflict("the VM runs: stop it before copying its disk", code="instance_running")
-        qemu_img.convert_to_qcow2(self._dir(instance_id) / "disk.qcow2", "qcow2", dest)
+        qemu_img.convert(self._dir(instance_id) / "disk.qcow2", dest)
 
     def eject_media(self, instance_id: str) -> None:
         def run(c: libvirt.virConnect) -> None:

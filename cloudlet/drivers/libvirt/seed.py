@@ -111,14 +111,16 @@ def build_nocloud_seed(
     hostname: str,
     ssh_keys: Sequence[str] = (),
     user_data: str | None = None,
+    network_config: str | None = None,
 ) -> None:
     """Write a NoCloud seed ISO to ``dest``.
 
     ``user_data`` replaces the default ``#cloud-config`` (hostname and ``ssh_authorized_keys``) when
     given; it is written as is, and the keys still reach the guest through meta-data
-    ``public-keys``. Bad input raises ``ValueError`` before anything is written. The file appears
-    complete or not at all (written beside ``dest``, then renamed); it is mode 0600 because
-    user-data may hold secrets.
+    ``public-keys``. ``network_config`` (cloud-init's version 1 or 2 YAML) becomes the seed's
+    ``network-config`` file; without it the guest uses DHCP. Bad input raises ``ValueError`` before
+    anything is written. The file appears complete or not at all (written beside ``dest``, then
+    renamed); it is mode 0600 because user-data may hold secrets.
     """
     meta = render_meta_data(instance_id=instance_id, hostname=hostname, ssh_keys=ssh_keys)
     if user_data is None:
@@ -127,7 +129,10 @@ def build_nocloud_seed(
         user = user_data
     else:
         raise ValueError("user_data must be a string")
-    data = _iso_bytes({"meta-data": meta.encode(), "user-data": user.encode()})
+    files = {"meta-data": meta.encode(), "user-data": user.encode()}
+    if network_config is not None:
+        files["network-config"] = network_config.encode()
+    data = _iso_bytes(files)
 
     dest = Path(dest)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)

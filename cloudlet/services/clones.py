@@ -1,0 +1,138 @@
+"""VM clones: a new VM with a copy of another's disk, taken from the stopped VM or from one of its
+snapshots (then the source may run on).
+
+A linked clone keeps only what differs from the base image and stays backed by it, so it costs
+what the source wrote, not the image; a full clone stands alone. Either way the clone is a VM like
+any other: its own name, address, MAC, hostname and NoCloud seed (a new instance id, so cloud-init
+in the guest runs its per-instance steps again), counted against the quota like a create.
+
+The clone operation holds both VMs' locks: the source is neither started, changed nor deleted
+while its disk is read, and the new VM is not touched until it exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cloudlet.db.models import Image, Instance, Network
+from cloudlet.db.session import SessionFactory, transaction
+from cloudlet.drivers.base import InstanceSpec, NicSpec
+from cloudlet.errors import Conflict, Invalid
+from cloudlet.services import quotas
+from cloudlet.services.context import RequestContext
+from cloudlet.services.instances import Instances, check_ssh_key
+from cloudlet.services.lifecycle import State
+from cloudlet.services.names import check_name
+from cloudlet.services.operations import OperationContext
+from cloudlet.services.snapshots import ready_snapshot
+
+
+@dataclass(frozen=True)
+class CloneRequest:
+    name: str
+    linked: bool = True
+    snapshot: str | None = None  # name or id of a snapshot of the source; None: its current disk
+    start: bool = True
+    hostname: str | None = None  # default: the clone's name
+    ssh_keys: tuple[str, ...] | None = None  # default: the source's keys
+
+
+class Clones:
+    def __init__(self, sessions: SessionFactory, instances: Instances) -> None:
+        self.sessions = sessions
+        self.instances = instances
+
+    def clone(self, ctx: RequestContext, source_ref: str, req: CloneRequest) -> tuple[str, str]:
+        """Claim the clone's name, size and address and lock both VMs, then copy the disk in an
+        operation. Returns (clone id, operation id)."""
+        ctx.require("instance:create")
+        check_name(req.name, what="instance name")
+        if req.hostname is not None:
+            check_name(req.hostname, what="hostname")
+        keys = None if req.ssh_keys is None else tuple(check_ssh_key(k) for k in req.ssh_keys)
+        host = self.instances.compute.host_resources() if req.start else None
+        with transaction(self.sessions) as s:
+            source = self.instances.get(s, ctx, source_ref)
+            if source.kind != "vm":
+                raise Invalid("only VMs are cloned", code="not_a_vm")
+            snapshot_id = None if req.snapshot is None else ready_snapshot(s, source, req.snapshot).id
+            if snapshot_id is None and source.state != State.STOPPED:
+                raise Conflict(
+                    f"instance {source.name!r} is {source.state}: stop it, or clone one of its snapshots",
+                    code="instance_not_stopped",
+                )
+            if source.state not in (State.STOPPED, State.RUNNING, State.PAUSED):
+                raise Conflict(f"instance {source.name!r} is {source.state}", code="invalid_state")
+            image = s.get(Image, source.image_id or "")
+            net = s.get(Network, source.network_id or "")
+            if "installed_from" in (source.config or {}):
+                raise Conflict(
+                    f"instance {source.name!r} was installed from an ISO and has no base image to clone: "
+                    "publish its disk as an image and create VMs from that",
+                    code="no_base_image",
+                )
+            if image is None or image.path is None or net is None:
+                raise Conflict(
+                    f"instance {source.name!r} has lost its image or network", code="invalid_state"
+                )
+            if host is not None:
+                self.instances.check_memory(s, host, source.memory_mb)
+            quotas.claim(
+                s,
+                ctx.workspace_id,
+                instances=1,
+                vcpus=source.cpus,
+                memory_mb=source.memory_mb,
+                disk_gb=source.disk_gb,
+                ips=1,
+            )
+            row = Instance(
+                workspace_id=ctx.workspace_id,
+                name=req.name,
+                kind="vm",
+                state=State.PENDING,
+                image_id=image.id,
+                network_id=net.id,
+                cpus=source.cpus,
+                memory_mb=source.memory_mb,
+                disk_gb=source.disk_gb,
+                hostname=req.hostname or req.name,
+                ssh_keys=list(keys if keys is not None else source.ssh_keys),
+                config={"cloned_from": source.id, "snapshot": snapshot_id, "linked": req.linked},
+            )
+            alloc, op = self.instances.claim(s, ctx, row, net, kind="instance.clone")
+            self.instances.lock(s, source, op.id, source.state)
+            spec = InstanceSpec(
+                id=row.id,
+                name=row.name,
+                workspace_id=ctx.workspace_id,
+                cpus=row.cpus,
+                memory_mb=row.memory_mb,
+                disk_gb=row.disk_gb,
+                image_path=Path(image.path),
+                image_format=image.format or "qcow2",
+                hostname=row.hostname,
+                ssh_keys=tuple(row.ssh_keys),
+                nics=(NicSpec(net.backend_name, alloc.mac, alloc.address),),
+            )
+            source_id, clone_id = source.id, row.id
+        self.instances.publish(clone_id)
+        compute = self.instances.compute
+
+        def step(octx: OperationContext) -> dict[str, Any]:
+            result = self.instances.provision(
+                octx,
+                spec,
+                lambda: compute.clone(source_id, spec, linked=req.linked, snapshot_id=snapshot_id),
+                start=req.start,
+            )
+            return {**result, "source_id": source_id, "snapshot_id": snapshot_id, "linked": req.linked}
+
+        def unlock_both() -> None:
+            self.instances.unlock(clone_id)
+            self.instances.unlock(source_id)
+
+        self.instances.ops.launch(op, step, finally_=unlock_both)
+        return clone_id, op.id
