@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from cloudlet.errors import Forbidden, Invalid
+from cloudlet.errors import Forbidden, InsufficientResources, Invalid
 
 SCHEMES = ("http", "https")
 MAX_URL = 2048
@@ -105,6 +105,14 @@ def _peer_address(response: httpx.Response) -> str | None:
     return str(peer[0]) if peer else None
 
 
+def _too_big(size: int, max_bytes: int) -> InsufficientResources:
+    return InsufficientResources(
+        f"the image ({size} bytes or more) does not fit: {max_bytes} bytes are free for images",
+        code="insufficient_storage",
+        free_bytes=max_bytes,
+    )
+
+
 def _failed(url: str, why: str) -> Invalid:
     return Invalid(f"downloading {url} failed: {why}", code="download_failed")
 
@@ -116,9 +124,12 @@ def download(
     progress: Progress | None = None,
     timeout: float = 30.0,
     block_link_local: bool = True,
+    max_bytes: int | None = None,
 ) -> Download:
     """Fetch ``url`` into ``dest``. Raises ``Invalid`` (``download_failed``) when the server cannot be
-    reached or answers with an error status, ``Forbidden`` (``url_forbidden``) for a link-local host.
+    reached or answers with an error status, ``Forbidden`` (``url_forbidden``) for a link-local host,
+    ``InsufficientResources`` (``insufficient_storage``) when the file is larger than ``max_bytes``
+    (checked against Content-Length before anything is written, and while writing).
     ``dest`` may hold a partial file on error: the caller removes it."""
 
     def before_request(request: httpx.Request) -> None:
@@ -145,12 +156,16 @@ def download(
             if response.status_code >= 400:
                 raise _failed(url, f"the server answered {response.status_code} {response.reason_phrase}")
             total = _content_length(response)
+            if max_bytes is not None and total is not None and total > max_bytes:
+                raise _too_big(total, max_bytes)
             last_report = 0.0
             with dest.open("wb") as out:
                 for chunk in response.iter_bytes(CHUNK):
                     digest.update(chunk)
-                    out.write(chunk)
                     done += len(chunk)
+                    if max_bytes is not None and done > max_bytes:
+                        raise _too_big(done, max_bytes)
+                    out.write(chunk)
                     now = time.monotonic()
                     if progress is not None and now - last_report >= PROGRESS_INTERVAL:
                         progress(done, total)

@@ -14,6 +14,7 @@ import hashlib
 import math
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -37,6 +38,7 @@ ISO_MAGIC_OFFSET = 0x8001  # "CD001" of the primary volume descriptor, in sector
 ISO_MAGIC = b"CD001"
 OS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._+()/-]{0,63}$")
 DOWNLOAD_SHARE = 80  # percent of an URL import's progress that is the download
+FREE_SPACE_RESERVE = 256 * 1024 * 1024  # what a download leaves free on the images' file system
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,6 +263,7 @@ class Images:
                 progress=report,
                 timeout=self.download_timeout,
                 block_link_local=self.block_link_local,
+                max_bytes=shutil.disk_usage(self.dir).free - FREE_SPACE_RESERVE,
             )
             if expected is not None and got.sha256 != expected:
                 raise Invalid(

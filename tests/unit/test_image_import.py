@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from cloudlet.errors import Forbidden, Invalid
+from cloudlet.errors import Forbidden, InsufficientResources, Invalid
 from cloudlet.services.image_download import download
 from tests.helpers import free_port
 from tests.unit.conftest import SimCloud
@@ -24,13 +24,19 @@ from tests.unit.test_images import assert_nothing_stored, image_rows, stored_fil
 
 class Handler(http.server.SimpleHTTPRequestHandler):
     """Files of a folder, plus /redirect?to=URL, /short (promises more than it sends) and
-    /secret (redirects to the metadata address)."""
+    /endless (8 MiB without a Content-Length)."""
 
     def do_GET(self) -> None:
         if self.path.startswith("/redirect?to="):
             self.send_response(302)
             self.send_header("Location", self.path.split("=", 1)[1])
             self.end_headers()
+        elif self.path == "/endless":  # no Content-Length: the body ends when the server closes
+            self.send_response(200)
+            self.end_headers()
+            for _ in range(8):
+                self.wfile.write(b"\0" * 1024 * 1024)
+            self.close_connection = True
         elif self.path == "/short":
             self.send_response(200)
             self.send_header("Content-Length", "1000000")
@@ -248,3 +254,18 @@ def test_a_failed_url_import_does_not_block_the_name(
     assert import_url(sim, "net", files.url("missing")).json()["status"] == "failed"
     assert import_url(sim, "net", served_qcow2).json()["status"] == "succeeded"
     assert image_rows(sim) == 1
+
+
+def test_an_image_larger_than_the_free_space_is_refused(files: FileServer, tmp_path: Path) -> None:
+    (files.root / "blob").write_bytes(b"x" * 10_000)
+    with pytest.raises(InsufficientResources) as err:
+        download(files.url("blob"), tmp_path / "blob", max_bytes=9_999)
+    assert (err.value.code, err.value.status) == ("insufficient_storage", 409)
+    assert not (tmp_path / "blob").exists()  # refused from Content-Length, before writing
+    assert download(files.url("blob"), tmp_path / "fits", max_bytes=10_000).size == 10_000
+
+
+def test_a_body_longer_than_the_free_space_is_cut_off(files: FileServer, tmp_path: Path) -> None:
+    """Without a Content-Length the limit holds while writing (a chunked or lying server)."""
+    with pytest.raises(InsufficientResources):
+        download(files.url("endless"), tmp_path / "endless", max_bytes=3 * 1024 * 1024)
