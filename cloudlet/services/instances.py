@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cloudlet.config import Settings
-from cloudlet.db.models import Instance, IPAllocation, Network, Operation, Snapshot
+from cloudlet.db.models import Image, Instance, IPAllocation, Network, Operation, Snapshot
 from cloudlet.db.session import SessionFactory, transaction
 from cloudlet.drivers.base import ComputeDriver, DhcpHost, HostResources, InstanceSpec, NetworkDriver, NicSpec
 from cloudlet.drivers.containers import ContainerDriver
@@ -486,6 +486,9 @@ class Instances:
             check_size(new_cpus, new_memory, new_disk)
             if new_disk < row.disk_gb:
                 raise Invalid(f"disks only grow: {row.name!r} has {row.disk_gb} GiB", code="disk_shrink")
+            image = s.get(Image, row.image_id) if row.image_id else None
+            if image is not None and new_memory < row.memory_mb:  # the image's minimums still hold
+                check_fits(image, new_disk, new_memory)
             cold = (new_cpus, new_memory) != (row.cpus, row.memory_mb)
             if row.state not in (State.STOPPED, State.RUNNING) or (cold and row.state != State.STOPPED):
                 raise Conflict(

@@ -310,3 +310,18 @@ def test_an_iso_installed_vm_is_not_cloned_but_published(sim: SimCloud, iso: str
         if not ejected:
             sim.post("/api/v1/instances/inst/cdrom/eject", params={"wait": 10})
     assert sim.get("/api/v1/instances").json()["total"] == 1
+
+
+def test_resize_keeps_the_image_minimum_memory(sim: SimCloud, image: str, create_vm: CreateVm) -> None:
+    patch(sim, image, {"min_memory": 128})
+    create_vm("web1", memory=256)
+    sim.post("/api/v1/instances/web1/actions/stop", params={"wait": 10})
+    resp = sim.post("/api/v1/instances/web1/resize", params={"wait": 10}, json={"memory": 64})
+    assert (resp.status_code, resp.json()["code"], resp.json()["minimum_mb"]) == (
+        422,
+        "memory_too_small",
+        128,
+    )
+    assert sim.get("/api/v1/instances/web1").json()["memory"] == 256
+    ok = sim.post("/api/v1/instances/web1/resize", params={"wait": 10}, json={"memory": 128})
+    assert ok.json()["status"] == "succeeded", ok.text
