@@ -283,13 +283,102 @@ class Client:
     def delete_snapshot(self, ref: str, snapshot: str, wait: bool = True) -> dict[str, Any]:
         return self._op("DELETE", f"/instances/{ref}/snapshots/{snapshot}", wait)
 
+    def rename_instance(self, ref: str, name: str) -> dict[str, Any]:
+        found: dict[str, Any] = self.request("PATCH", f"/instances/{ref}", json={"name": name})
+        return found
+
     def clone_instance(self, ref: str, name: str, wait: bool = True, **options: Any) -> dict[str, Any]:
         """``mode`` ("linked" or "full"), ``snapshot``, ``start``, ``hostname``, ``ssh_keys``."""
         body = {"name": name, **{k: v for k, v in options.items() if v is not None}}
         return self._op("POST", f"/instances/{ref}/clone", wait, json=body)
 
+    # -- VM consoles -----------------------------------------------------------------------------
+    def console_ticket(self, ref: str, console: str = "vnc") -> dict[str, Any]:
+        """A one-time ticket (valid ~30 s) for a running VM's ``vnc`` or ``serial`` console: open
+        ``ws_url(result["path"], ticket=result["ticket"])``."""
+        result: dict[str, Any] = self.request(
+            "POST", f"/instances/{ref}/console/ticket", json={"console": console}
+        )
+        return result
+
+    def type_text(self, ref: str, text: str) -> dict[str, Any]:
+        """Type text on a running VM's keyboard (US layout; newline is Enter)."""
+        result: dict[str, Any] = self.request(
+            "POST", f"/instances/{ref}/console/type", json={"text": text}, timeout=120
+        )
+        return result
+
+    def screenshot(self, ref: str) -> bytes:
+        """A running VM's screen as PNG bytes."""
+        resp = self.http.get(f"/api/v1/instances/{ref}/console/screenshot")
+        if resp.status_code == 401 and self.refresh_token and self._renew():
+            resp = self.http.get(f"/api/v1/instances/{ref}/console/screenshot")
+        self._check(resp)
+        return resp.content
+
     def delete_instance(self, ref: str, force: bool = False, wait: bool = True) -> dict[str, Any]:
         return self._op("DELETE", f"/instances/{ref}", wait, params={"force": force})
+
+    # -- storage pools and volumes ---------------------------------------------------------------
+    def storage_pools(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self.request("GET", "/storage-pools")
+        return found
+
+    def storage_pool(self, ref: str) -> dict[str, Any]:
+        found: dict[str, Any] = self.request("GET", f"/storage-pools/{ref}")
+        return found
+
+    def create_storage_pool(
+        self,
+        name: str,
+        path: str,
+        kind: str = "dir",
+        source_host: str | None = None,
+        source_path: str | None = None,
+        wait: bool = True,
+    ) -> dict[str, Any]:
+        """A ``dir`` pool at ``path``, or a ``netfs`` pool mounting ``source_host:source_path`` there."""
+        body = {
+            "name": name,
+            "kind": kind,
+            "path": path,
+            "source_host": source_host,
+            "source_path": source_path,
+        }
+        return self._op("POST", "/storage-pools", wait, json=body)
+
+    def delete_storage_pool(self, ref: str, wait: bool = True) -> dict[str, Any]:
+        return self._op("DELETE", f"/storage-pools/{ref}", wait)
+
+    def volumes(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self.request("GET", "/volumes")
+        return found
+
+    def volume(self, ref: str) -> dict[str, Any]:
+        found: dict[str, Any] = self.request("GET", f"/volumes/{ref}")
+        return found
+
+    def create_volume(
+        self, name: str, size: int, pool: str | None = None, wait: bool = True
+    ) -> dict[str, Any]:
+        """An empty volume of ``size`` GiB in ``pool`` (the default pool when None)."""
+        return self._op("POST", "/volumes", wait, json={"name": name, "size": size, "pool": pool})
+
+    def resize_volume(self, ref: str, size: int, wait: bool = True) -> dict[str, Any]:
+        return self._op("POST", f"/volumes/{ref}/resize", wait, json={"size": size})
+
+    def delete_volume(self, ref: str, wait: bool = True) -> dict[str, Any]:
+        return self._op("DELETE", f"/volumes/{ref}", wait)
+
+    def instance_volumes(self, ref: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self.request("GET", f"/instances/{ref}/volumes")
+        return found
+
+    def attach_volume(self, ref: str, volume: str, wait: bool = True) -> dict[str, Any]:
+        return self._op("POST", f"/instances/{ref}/volumes", wait, json={"volume": volume})
+
+    def detach_volume(self, ref: str, volume: str, wait: bool = True) -> dict[str, Any]:
+        return self._op("DELETE", f"/instances/{ref}/volumes/{volume}", wait)
 
     # -- Dockerfile projects -----------------------------------------------------------------------
     @staticmethod

@@ -18,6 +18,7 @@ from cloudlet.api.audit import AuditMiddleware
 from cloudlet.api.limits import JsonBodyLimit
 from cloudlet.api.routers import (
     auth,
+    consoles,
     container_images,
     containers,
     events,
@@ -32,6 +33,7 @@ from cloudlet.api.routers import (
     pools,
     projects,
     snapshots,
+    storage,
     system,
     workspaces,
 )
@@ -97,10 +99,13 @@ def create_app(
         projects,
         pools,
         snapshots,
+        storage,
+        consoles,
         host,
         events,
     )
-    for router in (*(m.router for m in routers), pools.leases_router, pool_legacy.router):
+    extra = (pools.leases_router, pool_legacy.router, storage.pools_router, storage.instance_router)
+    for router in (*(m.router for m in routers), *extra):
         app.include_router(router, prefix=API_PREFIX)
 
     @app.get("/healthz", include_in_schema=False)

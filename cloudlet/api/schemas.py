@@ -133,6 +133,11 @@ class GuestUserCreate(BaseModel):
     groups: list[str] = Field(default_factory=list)
 
 
+class NicCreate(BaseModel):
+    network: str = Field(description="Network name or id.")
+    ip: str | None = Field(None, description="An address of that network; default: the lowest free.")
+
+
 class InstanceCreate(BaseModel):
     """A VM (the default kind)."""
 
@@ -163,6 +168,10 @@ class InstanceCreate(BaseModel):
     )
     network_config: dict[str, Any] | None = Field(
         None, description="Your own cloud-init network config (version 1 or 2), written to the seed as is."
+    )
+    nics: list[NicCreate] = Field(
+        default_factory=list,
+        description="Several NICs on several networks, the first the primary (replaces network and ip).",
     )
 
 
@@ -240,6 +249,13 @@ class ContainerPublic(BaseModel):
     size_root_fs: int | None = Field(None, description="Image plus written bytes (ask with size=true).")
 
 
+class NicPublic(BaseModel):
+    network: str = Field(description="Network name.")
+    network_id: str
+    ip: str
+    mac: str
+
+
 class InstancePublic(BaseModel):
     id: str
     name: str
@@ -253,8 +269,9 @@ class InstancePublic(BaseModel):
     image_id: str | None
     network: str | None = Field(None, description="Network name.")
     network_id: str | None
-    ip: str | None = None
+    ip: str | None = Field(None, description="The primary NIC's address.")
     mac: str | None = None
+    nics: list[NicPublic] = Field(default_factory=list, description="Every NIC, the primary first.")
     host: str
     error: str | None = None
     container: ContainerPublic | None = Field(None, description="Container settings (kind container).")

@@ -57,17 +57,25 @@ def close_code(err: CloudletError) -> int:
     return 4000 + err.status if 400 <= err.status < 600 else 4500
 
 
-async def accept_or_refuse(websocket: WebSocket, open_: Callable[[RequestContext], T]) -> T | None:
-    """Authenticate, run ``open_`` (it resolves the target and opens the backend stream) in a
-    thread, then accept. On a domain error the socket is closed with a 4xxx code and the
-    problem's detail as the reason, and None is returned."""
+async def accept_or_refuse(
+    websocket: WebSocket,
+    open_: Callable[[RequestContext], T],
+    *,
+    authenticate: Callable[[WebSocket], RequestContext] = websocket_context,
+    subprotocols: tuple[str, ...] = (),
+) -> T | None:
+    """Authenticate (by default as ``websocket_context`` does), run ``open_`` (it resolves the
+    target and opens the backend stream) in a thread, then accept, choosing the first of the
+    client's offered subprotocols that is in ``subprotocols``. On a domain error the socket is
+    closed with a 4xxx code and the problem's detail as the reason, and None is returned."""
     try:
-        ctx = await run_in_threadpool(websocket_context, websocket)
+        ctx = await run_in_threadpool(authenticate, websocket)
         opened = await run_in_threadpool(open_, ctx)
     except CloudletError as err:
         await websocket.close(code=close_code(err), reason=f"{err.code}: {err.detail}"[:120])
         return None
-    await websocket.accept()
+    offered = websocket.scope.get("subprotocols") or []
+    await websocket.accept(subprotocol=next((p for p in offered if p in subprotocols), None))
     return opened
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cloudlet.cli import admin, containers, images, networks, pools, tenancy, vms
+from cloudlet.cli import admin, containers, images, networks, pools, storage, tenancy, vms
 from cloudlet.cli.common import client, console, err_console, handle_errors
 
 app = typer.Typer(help="cloudlet: VMs and containers from one API.", no_args_is_help=True)
@@ -13,6 +13,8 @@ app.add_typer(networks.app, name="network")
 app.add_typer(vms.app, name="vm")
 app.add_typer(containers.app, name="ct")
 app.add_typer(pools.app, name="pool")
+app.add_typer(storage.storage_app, name="storage")
+app.add_typer(storage.volume_app, name="volume")
 app.add_typer(admin.app, name="admin")
 app.add_typer(tenancy.workspace_app, name="workspace")
 app.add_typer(tenancy.member_app, name="member")

@@ -12,12 +12,14 @@ import typer
 import yaml
 
 from cloudlet.cli.common import client, console, err_console, handle_errors, run_operation, show_fields, table
+from cloudlet.cli.storage import vm_volume_app
 
 app = typer.Typer(help="Virtual machines.", no_args_is_help=True)
 snapshot_app = typer.Typer(
     help="Snapshots of a VM: its disk, plus its memory while it runs.", no_args_is_help=True
 )
 app.add_typer(snapshot_app, name="snapshot")
+app.add_typer(vm_volume_app, name="volume")
 
 SHOW_FIELDS = [
     "id",
@@ -62,6 +64,11 @@ def _read_yaml(path: Path | None) -> Any:
         raise typer.BadParameter(f"{path} is not valid YAML: {err}") from None
 
 
+def _nic(text: str) -> dict[str, str | None]:
+    network, _, ip = text.partition("=")
+    return {"network": network, "ip": ip or None}
+
+
 @app.command("create")
 @handle_errors
 def create(
@@ -87,6 +94,9 @@ def create(
     static_ip: bool = typer.Option(False, help="Configure the address statically in the guest (no DHCP)."),
     dns: list[str] = typer.Option([], "--dns", help="Nameserver for --static-ip (repeatable)."),
     network_config: Path | None = typer.Option(None, help="Your own cloud-init network config (YAML file)."),
+    nic: list[str] = typer.Option(
+        [], "--nic", help="NETWORK or NETWORK=IP, one per NIC, the first the primary (repeatable)."
+    ),
     wait: bool = typer.Option(True, help="Wait until the VM runs."),
 ) -> None:
     """Create and start a VM; cloud-init sets it up from the seed cloudlet writes."""
@@ -108,6 +118,7 @@ def create(
         "static_ip": static_ip,
         "dns": dns,
         "network_config": _read_yaml(network_config),
+        "nics": [_nic(n) for n in nic],
     }
     with client() as c:
         op = c.create_instance(wait=False, **spec)
@@ -203,6 +214,15 @@ def eject(ref: str) -> None:
         run_operation(c, c.eject(ref, wait=False), f"ejecting the CD-ROM of {ref}")
 
 
+@app.command("rename")
+@handle_errors
+def rename(ref: str, name: str) -> None:
+    """Rename a VM; its id, address and guest hostname stay."""
+    with client() as c:
+        vm = c.rename_instance(ref, name)
+    console.print(f"{ref} is now {vm['name']}")
+
+
 @app.command("clone")
 @handle_errors
 def clone(
@@ -264,6 +284,44 @@ def snapshot_revert(vm: str, name: str) -> None:
 def snapshot_delete(vm: str, name: str) -> None:
     with client() as c:
         run_operation(c, c.delete_snapshot(vm, name, wait=False), f"deleting snapshot {name} of {vm}")
+
+
+@app.command("console")
+@handle_errors
+def console_(ref: str) -> None:
+    """Attach this terminal to a running VM's serial console; Ctrl-] leaves."""
+    from cloudlet.cli.console import serial_console
+
+    with client() as c:
+        if not serial_console(c, ref):
+            err_console.print(f"the console of {ref} was closed (the VM stopped?)")
+
+
+@app.command("screenshot")
+@handle_errors
+def screenshot(
+    ref: str,
+    output: Path | None = typer.Option(None, "--output", "-o", help="PNG file (default: NAME.png)."),
+) -> None:
+    """Save what a running VM's screen shows as a PNG file."""
+    with client() as c:
+        png = c.screenshot(ref)
+    path = output or Path(f"{ref}.png")
+    path.write_bytes(png)
+    console.print(f"{path} ({len(png)} bytes)")
+
+
+@app.command("type")
+@handle_errors
+def type_(
+    ref: str,
+    text: str = typer.Argument(..., help="Printable ASCII; \\n and \\t in a shell's $'...' work."),
+    enter: bool = typer.Option(False, "--enter", "-e", help="Press Enter after the text."),
+) -> None:
+    """Type text on a running VM's keyboard (US layout), as if at its screen."""
+    with client() as c:
+        keys = c.type_text(ref, text + ("\n" if enter else ""))["keys"]
+    console.print(f"typed {keys} keys on {ref}")
 
 
 @app.command("delete")

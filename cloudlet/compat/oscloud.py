@@ -18,12 +18,13 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from cloudlet.config import Settings
-from cloudlet.db.models import Image, IPAllocation, Network, Workspace
+from cloudlet.db.models import Image, Network, Workspace
 from cloudlet.errors import CloudletError, Invalid, NotFound
 from cloudlet.services.cloud import Cloud
 from cloudlet.services.context import RequestContext
 from cloudlet.services.instances import CreateRequest
 from cloudlet.services.lifecycle import State
+from cloudlet.services.networks import instance_nics
 from cloudlet.services.sequence_ids import instance_for_number, number_instances, number_of
 
 MIB, GIB = 1024**2, 1024**3
@@ -123,7 +124,8 @@ def create_oscloud_app(main_app: FastAPI, settings: Settings) -> FastAPI:
         c = cloud()
         with c.db.reads() as s:
             inst = c.instances.get(s, ctx, instance_ref(ctx, body.id))
-            ip = s.scalar(select(IPAllocation.address).where(IPAllocation.instance_id == inst.id))
+            nics = instance_nics(s, [inst.id]).get(inst.id)
+            ip = nics[0][0].address if nics else None
             image = s.scalar(select(Image.name).where(Image.id == inst.image_id))
             network = s.scalar(select(Network.name).where(Network.id == inst.network_id))
         return {

@@ -335,6 +335,26 @@ class Snapshot(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class ConsoleTicket(Base):
+    """A one-time pass to open one console of one instance, for clients that cannot send an
+    Authorization header (noVNC, browsers). Only the SHA-256 of the ticket is stored; ``used_at``
+    is set by the one conditional update that redeems it, so it works once across replicas."""
+
+    __tablename__ = "console_tickets"
+    __table_args__ = (UniqueConstraint("secret_hash", name="uq_console_tickets_secret_hash"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"), index=True)
+    workspace_id: Mapped[str] = mapped_column(String(36))
+    console: Mapped[str] = mapped_column(String(16))  # "vnc" or "serial"
+    principal: Mapped[str] = mapped_column(String(255))
+    user_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    token_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    used_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
 class LeaderLock(Base):
     """A named lock with an expiry: the replica holding it runs that controller; the others wait
     for it to lapse (a replica that dies stops renewing, so another takes over)."""
@@ -381,3 +401,43 @@ class OSCloudId(Base):
     __tablename__ = "oscloud_ids"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"), unique=True)
+
+
+class StoragePool(Base):
+    """Host-wide storage that volumes are made in (like a Proxmox storage), managed by system
+    admins: a ``dir`` pool (a folder on the host) or a ``netfs`` pool (an NFS export mounted at
+    ``path``). ``backend_name`` is the libvirt pool's name; ``status``: active or error."""
+
+    __tablename__ = "storage_pools"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    path: Mapped[str] = mapped_column(Text)
+    source_host: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    source_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    backend_name: Mapped[str] = mapped_column(String(64), unique=True)
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Volume(Base):
+    """An extra disk of a workspace, a qcow2 volume in a storage pool, attached to at most one VM
+    at a time. Attaching is one conditional update of ``instance_id`` (never two VMs); ``target``
+    is its device in that VM (vdc, vdd...). ``status``: creating, ready, resizing, attaching,
+    detaching, deleting: anything but ready means an operation holds it."""
+
+    __tablename__ = "volumes"
+    __table_args__ = (
+        UniqueConstraint("workspace_id", "name", name="uq_volumes_workspace_name"),
+        UniqueConstraint("instance_id", "target", name="uq_volumes_instance_target"),
+    )
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"), index=True)
+    name: Mapped[str] = mapped_column(String(63))
+    pool_id: Mapped[str] = mapped_column(ForeignKey("storage_pools.id"), index=True)
+    size_gb: Mapped[int] = mapped_column()
+    status: Mapped[str] = mapped_column(String(16), default="creating")
+    instance_id: Mapped[str | None] = mapped_column(ForeignKey("instances.id"), nullable=True, index=True)
+    target: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import abc
 import enum
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -154,6 +154,25 @@ class NetworkSpec:
 StateCallback = Callable[[str, PowerState], None]
 
 
+class ConsoleStream(abc.ABC):
+    """A byte stream to one of a running guest's consoles (its serial port, or its VNC server's
+    RFB protocol). ``read`` blocks in its own thread; ``close`` may come from any other thread and
+    wakes a blocked ``read``, which then returns ``b""``."""
+
+    @abc.abstractmethod
+    def read(self, size: int = 65536) -> bytes:
+        """The next bytes from the guest side; ``b""`` once the stream ended (guest stopped,
+        console taken over by another client, or closed)."""
+
+    @abc.abstractmethod
+    def write(self, data: bytes) -> None:
+        """Send bytes to the guest side."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the stream; idempotent."""
+
+
 class ComputeDriver(abc.ABC):
     """Life cycle of instances on one backend. All methods are blocking; call them off the event loop."""
 
@@ -237,6 +256,30 @@ class ComputeDriver(abc.ABC):
         written meanwhile unless a snapshot is copied."""
         raise Unsupported(f"{self.name} instances cannot be cloned")
 
+    def rename(self, instance_id: str, name: str) -> None:  # noqa: B027 - optional hook
+        """Show the instance's new cloudlet name in the backend's own label, where the backend lets
+        labels change (Docker's are fixed at create: there the label keeps the first name)."""
+
+    def open_serial_console(self, instance_id: str) -> ConsoleStream:
+        """The guest's first serial port, both ways (capability ``serial_console``). Takes the
+        console over from any other client. Raises ``InvalidState`` (code ``instance_not_running``)
+        when the instance does not run."""
+        raise Unsupported(f"{self.name} instances have no serial console", code="no_console")
+
+    def open_vnc(self, instance_id: str) -> ConsoleStream:
+        """A fresh connection to the guest's VNC server, speaking RFB from its first byte
+        (capability ``vnc_console``). Raises ``InvalidState`` when the instance does not run."""
+        raise Unsupported(f"{self.name} instances have no graphical console", code="no_console")
+
+    def send_keys(self, instance_id: str, chords: Sequence[tuple[int, ...]]) -> None:
+        """Press and release each chord (Linux input key codes held together, see
+        ``cloudlet.drivers.keymap``) in order on the guest's keyboard."""
+        raise Unsupported(f"{self.name} instances have no keyboard", code="no_console")
+
+    def screenshot(self, instance_id: str) -> bytes:
+        """The guest's screen now, as PNG bytes."""
+        raise Unsupported(f"{self.name} instances have no screen", code="no_console")
+
     def pause(self, instance_id: str) -> None:
         """Freeze a running instance in memory (capability ``pause``)."""
         raise Unsupported(f"{self.name} instances cannot be paused")
@@ -310,3 +353,77 @@ class NetworkDriver(abc.ABC):
     @abc.abstractmethod
     def dhcp_hosts(self, backend_name: str) -> list[DhcpHost]:
         """The DHCP reservations the backend holds for a network (for reconciliation and tests)."""
+
+
+@dataclass(frozen=True)
+class StoragePoolSpec:
+    """A storage pool as cloudlet wants it. ``kind`` "dir": a folder on the host at ``path``;
+    "netfs": the NFS export ``source_host``:``source_path`` mounted at ``path``."""
+
+    backend_name: str
+    kind: str
+    path: str
+    source_host: str | None = None
+    source_path: str | None = None
+
+
+@dataclass(frozen=True)
+class StorageUsage:
+    """Bytes of a pool (or a volume: ``capacity`` is its virtual size, ``allocation`` what it
+    takes on disk, ``available`` 0)."""
+
+    capacity: int
+    allocation: int
+    available: int
+
+
+class StorageDriver(abc.ABC):
+    """Storage pools and the volumes in them, and attaching those volumes to VMs as extra disks.
+    Volumes are named by cloudlet's volume id; user-chosen names never reach the backend."""
+
+    @abc.abstractmethod
+    def ensure_pool(self, spec: StoragePoolSpec) -> None:
+        """Make the pool exist, run and start with the host (its folder made if missing). Idempotent;
+        on failure nothing created by this call remains."""
+
+    @abc.abstractmethod
+    def delete_pool(self, backend_name: str) -> None:
+        """Stop and forget the pool; its folder and any files in it stay. Succeeds when it is gone."""
+
+    @abc.abstractmethod
+    def pool_usage(self, backend_name: str) -> StorageUsage:
+        """Capacity, allocation and available bytes, read live from the backend after a refresh."""
+
+    @abc.abstractmethod
+    def list_pools(self) -> list[str]:
+        """Backend names of the pools that belong to this deployment."""
+
+    @abc.abstractmethod
+    def create_volume(self, pool: str, volume_id: str, size_bytes: int) -> None:
+        """A new empty qcow2 volume of ``size_bytes``. Raises ``Conflict`` if it exists."""
+
+    @abc.abstractmethod
+    def delete_volume(self, pool: str, volume_id: str) -> None:
+        """Remove the volume and its data; succeeds when it is already gone."""
+
+    @abc.abstractmethod
+    def volume_usage(self, pool: str, volume_id: str) -> StorageUsage:
+        """The volume's virtual size and what it takes on disk; ``NotFound`` when it is missing."""
+
+    @abc.abstractmethod
+    def resize_volume(
+        self, pool: str, volume_id: str, size_bytes: int, *, instance_id: str | None = None, target: str = ""
+    ) -> None:
+        """Grow the volume to ``size_bytes``. When it is attached (``instance_id``, ``target``) to a
+        running VM, the VM grows it, so the guest sees the new size at once."""
+
+    @abc.abstractmethod
+    def attach_volume(self, instance_id: str, pool: str, volume_id: str, target: str) -> None:
+        """Make the volume disk ``target`` of the VM: live and in its definition while it runs,
+        in its definition only while it is stopped."""
+
+    @abc.abstractmethod
+    def detach_volume(self, instance_id: str, target: str) -> None:
+        """Remove disk ``target`` from the VM (live, waiting for the guest to let go, then from its
+        definition). Succeeds when the VM or the disk is already gone. A guest that does not let
+        go in time is an error, and the disk stays attached."""

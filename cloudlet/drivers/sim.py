@@ -5,13 +5,16 @@ same flows on libvirt."""
 from __future__ import annotations
 
 import dataclasses
+import io
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cloudlet.drivers import qemu_img
 from cloudlet.drivers.base import (
     ComputeDriver,
+    ConsoleStream,
     DhcpHost,
     DriverCapabilities,
     DriverInfo,
@@ -23,7 +26,8 @@ from cloudlet.drivers.base import (
     PowerState,
     StateCallback,
 )
-from cloudlet.errors import Conflict, DriverError, NotFound
+from cloudlet.drivers.sim_storage import SimStorage
+from cloudlet.errors import Conflict, DriverError, InvalidState, NotFound
 
 
 @dataclass
@@ -32,9 +36,42 @@ class _SimNetwork:
     hosts: dict[str, DhcpHost] = field(default_factory=dict)
 
 
-class SimDriver(ComputeDriver, NetworkDriver):
+class LoopbackConsole(ConsoleStream):
+    """A simulated console: it says ``greeting`` first, then echoes what it is sent (as a serial
+    line in echo mode does). Not a guest: the integration suite proves the real consoles."""
+
+    def __init__(self, greeting: bytes) -> None:
+        self._cond = threading.Condition()
+        self._pending = bytearray(greeting)
+        self.closed = False
+
+    def read(self, size: int = 65536) -> bytes:
+        with self._cond:
+            while not self._pending and not self.closed:
+                self._cond.wait()
+            if self.closed:
+                return b""
+            out = bytes(self._pending[:size])
+            del self._pending[:size]
+            return out
+
+    def write(self, data: bytes) -> None:
+        with self._cond:
+            self._pending += data
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+
+
+class SimDriver(ComputeDriver, NetworkDriver, SimStorage):
     name = "sim"
-    capabilities = DriverCapabilities(pause=True, snapshots=True, iso_install=True)
+    capabilities = DriverCapabilities(
+        pause=True, snapshots=True, serial_console=True, vnc_console=True, iso_install=True
+    )
+    SCREEN = (640, 400)
 
     def __init__(self, *, cpus: int = 8, memory_mb: int = 32768) -> None:
         self._lock = threading.Lock()
@@ -46,8 +83,11 @@ class SimDriver(ComputeDriver, NetworkDriver):
         self.networks: dict[str, _SimNetwork] = {}
         self._callbacks: list[StateCallback] = []
         self.resources = HostResources(cpus=cpus, memory_total_mb=memory_mb, memory_available_mb=memory_mb)
+        self.typed: dict[str, list[tuple[int, ...]]] = {}  # instance -> chords sent to its keyboard
+        self.consoles: dict[str, list[LoopbackConsole]] = {}  # instance -> its open consoles
         # Test hooks: make the named method raise DriverError a number of times.
         self.fail_next: dict[str, int] = {}
+        self._init_storage()
 
     def _maybe_fail(self, method: str, transient: bool = False) -> None:
         if self.fail_next.get(method, 0) > 0:
@@ -56,6 +96,9 @@ class SimDriver(ComputeDriver, NetworkDriver):
 
     def _set(self, instance_id: str, state: PowerState) -> None:
         self.instances[instance_id] = state
+        if state not in (PowerState.RUNNING, PowerState.PAUSED):  # a guest that is gone hangs up
+            for console in self.consoles.pop(instance_id, []):
+                console.close()
         for cb in self._callbacks:
             cb(instance_id, state)
 
@@ -170,6 +213,44 @@ class SimDriver(ComputeDriver, NetworkDriver):
             self.instances[spec.id] = PowerState.STOPPED
             self.clones[spec.id] = (source_id, linked, snapshot_id)
 
+    def rename(self, instance_id: str, name: str) -> None:
+        with self._lock:
+            self._maybe_fail("rename")
+            self._require(instance_id)
+            self.specs[instance_id] = dataclasses.replace(self.specs[instance_id], name=name)
+
+    def _require_running(self, instance_id: str) -> None:
+        if self._require(instance_id) is not PowerState.RUNNING:
+            raise InvalidState(f"VM {instance_id} is not running", code="instance_not_running")
+
+    def open_serial_console(self, instance_id: str) -> ConsoleStream:
+        with self._lock:
+            self._require_running(instance_id)
+            console = LoopbackConsole(f"\r\n{self.specs[instance_id].hostname} login: ".encode())
+            self.consoles.setdefault(instance_id, []).append(console)
+            return console
+
+    def open_vnc(self, instance_id: str) -> ConsoleStream:
+        with self._lock:
+            self._require_running(instance_id)
+            console = LoopbackConsole(b"RFB 003.008\n")
+            self.consoles.setdefault(instance_id, []).append(console)
+            return console
+
+    def send_keys(self, instance_id: str, chords: Sequence[tuple[int, ...]]) -> None:
+        with self._lock:
+            self._require_running(instance_id)
+            self.typed.setdefault(instance_id, []).extend(chords)
+
+    def screenshot(self, instance_id: str) -> bytes:
+        from PIL import Image
+
+        with self._lock:
+            self._require_running(instance_id)
+        out = io.BytesIO()
+        Image.new("RGB", self.SCREEN).save(out, format="PNG")  # a guest whose screen is black
+        return out.getvalue()
+
     def pause(self, instance_id: str) -> None:
         with self._lock:
             if self._require(instance_id) is not PowerState.RUNNING:
@@ -184,10 +265,13 @@ class SimDriver(ComputeDriver, NetworkDriver):
 
     def delete(self, instance_id: str) -> None:
         with self._lock:
+            for console in self.consoles.pop(instance_id, []):
+                console.close()
             self.instances.pop(instance_id, None)
             self.specs.pop(instance_id, None)
             self.snapshots.pop(instance_id, None)
             self.media.pop(instance_id, None)
+            self.forget_attachments(instance_id)
 
     def state(self, instance_id: str) -> PowerState:
         with self._lock:

@@ -3,8 +3,9 @@ snapshots (then the source may run on).
 
 A linked clone keeps only what differs from the base image and stays backed by it, so it costs
 what the source wrote, not the image; a full clone stands alone. Either way the clone is a VM like
-any other: its own name, address, MAC, hostname and NoCloud seed (a new instance id, so cloud-init
-in the guest runs its per-instance steps again), counted against the quota like a create.
+any other: its own name, addresses (one on each of the source's networks), MACs, hostname and
+NoCloud seed (a new instance id, so cloud-init in the guest runs its per-instance steps again),
+counted against the quota like a create.
 
 The clone operation holds both VMs' locks: the source is neither started, changed nor deleted
 while its disk is read, and the new VM is not touched until it exists.
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cloudlet.db.models import Image, Instance, Network
+from cloudlet.db.models import Image, Instance
 from cloudlet.db.session import SessionFactory, transaction
 from cloudlet.drivers.base import InstanceSpec, NicSpec
 from cloudlet.errors import Conflict, Invalid
@@ -25,6 +26,7 @@ from cloudlet.services.context import RequestContext
 from cloudlet.services.instances import Instances, check_ssh_key
 from cloudlet.services.lifecycle import State
 from cloudlet.services.names import check_name
+from cloudlet.services.networks import instance_nics
 from cloudlet.services.operations import OperationContext
 from cloudlet.services.snapshots import ready_snapshot
 
@@ -66,14 +68,14 @@ class Clones:
             if source.state not in (State.STOPPED, State.RUNNING, State.PAUSED):
                 raise Conflict(f"instance {source.name!r} is {source.state}", code="invalid_state")
             image = s.get(Image, source.image_id or "")
-            net = s.get(Network, source.network_id or "")
             if "installed_from" in (source.config or {}):
                 raise Conflict(
                     f"instance {source.name!r} was installed from an ISO and has no base image to clone: "
                     "publish its disk as an image and create VMs from that",
                     code="no_base_image",
                 )
-            if image is None or image.path is None or net is None:
+            nets = [net for _, net in instance_nics(s, [source.id]).get(source.id, [])]
+            if image is None or image.path is None or not nets:
                 raise Conflict(
                     f"instance {source.name!r} has lost its image or network", code="invalid_state"
                 )
@@ -86,7 +88,7 @@ class Clones:
                 vcpus=source.cpus,
                 memory_mb=source.memory_mb,
                 disk_gb=source.disk_gb,
-                ips=1,
+                ips=len(nets),
             )
             row = Instance(
                 workspace_id=ctx.workspace_id,
@@ -94,7 +96,7 @@ class Clones:
                 kind="vm",
                 state=State.PENDING,
                 image_id=image.id,
-                network_id=net.id,
+                network_id=nets[0].id,
                 cpus=source.cpus,
                 memory_mb=source.memory_mb,
                 disk_gb=source.disk_gb,
@@ -102,7 +104,8 @@ class Clones:
                 ssh_keys=list(keys if keys is not None else source.ssh_keys),
                 config={"cloned_from": source.id, "snapshot": snapshot_id, "linked": req.linked},
             )
-            alloc, op = self.instances.claim(s, ctx, row, net, kind="instance.clone")
+            alloc, op = self.instances.claim(s, ctx, row, nets[0], kind="instance.clone")
+            allocs = [alloc] + [self.instances.networks.allocate(s, net, row.id) for net in nets[1:]]
             self.instances.lock(s, source, op.id, source.state)
             spec = InstanceSpec(
                 id=row.id,
@@ -115,7 +118,9 @@ class Clones:
                 image_format=image.format or "qcow2",
                 hostname=row.hostname,
                 ssh_keys=tuple(row.ssh_keys),
-                nics=(NicSpec(net.backend_name, alloc.mac, alloc.address),),
+                nics=tuple(
+                    NicSpec(net.backend_name, a.mac, a.address) for net, a in zip(nets, allocs, strict=True)
+                ),
             )
             source_id, clone_id = source.id, row.id
         self.instances.publish(clone_id)

@@ -12,13 +12,14 @@ from cloudlet.config import Settings
 from cloudlet.db import migrate
 from cloudlet.db.models import Network
 from cloudlet.db.session import Database, transaction
-from cloudlet.drivers.base import ComputeDriver, NetworkDriver
+from cloudlet.drivers.base import ComputeDriver, NetworkDriver, StorageDriver
 from cloudlet.drivers.containers import ContainerDriver
 from cloudlet.drivers.registry import make_container_driver, make_vm_backend
 from cloudlet.errors import CloudletError
 from cloudlet.services.audit import AuditLog
 from cloudlet.services.auth import bootstrap, ensure_default_workspace
 from cloudlet.services.clones import Clones
+from cloudlet.services.consoles import Consoles
 from cloudlet.services.container_images import ContainerImages
 from cloudlet.services.context import RequestContext
 from cloudlet.services.deployment import deployment_id
@@ -37,6 +38,8 @@ from cloudlet.services.ratelimit import LoginThrottle
 from cloudlet.services.reconciler import Reconciler
 from cloudlet.services.runners import Runners
 from cloudlet.services.snapshots import Snapshots
+from cloudlet.services.storage_pools import StoragePools
+from cloudlet.services.volumes import Volumes
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,9 @@ class Cloud:
     snapshots: Snapshots
     instance_images: InstanceImages
     clones: Clones
+    storage_pools: StoragePools
+    volumes: Volumes
+    consoles: Consoles
 
     @classmethod
     def build(
@@ -97,6 +103,8 @@ class Cloud:
             download_timeout=settings.image_download_timeout,
         )
         oplogs = OperationLogs(settings.operation_logs_dir, bus)
+        storage = compute if isinstance(compute, StorageDriver) else None  # VM drivers with volumes
+        storage_pools = StoragePools(db.sessions, ops, storage, deployment, settings.data_dir / "volumes")
         drivers: dict[str, ComputeDriver] = {"vm": compute}
         if containers is not None:
             drivers["container"] = containers
@@ -122,6 +130,9 @@ class Cloud:
             snapshots=Snapshots(db.sessions, instances),
             instance_images=InstanceImages(db.sessions, images, instances),
             clones=Clones(db.sessions, instances),
+            storage_pools=storage_pools,
+            volumes=Volumes(db.sessions, ops, storage_pools, instances),
+            consoles=Consoles(db.sessions, instances),
             reconciler=Reconciler(
                 db.sessions, bus, ops, runners, drivers, network_driver, settings.resync_interval
             ),
@@ -152,6 +163,9 @@ class Cloud:
         else:
             try:
                 self.reconciler.recover()
+                self.storage_pools.ensure_default()
+                self.storage_pools.recover()
+                self.volumes.recover()
                 if not has_default:
                     self.networks.create_now(system, "default", self.settings.default_network_cidr, "nat")
             except CloudletError as err:

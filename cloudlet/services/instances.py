@@ -16,7 +16,17 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cloudlet.config import Settings
-from cloudlet.db.models import Image, Instance, IPAllocation, Network, Operation, Snapshot
+from cloudlet.db.models import (
+    ConsoleTicket,
+    Image,
+    Instance,
+    IPAllocation,
+    Network,
+    Operation,
+    PoolMember,
+    Snapshot,
+    Volume,
+)
 from cloudlet.db.session import SessionFactory, transaction
 from cloudlet.drivers.base import ComputeDriver, DhcpHost, HostResources, InstanceSpec, NetworkDriver, NicSpec
 from cloudlet.drivers.containers import ContainerDriver
@@ -39,6 +49,15 @@ MAX_DISK_GB = 64 * 1024
 
 
 @dataclass(frozen=True)
+class NicRequest:
+    network: str
+    ip: str | None = None  # a chosen address; default: the lowest free one
+
+
+MAX_NICS = 8
+
+
+@dataclass(frozen=True)
 class CreateRequest:
     name: str
     image: str
@@ -55,6 +74,7 @@ class CreateRequest:
     static_ip: bool = False  # write the address into the guest's network config instead of DHCP
     dns: tuple[str, ...] = ()  # nameservers for the static config; default: the network's gateway
     network_config: dict[str, Any] | None = None  # the caller's own cloud-init network config
+    nics: tuple[NicRequest, ...] = ()  # several NICs, the first the primary; replaces network and ip
 
 
 def check_size(cpus: int, memory: int, disk: int) -> None:
@@ -148,8 +168,13 @@ class Instances:
             cloudinit.check_network_config(req.network_config)
         if req.dns and not req.static_ip:
             raise Invalid("dns is for static_ip configurations", code="invalid_dns")
+        if req.nics and (req.ip is not None or req.network != "default"):
+            raise Invalid("give nics, or network and ip, not both", code="invalid_nics")
+        if len(req.nics) > MAX_NICS:
+            raise Invalid(f"at most {MAX_NICS} NICs", code="invalid_nics")
         return replace(
             req,
+            nics=req.nics or (NicRequest(req.network, req.ip),),
             ssh_keys=tuple(check_ssh_key(k) for k in req.ssh_keys),
             users=cloudinit.check_users(req.users, check_ssh_key),
             dns=cloudinit.check_nameservers(req.dns),
@@ -157,7 +182,7 @@ class Instances:
 
     @staticmethod
     def _seed(
-        req: CreateRequest, hostname: str, net: Network, alloc: IPAllocation
+        req: CreateRequest, hostname: str, nics: list[tuple[Network, IPAllocation]]
     ) -> tuple[str | None, str | None]:
         """The seed's user-data and network config (None: the defaults)."""
         user_data = cloudinit.compose_user_data(
@@ -171,9 +196,17 @@ class Instances:
             return user_data, cloudinit.check_network_config(req.network_config)
         if not req.static_ip:
             return user_data, None
-        prefix = ipaddress.ip_network(net.cidr).prefixlen
-        nic = StaticNic(alloc.mac, f"{alloc.address}/{prefix}", net.gateway, req.dns or (net.gateway,))
-        return user_data, cloudinit.static_network_config([nic])
+        primary = nics[0][0]
+        static = [
+            StaticNic(
+                alloc.mac,
+                f"{alloc.address}/{ipaddress.ip_network(net.cidr).prefixlen}",
+                net.gateway,
+                (req.dns or (primary.gateway,)) if index == 0 else (),
+            )
+            for index, (net, alloc) in enumerate(nics)
+        ]
+        return user_data, cloudinit.static_network_config(static)
 
     def check_memory(self, session: Session, host: HostResources, memory_mb: int) -> None:
         """Refuse a VM that would not fit in the host's available memory less the reserve. Memory
@@ -210,7 +243,7 @@ class Instances:
                 raise Invalid(err.detail, code="unknown_image") from None
             if image.status != "ready":
                 raise Conflict(f"image {image.name!r} is not ready ({image.status})", code="image_not_ready")
-            net = self._active_network(s, ctx, req.network)
+            nets = [self._active_network(s, ctx, nic.network) for nic in req.nics]
             check_fits(image, req.disk, req.memory)
             iso = image.format == "iso"
             if iso and not self.compute.capabilities.iso_install:
@@ -223,7 +256,7 @@ class Instances:
                 vcpus=req.cpus,
                 memory_mb=req.memory,
                 disk_gb=req.disk,
-                ips=1,
+                ips=len(nets),
             )
             row = Instance(
                 workspace_id=ctx.workspace_id,
@@ -231,7 +264,7 @@ class Instances:
                 kind="vm",
                 state=State.PENDING,
                 image_id=image.id,
-                network_id=net.id,
+                network_id=nets[0].id,
                 cpus=req.cpus,
                 memory_mb=req.memory,
                 disk_gb=req.disk,
@@ -240,8 +273,13 @@ class Instances:
                 # installed from an ISO: no base image under its disk (image_id goes at eject)
                 config={"installed_from": image.name} if iso else None,
             )
-            alloc, op = self.claim(s, ctx, row, net, req.ip)
-            user_data, network_config = self._seed(req, row.hostname, net, alloc)
+            alloc, op = self.claim(s, ctx, row, nets[0], req.nics[0].ip)
+            allocs = [alloc] + [
+                self.networks.allocate(s, net, row.id, address=nic.ip)
+                for net, nic in zip(nets[1:], req.nics[1:], strict=True)
+            ]
+            pairs = list(zip(nets, allocs, strict=True))
+            user_data, network_config = self._seed(req, row.hostname, pairs)
             spec = InstanceSpec(
                 id=row.id,
                 name=row.name,
@@ -256,7 +294,7 @@ class Instances:
                 ssh_keys=req.ssh_keys,
                 user_data=user_data,
                 network_config=network_config,
-                nics=(NicSpec(net.backend_name, alloc.mac, alloc.address),),
+                nics=tuple(NicSpec(net.backend_name, a.mac, a.address) for net, a in pairs),
             )
             instance_id = row.id
         self.publish(instance_id)
@@ -445,6 +483,30 @@ class Instances:
         self.ops.launch(op, step, finally_=lambda: self.unlock(instance_id))
         return op.id
 
+    def rename(self, ctx: RequestContext, ref: str, name: str) -> str:
+        """Give an instance a new name (unique in the workspace); its id, address and guest
+        hostname stay. A pool member's cached name follows. Returns the instance id."""
+        check_name(name, what="instance name")
+        with transaction(self.sessions) as s:
+            row = self.get(s, ctx, ref)
+            if row.locked_by is not None:
+                raise Conflict(f"instance {row.name!r} is busy with another operation", code="instance_busy")
+            if row.state in (State.PENDING, State.PROVISIONING, State.DELETING):
+                raise Conflict(f"instance {row.name!r} is {row.state}", code="invalid_state")
+            if row.name == name:
+                return row.id
+            row.name = name
+            try:
+                s.flush()
+            except IntegrityError:
+                raise Conflict(f"an instance named {name!r} exists", code="name_taken") from None
+            s.execute(update(PoolMember).where(PoolMember.instance_id == row.id).values(name=name))
+            instance_id, kind = row.id, row.kind
+            # The backend's label is changed inside the transaction: if it fails, the name stays.
+            self.driver(kind).rename(instance_id, name)
+        self.publish(instance_id)
+        return instance_id
+
     def locked_operation(
         self, session: Session, ctx: RequestContext, row: Instance, kind: str, state: str
     ) -> Operation:
@@ -605,6 +667,11 @@ class Instances:
             for alloc in s.scalars(select(IPAllocation).where(IPAllocation.instance_id == instance_id)):
                 s.delete(alloc)
             s.execute(delete(Snapshot).where(Snapshot.instance_id == instance_id))  # went with its disk
+            # Its volumes went with its definition, not with its disk: they stay, detached.
+            s.execute(
+                update(Volume).where(Volume.instance_id == instance_id).values(instance_id=None, target=None)
+            )
+            s.execute(delete(ConsoleTicket).where(ConsoleTicket.instance_id == instance_id))
             s.delete(row)
         self.bus.publish(Event("instance.deleted", workspace_id, {"id": instance_id, "name": name}))
 

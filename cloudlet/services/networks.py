@@ -43,6 +43,22 @@ def usable_addresses(net: Network) -> list[str]:
     return [str(a) for a in hosts[:-1] if str(a) != net.gateway]
 
 
+def instance_nics(session: Session, instance_ids: list[str]) -> dict[str, list[tuple[IPAllocation, Network]]]:
+    """Each instance's addresses with their networks, in NIC order: the primary one (on the
+    instance's own network) first, then the others as they were made."""
+    rows = session.execute(
+        select(IPAllocation, Network, Instance.network_id)
+        .join(Network, Network.id == IPAllocation.network_id)
+        .join(Instance, Instance.id == IPAllocation.instance_id)
+        .where(IPAllocation.instance_id.in_(instance_ids))
+        .order_by(IPAllocation.created_at, IPAllocation.id)
+    ).all()
+    found: dict[str, list[tuple[IPAllocation, Network]]] = {}
+    for alloc, net, _ in sorted(rows, key=lambda r: r[1].id != r[2]):  # stable: keeps made order
+        found.setdefault(alloc.instance_id or "", []).append((alloc, net))
+    return found
+
+
 def is_usable(net: Network, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     """Whether ``address`` is one of :func:`usable_addresses`, without listing them."""
     network = ipaddress.ip_network(net.cidr)
@@ -164,7 +180,14 @@ class Networks:
     def delete(self, ctx: RequestContext, ref: str) -> str:
         with transaction(self.sessions) as s:
             row = self.get(s, ctx, ref)
-            in_use = s.scalar(select(func.count()).where(Instance.network_id == row.id)) or 0
+            in_use = (  # a VM's second NIC counts as much as its first
+                s.scalar(
+                    select(func.count(func.distinct(IPAllocation.instance_id))).where(
+                        IPAllocation.network_id == row.id, IPAllocation.instance_id.is_not(None)
+                    )
+                )
+                or 0
+            )
             if in_use:
                 raise InUse(f"network {row.name!r} is used by {in_use} instance(s)", code="network_in_use")
             row.status = "deleting"

@@ -28,7 +28,7 @@ from anyio import to_thread
 from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from cloudlet.db.models import Instance, IPAllocation, Pool, PoolLease, PoolMember, new_id, utcnow
+from cloudlet.db.models import Instance, Pool, PoolLease, PoolMember, new_id, utcnow
 from cloudlet.db.session import SessionFactory, transaction
 from cloudlet.errors import CloudletError, Conflict, Exhausted, Forbidden, Invalid, NotFound
 from cloudlet.services import quotas
@@ -38,6 +38,7 @@ from cloudlet.services.events import Event, EventBus
 from cloudlet.services.instances import CreateRequest, Instances, check_ssh_key
 from cloudlet.services.leader import Leadership
 from cloudlet.services.names import check_name, insert_unique, is_uuid, lookup
+from cloudlet.services.networks import instance_nics
 
 log = logging.getLogger(__name__)
 
@@ -557,7 +558,8 @@ class Pools:
         )
         instance_id, _ = self.instances.create(ctx, req)
         with transaction(self.sessions) as s:
-            ip = s.scalar(select(IPAllocation.address).where(IPAllocation.instance_id == instance_id))
+            nics = instance_nics(s, [instance_id]).get(instance_id)
+            ip = nics[0][0].address if nics else None
             s.add(
                 PoolMember(pool_id=pool.id, instance_id=instance_id, name=name, ip=ip, status="provisioning")
             )

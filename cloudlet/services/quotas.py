@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from cloudlet.db.models import Instance, IPAllocation, Network, Pool, PoolMember, Quota
+from cloudlet.db.models import Instance, IPAllocation, Network, Pool, PoolMember, Quota, Volume
 from cloudlet.errors import Exhausted, Invalid
 
 LIMITS = ("instances", "vcpus", "memory_mb", "disk_gb", "networks", "ips", "pool_checkouts")
@@ -29,6 +29,12 @@ def usage(session: Session, workspace_id: str) -> dict[str, int]:
             func.coalesce(func.sum(Instance.disk_gb), 0),
         ).where(Instance.workspace_id == workspace_id)
     ).one()
+    volumes_gb = (  # extra volumes count against disk_gb like the VMs' own disks
+        session.scalar(
+            select(func.coalesce(func.sum(Volume.size_gb), 0)).where(Volume.workspace_id == workspace_id)
+        )
+        or 0
+    )
     networks = session.scalar(select(func.count()).where(Network.workspace_id == workspace_id)) or 0
     ips = (
         session.scalar(
@@ -52,7 +58,7 @@ def usage(session: Session, workspace_id: str) -> dict[str, int]:
         "instances": int(totals[0]),
         "vcpus": int(totals[1]),
         "memory_mb": int(totals[2]),
-        "disk_gb": int(totals[3]),
+        "disk_gb": int(totals[3]) + int(volumes_gb),
         "networks": int(networks),
         "ips": int(ips),
         "pool_checkouts": int(checkouts),

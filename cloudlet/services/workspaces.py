@@ -9,7 +9,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from cloudlet.db.models import ApiToken, Instance, Membership, Network, Role, User, Workspace, utcnow
+from cloudlet.db.models import ApiToken, Instance, Membership, Network, Role, User, Volume, Workspace, utcnow
 from cloudlet.errors import Conflict, Forbidden, InUse, NotFound
 from cloudlet.services.auth import find_role, membership_role
 from cloudlet.services.context import RequestContext
@@ -85,7 +85,7 @@ def delete_workspace(session: Session, ctx: RequestContext, ref: str) -> None:
     ws, role = get_workspace(session, ctx, ref)
     if role != "owner" and not ctx.is_admin:
         raise Forbidden("only an owner can delete a workspace", code="permission_denied")
-    for model, what in ((Instance, "instances"), (Network, "networks")):
+    for model, what in ((Instance, "instances"), (Network, "networks"), (Volume, "volumes")):
         count = session.scalar(select(func.count()).where(model.workspace_id == ws.id)) or 0
         if count:
             raise InUse(f"workspace {ws.name!r} still has {count} {what}", code="workspace_not_empty")

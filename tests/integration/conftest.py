@@ -162,6 +162,8 @@ def _drop_pg_database(name: str) -> None:
 
 def cleanup_backend(libvirt_conn, server: Server) -> None:  # type: ignore[no-untyped-def]
     """After a server stops: remove what it may have left in libvirt (test hygiene only)."""
+    import xml.etree.ElementTree as ET
+
     import libvirt
 
     ids = {p.name for p in (server.data_dir / "instances").glob("*")}
@@ -172,6 +174,13 @@ def cleanup_backend(libvirt_conn, server: Server) -> None:  # type: ignore[no-un
                     dom.destroy()
             with contextlib.suppress(libvirt.libvirtError):
                 dom.undefine()
+    for pool in libvirt_conn.listAllStoragePools(0):  # the server's pools live in its data dir
+        with contextlib.suppress(libvirt.libvirtError):
+            target = ET.fromstring(pool.XMLDesc(0)).findtext("target/path") or ""
+            if pool.name().startswith("cloudlet-") and Path(target).is_relative_to(server.data_dir):
+                if pool.isActive():
+                    pool.destroy()
+                pool.undefine()
     bridges = set(server.extra_env.get("_bridges", "").split())
     for net in libvirt_conn.listAllNetworks(0):
         with contextlib.suppress(libvirt.libvirtError):

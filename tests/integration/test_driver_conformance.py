@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from cloudlet.config import Accelerator
+from cloudlet.drivers import keymap
 from cloudlet.drivers.base import ComputeDriver, ContainerSpec, InstanceSpec, PowerState
-from cloudlet.errors import CloudletError, NotFound
+from cloudlet.errors import CloudletError, InvalidState, NotFound, Unsupported
 from tests.helpers import eventually
 from tests.integration.conftest import traversable_tmp
 from tests.integration.docker_images import BUSYBOX_REF, ensure_busybox_image
@@ -213,3 +214,45 @@ def test_only_its_own_deployment_is_listed(backend: Backend) -> None:
     d, spec = backend.driver, backend.spec()
     d.create(spec)
     assert ids(d) == {spec.id}
+
+
+def test_consoles_where_supported(backend: Backend) -> None:
+    """Serial and VNC streams, keys and screenshots on a running instance; a stopped one is a
+    409 ``instance_not_running``; open streams end when the instance stops. Drivers without
+    consoles say so with ``Unsupported``."""
+    d, spec = backend.driver, backend.spec()
+    d.create(spec)
+    calls: dict[str, Callable[[], object]] = {
+        "serial": lambda: d.open_serial_console(spec.id),
+        "vnc": lambda: d.open_vnc(spec.id),
+        "keys": lambda: d.send_keys(spec.id, keymap.chords("a")),
+        "screenshot": lambda: d.screenshot(spec.id),
+    }
+    if not (d.capabilities.serial_console and d.capabilities.vnc_console):
+        for call in calls.values():
+            with pytest.raises(Unsupported):
+                call()
+        return
+    for what, call in calls.items():
+        with pytest.raises(InvalidState) as stopped:
+            call()
+        assert stopped.value.code == "instance_not_running", what
+    d.start(spec.id)
+    vnc = d.open_vnc(spec.id)
+    assert vnc.read(12).startswith(b"RFB 003.00")
+    vnc.close()
+    assert vnc.read() == b""
+    assert d.screenshot(spec.id).startswith(b"\x89PNG\r\n\x1a\n")
+    d.send_keys(spec.id, keymap.chords("A\n"))
+    console = d.open_serial_console(spec.id)
+    ended = threading.Event()
+
+    def drain() -> None:
+        while console.read():
+            pass
+        ended.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    d.stop(spec.id, force=True)
+    assert ended.wait(15), "the serial stream did not end when the instance stopped"
+    console.close()

@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 import subprocess
 
+import libvirt
 import pytest
 
+from cloudlet.drivers.libvirt.xml import CLOUDLET_NS, parse_metadata_element
 from tests.integration.conftest import import_tiny, wait_guest_ssh
 from tests.integration.test_events_and_cli import _cli
 from tests.integration.test_vm_snapshots import read_marker, write_marker
@@ -29,7 +31,7 @@ def backing_of(server, instance_id: str) -> str | None:  # type: ignore[no-untyp
     return backing
 
 
-def test_linked_clone_of_a_snapshot_and_full_clone(sqlite_server, tiny_image, ssh_key) -> None:  # type: ignore[no-untyped-def]
+def test_linked_clone_of_a_snapshot_and_full_clone(sqlite_server, tiny_image, ssh_key, libvirt_conn) -> None:  # type: ignore[no-untyped-def]
     key, pub = ssh_key
     with sqlite_server.client() as c:
         image = import_tiny(c, tiny_image)
@@ -62,5 +64,17 @@ def test_linked_clone_of_a_snapshot_and_full_clone(sqlite_server, tiny_image, ss
 
         busy = c.http.post("/api/v1/instances/full1/clone", json={"name": "nope"})
         assert busy.status_code == 409 and busy.json()["code"] == "instance_not_stopped"
-        for name in ("linked1", "full1", "origin"):
+
+        out = _cli(sqlite_server, "vm", "rename", "full1", "full2")  # while it runs
+        assert out.returncode == 0, out.stderr
+        renamed = c.instance("full2")
+        assert (renamed["id"], renamed["ip"]) == (full["id"], full["ip"])
+        dom = libvirt_conn.lookupByName(f"cloudlet-{full['id']}")
+        label = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, CLOUDLET_NS, 0)
+        assert parse_metadata_element(label).name == "full2"
+        persistent = dom.metadata(
+            libvirt.VIR_DOMAIN_METADATA_ELEMENT, CLOUDLET_NS, libvirt.VIR_DOMAIN_AFFECT_CONFIG
+        )
+        assert parse_metadata_element(persistent).name == "full2"
+        for name in ("linked1", "full2", "origin"):
             c.delete_instance(name, force=True)

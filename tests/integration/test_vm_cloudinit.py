@@ -8,7 +8,7 @@ import ipaddress
 
 import pytest
 
-from tests.integration.conftest import import_tiny, ssh_run, wait_guest_ssh
+from tests.integration.conftest import dhcp_macs, import_tiny, next_subnet, ssh_run, wait_guest_ssh
 from tests.integration.test_events_and_cli import _cli
 
 pytestmark = pytest.mark.integration
@@ -68,3 +68,27 @@ def test_user_data_and_static_address(sqlite_server, tiny_image, ssh_key, tmp_pa
         assert taken.status_code == 409 and taken.json()["code"] == "ip_taken"
         for name in ("ci-script", "ci-static"):
             c.delete_instance(name, force=True)
+
+
+def test_two_nics_on_two_networks(sqlite_server, tiny_image, ssh_key, libvirt_conn) -> None:  # type: ignore[no-untyped-def]
+    key, pub = ssh_key
+    with sqlite_server.client() as c:
+        import_tiny(c, tiny_image)
+        back = c.create_network("backnet", next_subnet())
+        assert back["status"] == "succeeded", back
+        out = _cli(
+            sqlite_server,
+            *("vm", "create", "twonics", "--image", "tiny", "--memory", "128", "--ssh-key", pub),
+            *("--nic", "default", "--nic", "backnet"),
+        )
+        assert out.returncode == 0, out.stderr
+        vm = c.instance("twonics")
+        assert [n["network"] for n in vm["nics"]] == ["default", "backnet"]
+        wait_guest_ssh(key, vm["ip"])
+        macs = guest(key, vm["ip"], "cat /sys/class/net/eth0/address /sys/class/net/eth1/address").split()
+        assert macs == [n["mac"] for n in vm["nics"]]
+        bridge = c.network("backnet")["bridge"]
+        assert vm["nics"][1]["mac"] in dhcp_macs(libvirt_conn, bridge)
+        c.delete_instance("twonics", force=True)
+        assert vm["nics"][1]["mac"] not in dhcp_macs(libvirt_conn, bridge)
+        c.delete_network("backnet")

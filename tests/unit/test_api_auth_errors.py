@@ -25,6 +25,8 @@ PATH_VALUES = {
     "role": "viewer",
     "vm": "vm1",
     "snapshot": "snap1",
+    "volume": "vol1",
+    "pool": "pool1",
 }
 # Routes that sign people in: they take credentials in the body, not a bearer token.
 PUBLIC = {"/api/v1/auth/login", "/api/v1/auth/signup", "/api/v1/auth/refresh", "/api/v1/auth/logout"}

@@ -210,3 +210,10 @@ def test_snapshot_xml_saves_the_system_disk_and_memory_and_escapes_text() -> Non
     assert disks == {"vda": "internal", "vdb": "no"}  # the read-only raw seed cannot be snapshotted
     stopped = ET.fromstring(DomainSnapshot("3f1c", memory=False).to_xml())
     assert stopped.find("memory").get("snapshot") == "no" and stopped.find("description") is None  # type: ignore[union-attr]
+
+
+def test_label_for_set_metadata_has_no_namespace_and_reads_back() -> None:
+    label = CloudletMetadata("i-1", "web <&> 1", "ws-1", "dep-1")
+    text = label.to_metadata_xml()
+    assert "xmlns" not in text and text.startswith("<instance>")
+    assert parse_metadata_element(text) == label

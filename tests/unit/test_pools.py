@@ -200,12 +200,15 @@ def test_waiters_are_served_in_order_and_never_starve_checkins(sim: SimCloud, ma
         served.append(i)
         sim.post("/api/v1/pools/lab/checkin", json={"id": got.json()["id"]})
 
+    def in_line() -> int:
+        lines = list(sim.cloud.pools._lines.values())
+        return sum(line.next_ticket - line.serving for line in lines)
+
     waiters = 48  # FastAPI's thread pool has 40
     threads = [threading.Thread(target=wait_in_line, args=(i,)) for i in range(waiters)]
-    for t in threads:
-        t.start()
-        time.sleep(0.02)  # arrival order = ticket order
-    time.sleep(0.3)
+    for n, t in enumerate(threads, 1):
+        t.start()  # each waiter takes its ticket before the next one comes: served[i] must be i
+        eventually(lambda n=n: in_line() == n, timeout=20, interval=0.005, what=f"waiter {n} in line")
     started = time.monotonic()
     assert sim.post("/api/v1/pools/lab/checkin", json={"id": first["id"]}).status_code == 204
     assert time.monotonic() - started < 2, "the check-in waited for a worker thread"

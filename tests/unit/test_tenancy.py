@@ -15,7 +15,16 @@ import jwt
 import pytest
 from sqlalchemy import select, update
 
-from cloudlet.db.models import ApiToken, Instance, IPAllocation, Network, Snapshot, Workspace, utcnow
+from cloudlet.db.models import (
+    ApiToken,
+    Instance,
+    IPAllocation,
+    Network,
+    Snapshot,
+    Volume,
+    Workspace,
+    utcnow,
+)
 from cloudlet.db.session import transaction
 from cloudlet.services import users
 from cloudlet.services.context import RequestContext
@@ -243,6 +252,12 @@ def test_another_workspace_can_neither_read_nor_change_anything(sim: SimCloud, c
         == 200
     )
     sim.post("/api/v1/projects", json={"name": "secret-proj", "dockerfile": "FROM x\n"})
+    made = sim.post("/api/v1/volumes", json={"name": "secret-vol", "size": 1}, params={"wait": 5})
+    vol_id = made.json()["result"]["volume_id"]
+    attached = sim.post(
+        "/api/v1/instances/secret-vm/volumes", json={"volume": "secret-vol"}, params={"wait": 5}
+    )
+    assert attached.json()["status"] == "succeeded", attached.text
     made = sim.post("/api/v1/instances/secret-vm/snapshots", json={"name": "secret-snap"}, params={"wait": 5})
     snap_id = made.json()["result"]["snapshot_id"]
     with sim.cloud.db.reads() as s:
@@ -253,7 +268,7 @@ def test_another_workspace_can_neither_read_nor_change_anything(sim: SimCloud, c
         ops = [o for o in sim.get("/api/v1/operations").json()["items"]]
         secrets_ = {vm.id, net.id, vm.name, net.name, "secret-proj", image, default_ws.id, ops[0]["id"]}
         image_id = sim.get(f"/api/v1/images/{image}").json()["id"]
-        secrets_ |= {image_id, snap_id, "secret-snap"}
+        secrets_ |= {image_id, snap_id, "secret-snap", vol_id, "secret-vol"}
     make_user(sim, "mallory")
     mallory = login(sim, "mallory")["access_token"]
     assert (
@@ -274,13 +289,19 @@ def test_another_workspace_can_neither_read_nor_change_anything(sim: SimCloud, c
             ).all()
             allocs = s.execute(select(IPAllocation.address)).all()
             snaps = s.execute(select(Snapshot.id, Snapshot.status)).all()
-            return [sorted(rows), sorted(nets), sorted(allocs), sorted(snaps)]
+            vols = s.execute(
+                select(Volume.id, Volume.status, Volume.size_gb, Volume.instance_id).where(
+                    Volume.workspace_id == default_ws.id
+                )
+            ).all()
+            return [sorted(rows), sorted(nets), sorted(allocs), sorted(snaps), sorted(vols)]
 
     before = snapshot()
     values_list = [
         {
             "ref": vm.id,
             "snapshot": snap_id,
+            "volume": vol_id,
             "name": "secret-proj",
             "op_id": ops[0]["id"],
             "action": "stop",
@@ -291,6 +312,7 @@ def test_another_workspace_can_neither_read_nor_change_anything(sim: SimCloud, c
         {
             "ref": vm.name,
             "snapshot": "secret-snap",
+            "volume": "secret-vol",
             "name": "secret-proj",
             "op_id": ops[0]["id"],
             "action": "start",
@@ -339,6 +361,8 @@ def test_another_workspace_can_neither_read_nor_change_anything(sim: SimCloud, c
         "tags": ["pwn:1"],
         "command": ["true"],
         "permissions": ["instance:view"],
+        "volume": "secret-vol",  # her attaches name our volume (the id stays checked for leaks)
+        "size": 1,
     }
     for who in (bearer(mallory), bearer(mallory_token), bearer(mallory, "team-m")):
         for template, methods in document["paths"].items():

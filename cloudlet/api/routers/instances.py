@@ -23,17 +23,19 @@ from cloudlet.api.schemas import (
     ContainerCreate,
     ContainerPublic,
     InstancePublic,
+    NicPublic,
     OperationPublic,
     Page,
 )
-from cloudlet.db.models import Image, Instance, IPAllocation, Network
+from cloudlet.db.models import Image, Instance, Network
 from cloudlet.drivers.containers import ContainerDetails
 from cloudlet.errors import CloudletError
 from cloudlet.services.clones import CloneRequest
 from cloudlet.services.cloud import Cloud
 from cloudlet.services.cloudinit import GuestUser
 from cloudlet.services.containers import ContainerRequest, PortRequest, VolumeRequest
-from cloudlet.services.instances import CreateRequest
+from cloudlet.services.instances import CreateRequest, NicRequest
+from cloudlet.services.networks import instance_nics
 
 router = APIRouter(prefix="/instances", tags=["instances"])
 
@@ -69,10 +71,7 @@ def instances_public(
 ) -> list[InstancePublic]:
     """Public views of instances, with image/network names and addresses in three queries."""
     ids = [r.id for r in rows]
-    allocs = {
-        a.instance_id: a
-        for a in session.scalars(select(IPAllocation).where(IPAllocation.instance_id.in_(ids)))
-    }
+    nics = instance_nics(session, ids)
     image_ids = {r.image_id for r in rows}
     network_ids = {r.network_id for r in rows}
     images = {i: n for i, n in session.execute(select(Image.id, Image.name).where(Image.id.in_(image_ids)))}
@@ -81,7 +80,8 @@ def instances_public(
     }
     out = []
     for r in rows:
-        alloc = allocs.get(r.id)
+        own = nics.get(r.id, [])
+        alloc = own[0][0] if own else None
         out.append(
             InstancePublic(
                 id=r.id,
@@ -98,6 +98,7 @@ def instances_public(
                 network_id=r.network_id,
                 ip=alloc.address if alloc else None,
                 mac=alloc.mac if alloc else None,
+                nics=[NicPublic(network=n.name, network_id=n.id, ip=a.address, mac=a.mac) for a, n in own],
                 host=r.host,
                 error=r.error,
                 container=(
@@ -200,6 +201,7 @@ def create_instance(
         static_ip=body.static_ip,
         dns=tuple(body.dns),
         network_config=body.network_config,
+        nics=tuple(NicRequest(n.network, n.ip) for n in body.nics),
     )
     _, op_id = cloud.instances.create(ctx, req)
     return accepted(cloud, ctx, op_id, wait, response)
@@ -253,6 +255,18 @@ def resize_instance(
     against the workspace's quota."""
     op_id = cloud.instances.resize(ctx, ref, cpus=body.cpus, memory=body.memory, disk=body.disk)
     return accepted(cloud, ctx, op_id, wait, response)
+
+
+class InstanceUpdate(BaseModel):
+    name: str = Field(description="A new name, unique in the workspace; id, address and hostname stay.")
+
+
+@router.patch("/{ref}", response_model=InstancePublic)
+def update_instance(body: InstanceUpdate, cloud: CloudDep, ctx: CanEditInstances, ref: str) -> InstancePublic:
+    """Rename an instance."""
+    instance_id = cloud.instances.rename(ctx, ref, body.name)
+    with cloud.db.sessions() as session:  # the primary: a read replica may not have the new name yet
+        return instances_public(session, [cloud.instances.get(session, ctx, instance_id)])[0]
 
 
 class Clone(BaseModel):

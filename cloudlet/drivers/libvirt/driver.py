@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import libvirt
 
@@ -17,6 +18,7 @@ from cloudlet.config import Accelerator
 from cloudlet.drivers import qemu_img
 from cloudlet.drivers.base import (
     ComputeDriver,
+    ConsoleStream,
     DhcpHost,
     DriverCapabilities,
     DriverInfo,
@@ -28,12 +30,14 @@ from cloudlet.drivers.base import (
     PowerState,
     StateCallback,
 )
-from cloudlet.drivers.libvirt import xml
+from cloudlet.drivers.libvirt import console, xml
 from cloudlet.drivers.libvirt.guest import EVENT_MAP, STATE_MAP, domain_name, instance_id_of
 from cloudlet.drivers.libvirt.host import LibvirtHost, choose_domain_type
+from cloudlet.drivers.libvirt.storage import LibvirtStorage
 from cloudlet.errors import Conflict, DriverError, Invalid, NotFound
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 NETWORK_PREFIX = "cloudlet-"
 
@@ -46,9 +50,10 @@ _UNDEFINE_FLAGS = (
 _UPDATE_FLAGS = libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE | libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
 
 
-class LibvirtDriver(ComputeDriver, NetworkDriver):
+class LibvirtDriver(ComputeDriver, NetworkDriver, LibvirtStorage):
     """Each instance is a domain named ``cloudlet-<instance id>`` whose UUID is the instance id,
-    labelled with cloudlet metadata, with its files in ``<instances_dir>/<instance id>/``."""
+    labelled with cloudlet metadata, with its files in ``<instances_dir>/<instance id>/``.
+    Storage pools and volumes come from ``LibvirtStorage`` (storage.py)."""
 
     name = "libvirt"
     capabilities = DriverCapabilities(
@@ -256,6 +261,54 @@ class LibvirtDriver(ComputeDriver, NetworkDriver):
 
         self.host.call("ejecting the CD-ROM", run)
 
+    def rename(self, instance_id: str, name: str) -> None:
+        def run(c: libvirt.virConnect) -> None:
+            dom = self._domain(c, instance_id)
+            label = _label_of(dom)
+            if label is None:
+                raise NotFound(f"domain of {instance_id} carries no cloudlet label", code="backend_not_found")
+            flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+            if dom.isActive():
+                flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
+            new = dataclasses.replace(label, name=name).to_metadata_xml()
+            dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, new, "cloudlet", xml.CLOUDLET_NS, flags)
+
+        self.host.call("relabelling domain", run)
+
+    # -- consoles --------------------------------------------------------------------------------
+    def _on_running(
+        self, what: str, instance_id: str, fn: Callable[[libvirt.virConnect, libvirt.virDomain], T]
+    ) -> T:
+        """``fn(conn, domain)`` on a running domain; 409 ``instance_not_running`` otherwise, also
+        when it stops in between."""
+
+        def run(c: libvirt.virConnect) -> T:
+            dom = self._domain(c, instance_id)
+            console.require_running(dom, instance_id)
+            try:
+                return fn(c, dom)
+            except libvirt.libvirtError as err:
+                stopped = console.stopped_meanwhile(err, instance_id)
+                if stopped is None:
+                    raise  # host.call translates it
+                raise stopped from err
+
+        return self.host.call(what, run)
+
+    def open_serial_console(self, instance_id: str) -> ConsoleStream:
+        return self._on_running("opening the serial console", instance_id, console.SerialConsole.open)
+
+    def open_vnc(self, instance_id: str) -> ConsoleStream:
+        return self._on_running(
+            "connecting to the VNC server", instance_id, lambda _c, dom: console.VncConnection.open(dom)
+        )
+
+    def send_keys(self, instance_id: str, chords: Sequence[tuple[int, ...]]) -> None:
+        self._on_running("sending keys", instance_id, lambda _c, dom: console.send_chords(dom, chords))
+
+    def screenshot(self, instance_id: str) -> bytes:
+        return self._on_running("taking a screenshot", instance_id, console.screenshot_png)
+
     def pause(self, instance_id: str) -> None:
         self.host.call("pausing domain", lambda c: self._domain(c, instance_id).suspend())
 
@@ -407,15 +460,21 @@ def _destroy_if_active(dom: libvirt.virDomain) -> None:
             raise
 
 
-def _deployment_of(dom: libvirt.virDomain) -> str | None:
-    """The deployment named in a domain's cloudlet label; None when it carries no label."""
+def _label_of(dom: libvirt.virDomain) -> xml.CloudletMetadata | None:
+    """A domain's cloudlet label; None when it carries none."""
     try:
         text = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, xml.CLOUDLET_NS, 0)
     except libvirt.libvirtError as err:
         if err.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN_METADATA, libvirt.VIR_ERR_NO_DOMAIN):
             return None
         raise
-    return xml.parse_metadata_element(text).deployment
+    return xml.parse_metadata_element(text)
+
+
+def _deployment_of(dom: libvirt.virDomain) -> str | None:
+    """The deployment named in a domain's cloudlet label; None when it carries no label."""
+    label = _label_of(dom)
+    return None if label is None else label.deployment
 
 
 def _update_host(net: libvirt.virNetwork, command: int, entry: xml.DhcpHostEntry) -> None:

@@ -27,7 +27,12 @@ _TRANSIENT_CODES = {
     libvirt.VIR_ERR_OPERATION_TIMEOUT,
     libvirt.VIR_ERR_AGENT_UNRESPONSIVE,
 }
-_NOT_FOUND_CODES = {libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_NO_NETWORK, libvirt.VIR_ERR_NO_STORAGE_VOL}
+_NOT_FOUND_CODES = {
+    libvirt.VIR_ERR_NO_DOMAIN,
+    libvirt.VIR_ERR_NO_NETWORK,
+    libvirt.VIR_ERR_NO_STORAGE_VOL,
+    libvirt.VIR_ERR_NO_STORAGE_POOL,
+}
 
 
 def translate(err: libvirt.libvirtError, what: str) -> Exception:

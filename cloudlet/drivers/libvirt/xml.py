@@ -37,13 +37,18 @@ class CloudletMetadata:
     workspace_id: str
     deployment: str = ""  # which cloudlet deployment owns it: several may share one libvirtd
 
-    def to_element(self) -> ET.Element:
-        el = ET.Element(f"{{{CLOUDLET_NS}}}instance")
-        _sub(el, f"{{{CLOUDLET_NS}}}deployment", self.deployment)
-        _sub(el, f"{{{CLOUDLET_NS}}}id", self.instance_id)
-        _sub(el, f"{{{CLOUDLET_NS}}}name", self.name)
-        _sub(el, f"{{{CLOUDLET_NS}}}workspace", self.workspace_id)
+    def to_element(self, namespace: str = f"{{{CLOUDLET_NS}}}") -> ET.Element:
+        el = ET.Element(f"{namespace}instance")
+        _sub(el, f"{namespace}deployment", self.deployment)
+        _sub(el, f"{namespace}id", self.instance_id)
+        _sub(el, f"{namespace}name", self.name)
+        _sub(el, f"{namespace}workspace", self.workspace_id)
         return el
+
+    def to_metadata_xml(self) -> str:
+        """The label for ``virDomainSetMetadata``, which wants it without a namespace: libvirt
+        puts it in CLOUDLET_NS under the key given beside it."""
+        return to_string(self.to_element(namespace=""))
 
     @classmethod
     def from_element(cls, el: ET.Element) -> CloudletMetadata:
