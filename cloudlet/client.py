@@ -287,6 +287,12 @@ class Client:
         found: dict[str, Any] = self.request("PATCH", f"/instances/{ref}", json={"name": name})
         return found
 
+    def apply(self, document: Any, dry_run: bool = False) -> dict[str, Any]:
+        """The plan, and the apply's operation when something was to be done (not waited on)."""
+        body = {"document": document, "dry_run": dry_run}
+        result: dict[str, Any] = self.request("POST", "/apply", json=body)
+        return result
+
     def clone_instance(self, ref: str, name: str, wait: bool = True, **options: Any) -> dict[str, Any]:
         """``mode`` ("linked" or "full"), ``snapshot``, ``start``, ``hostname``, ``ssh_keys``."""
         body = {"name": name, **{k: v for k, v in options.items() if v is not None}}

@@ -17,6 +17,7 @@ from cloudlet.api import errors
 from cloudlet.api.audit import AuditMiddleware
 from cloudlet.api.limits import JsonBodyLimit
 from cloudlet.api.routers import (
+    apply,
     auth,
     consoles,
     container_images,
@@ -101,6 +102,7 @@ def create_app(
         snapshots,
         storage,
         consoles,
+        apply,
         host,
         events,
     )

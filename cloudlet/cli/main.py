@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cloudlet.cli import admin, containers, images, networks, pools, storage, tenancy, vms
+from cloudlet.cli import admin, apply, containers, images, networks, pools, storage, tenancy, vms
 from cloudlet.cli.common import client, console, err_console, handle_errors
 
 app = typer.Typer(help="cloudlet: VMs and containers from one API.", no_args_is_help=True)
@@ -22,6 +22,8 @@ app.add_typer(tenancy.role_app, name="role")
 app.add_typer(tenancy.token_app, name="token")
 app.add_typer(tenancy.quota_app, name="quota")
 app.add_typer(tenancy.audit_app, name="audit")
+app.command("plan")(apply.plan)
+app.command("apply")(apply.apply)
 
 
 @app.command(

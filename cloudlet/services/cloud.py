@@ -16,6 +16,7 @@ from cloudlet.drivers.base import ComputeDriver, NetworkDriver, StorageDriver
 from cloudlet.drivers.containers import ContainerDriver
 from cloudlet.drivers.registry import make_container_driver, make_vm_backend
 from cloudlet.errors import CloudletError
+from cloudlet.services.apply import Apply
 from cloudlet.services.audit import AuditLog
 from cloudlet.services.auth import bootstrap, ensure_default_workspace
 from cloudlet.services.clones import Clones
@@ -68,6 +69,7 @@ class Cloud:
     snapshots: Snapshots
     instance_images: InstanceImages
     clones: Clones
+    apply: Apply
     storage_pools: StoragePools
     volumes: Volumes
     consoles: Consoles
@@ -108,6 +110,15 @@ class Cloud:
         drivers: dict[str, ComputeDriver] = {"vm": compute}
         if containers is not None:
             drivers["container"] = containers
+        images = Images(db.sessions, ops, settings.images_dir, settings.allowed_import_dirs)
+        pools = Pools(
+            db.sessions,
+            db.reads,
+            bus,
+            instances,
+            min_lease=settings.pool_min_lease,
+            leadership=Leadership(db.sessions, runners.id, ttl=max(10.0, 3 * settings.pool_interval)),
+        )
         return cls(
             settings=settings,
             db=db,
@@ -119,14 +130,8 @@ class Cloud:
             images=images,
             networks=networks,
             instances=instances,
-            pools=Pools(
-                db.sessions,
-                db.reads,
-                bus,
-                instances,
-                min_lease=settings.pool_min_lease,
-                leadership=Leadership(db.sessions, runners.id, ttl=max(10.0, 3 * settings.pool_interval)),
-            ),
+            pools=pools,
+            apply=Apply(db.sessions, ops, networks, images, instances, pools),
             snapshots=Snapshots(db.sessions, instances),
             instance_images=InstanceImages(db.sessions, images, instances),
             clones=Clones(db.sessions, instances),

@@ -171,14 +171,29 @@ def test_a_volume_moves_its_data_between_attachments(
         assert c.delete_snapshot("vols", "withvol")["status"] == "succeeded"
 
 
+def snapshots_in(path: Path) -> list[str]:
+    """Names of the internal snapshots in a qcow2 file."""
+    out = subprocess.run(
+        ["qemu-img", "info", "--force-share", "--output=json", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return [s["name"] for s in json.loads(out.stdout).get("snapshots", [])]
+
+
 def test_deleting_the_vm_keeps_the_volume(sqlite_server: Server, vm: dict[str, Any]) -> None:
     with sqlite_server.client() as c:
         data = c.volume("data")
         assert data["attached_to"] == "vols"
+        assert c.create_snapshot("vols", "last")["status"] == "succeeded"  # inside the volume too
+        path = sqlite_server.data_dir / "volumes" / f"{data['id']}.qcow2"
+        assert "last" not in snapshots_in(path)  # named by id: look for any
+        assert snapshots_in(path)
         c.delete_instance("vols", force=True)
+        assert snapshots_in(path) == []  # the VM's snapshots did not stay behind in the volume
         kept = c.volume("data")
         assert (kept["attached_to"], kept["target"], kept["status"]) == (None, None, "ready")
-        path = sqlite_server.data_dir / "volumes" / f"{data['id']}.qcow2"
         assert path.is_file() and written_at(path, 100 * 1024**2)  # the marker's cluster is in it
         assert c.delete_volume("data")["status"] == "succeeded"
         assert not path.exists()

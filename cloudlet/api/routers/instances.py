@@ -22,6 +22,7 @@ from cloudlet.api.schemas import (
     AnyInstanceCreate,
     ContainerCreate,
     ContainerPublic,
+    InstanceCreate,
     InstancePublic,
     NicPublic,
     OperationPublic,
@@ -161,20 +162,8 @@ def container_request(body: ContainerCreate) -> ContainerRequest:
     )
 
 
-@router.post("", status_code=202, response_model=OperationPublic)
-def create_instance(
-    body: AnyInstanceCreate,
-    cloud: CloudDep,
-    ctx: CanCreateInstances,
-    response: Response,
-    wait: float | None = WaitParam,
-) -> OperationPublic:
-    """Create and start a VM from an image (its IP is allocated before it boots), or run a
-    container (`kind: container`) from a local image on a cloudlet network."""
-    if isinstance(body, ContainerCreate):
-        _, op_id = cloud.instances.create_container(ctx, container_request(body))
-        return accepted(cloud, ctx, op_id, wait, response)
-    req = CreateRequest(
+def vm_request(body: InstanceCreate) -> CreateRequest:
+    return CreateRequest(
         name=body.name,
         image=body.image,
         cpus=body.cpus,
@@ -203,6 +192,22 @@ def create_instance(
         network_config=body.network_config,
         nics=tuple(NicRequest(n.network, n.ip) for n in body.nics),
     )
+
+
+@router.post("", status_code=202, response_model=OperationPublic)
+def create_instance(
+    body: AnyInstanceCreate,
+    cloud: CloudDep,
+    ctx: CanCreateInstances,
+    response: Response,
+    wait: float | None = WaitParam,
+) -> OperationPublic:
+    """Create and start a VM from an image (its IP is allocated before it boots), or run a
+    container (`kind: container`) from a local image on a cloudlet network."""
+    if isinstance(body, ContainerCreate):
+        _, op_id = cloud.instances.create_container(ctx, container_request(body))
+        return accepted(cloud, ctx, op_id, wait, response)
+    req = vm_request(body)
     _, op_id = cloud.instances.create(ctx, req)
     return accepted(cloud, ctx, op_id, wait, response)
 

@@ -161,11 +161,9 @@ def list_pools(cloud: CloudDep, ctx: Ctx) -> list[PoolPublic]:
     return pools_public(cloud, pools)
 
 
-@router.post("", response_model=PoolPublic, status_code=201)
-def create_pool(body: PoolCreate, cloud: CloudDep, ctx: Ctx) -> PoolPublic:
-    """Make a pool; its controller then keeps `min_ready` VMs booted, never above `max_size`."""
+def pool_spec(body: PoolCreate) -> PoolSpec:
     t = body.template
-    spec = PoolSpec(
+    return PoolSpec(
         name=body.name,
         image=t.image,
         cpus=t.cpus,
@@ -184,6 +182,12 @@ def create_pool(body: PoolCreate, cloud: CloudDep, ctx: Ctx) -> PoolPublic:
         on_checkin=body.on_checkin,
         idle_timeout=body.idle_timeout,
     )
+
+
+@router.post("", response_model=PoolPublic, status_code=201)
+def create_pool(body: PoolCreate, cloud: CloudDep, ctx: Ctx) -> PoolPublic:
+    """Make a pool; its controller then keeps `min_ready` VMs booted, never above `max_size`."""
+    spec = pool_spec(body)
     return pools_public(cloud, [cloud.pools.create(ctx, spec)])[0]
 
 

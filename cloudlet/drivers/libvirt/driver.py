@@ -319,6 +319,13 @@ class LibvirtDriver(ComputeDriver, NetworkDriver, LibvirtStorage):
         def run(c: libvirt.virConnect) -> None:
             dom = self._domain(c, instance_id)
             _destroy_if_active(dom)
+            # Internal snapshots live inside every disk, volumes included: the volumes outlive the
+            # VM, so their share of its snapshots goes now (undefining drops only the metadata).
+            for snap in dom.listAllSnapshots(0):
+                try:
+                    snap.delete(0)
+                except libvirt.libvirtError as err:
+                    log.warning("deleting snapshot %s of %s: %s", snap.getName(), instance_id, err)
             dom.undefineFlags(_UNDEFINE_FLAGS)
 
         with contextlib.suppress(NotFound):
