@@ -36,6 +36,11 @@ class OperationFailed(Exception):
         super().__init__(f"operation {operation['kind']} failed: {self.detail} ({self.code})")
 
 
+def _given(values: dict[str, Any]) -> dict[str, Any]:
+    """The entries that are not None."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
 def load_client_config(path: Path = CONFIG_PATH) -> dict[str, str]:
     if not path.is_file():
         return {}
@@ -165,10 +170,46 @@ class Client:
         result: dict[str, Any] = self.request("GET", f"/images/{ref}")
         return result
 
-    def import_image(self, name: str, source_path: str, wait: bool = True) -> dict[str, Any]:
-        return self._op("POST", "/images", wait, json={"name": name, "source_path": source_path})
+    def import_image(
+        self, name: str, source_path: str, wait: bool = True, **options: str | int | None
+    ) -> dict[str, Any]:
+        """Import a file on the server host. ``options``: ``format`` and the properties ``os``,
+        ``min_disk`` (GiB), ``min_memory`` (MiB); the ones given are sent."""
+        body = {"name": name, "source_path": source_path, **_given(options)}
+        return self._op("POST", "/images", wait, json=body)
 
-    def upload_image(self, name: str, fh: BinaryIO, wait: bool = True) -> dict[str, Any]:
+    def import_url(
+        self,
+        name: str,
+        url: str,
+        sha256: str | None = None,
+        wait: bool = True,
+        **options: str | int | None,
+    ) -> dict[str, Any]:
+        """Have the server download an image from an http(s) URL (checked against ``sha256`` when
+        given). ``options`` as for ``import_image``."""
+        body = {"name": name, "url": url, "sha256": sha256, **_given(options)}
+        return self._op("POST", "/images", wait, json=_given(body))
+
+    def update_image(self, ref: str, **fields: str | int | bool | None) -> dict[str, Any]:
+        """Change ``os``, ``min_disk``, ``min_memory`` (None clears one) or ``public``: the keys given."""
+        result: dict[str, Any] = self.request("PATCH", f"/images/{ref}", json=fields)
+        return result
+
+    def publish_instance(
+        self, ref: str, name: str, wait: bool = True, **properties: str | int | None
+    ) -> dict[str, Any]:
+        """Make an image named ``name`` of a stopped VM's disk."""
+        body = {"name": name, **_given(properties)}
+        return self._op("POST", f"/instances/{ref}/publish", wait, json=body)
+
+    def eject(self, ref: str, wait: bool = True) -> dict[str, Any]:
+        """Eject the installer ISO from a VM's CD-ROM."""
+        return self._op("POST", f"/instances/{ref}/cdrom/eject", wait)
+
+    def upload_image(
+        self, name: str, fh: BinaryIO, wait: bool = True, **options: str | int | None
+    ) -> dict[str, Any]:
         def chunks() -> Iterator[bytes]:
             while chunk := fh.read(1024 * 1024):
                 yield chunk
@@ -177,7 +218,7 @@ class Client:
             "POST",
             "/images/upload",
             wait,
-            params={"name": name},
+            params={"name": name, **_given(options)},
             content=chunks(),
             headers={"Content-Type": "application/octet-stream"},
             timeout=None,

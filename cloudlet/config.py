@@ -61,6 +61,14 @@ class Settings(BaseSettings):
         description="Server-side folders images may be imported from by path (plus <data_dir>/import). "
         "Anything else must be uploaded: a path import must not let API users read arbitrary host files.",
     )
+    image_url_block_link_local: bool = Field(
+        default=True,
+        description="Refuse image downloads from link-local addresses (169.254.0.0/16, fe80::/10), where "
+        "cloud metadata services answer: an image URL must not reach them from the server.",
+    )
+    image_download_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds an image download may wait for the server to answer or send."
+    )
     memory_reserve_mb: int = Field(default=512, ge=0, description="Host memory never given to guests.")
     default_network_cidr: str = "10.47.0.0/24"
     stop_timeout: float = Field(

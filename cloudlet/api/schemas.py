@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, computed_field
 
 T = TypeVar("T")
 
@@ -35,9 +35,36 @@ class OperationPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
-class ImageImport(BaseModel):
+ImageFormat = Literal["qcow2", "raw", "iso"]
+
+
+class ImageProperties(BaseModel):
+    os: str | None = Field(
+        None, max_length=64, description="The guest OS, free text or a short id.", examples=["debian12"]
+    )
+    min_disk: int | None = Field(None, ge=1, description="Smallest disk, in GiB, an instance of it gets.")
+    min_memory: int | None = Field(None, ge=1, description="Least memory, in MiB, an instance of it gets.")
+
+
+class ImageImport(ImageProperties):
+    """Import from a path on the server host (`source_path`) or download from `url`: one of the two."""
+
     name: str = Field(description="Unique in the workspace.", examples=["debian-12"])
-    source_path: str = Field(description="Absolute path of a qcow2 or raw image on the server host.")
+    source_path: str | None = Field(
+        None, description="Absolute path of an image file on the server host, in an allowed folder."
+    )
+    url: str | None = Field(
+        None,
+        description="http(s) URL to download the image from (streamed; progress in the operation).",
+        examples=["https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-generic-amd64.qcow2"],
+    )
+    sha256: str | None = Field(
+        None, description="Expected sha256 of the file (hex): a download that differs fails."
+    )
+    format: ImageFormat | None = Field(
+        None,
+        description="What the file must be; detected when left out. `iso`: an installer CD (ISO 9660).",
+    )
 
 
 class ImagePublic(BaseModel):
@@ -50,12 +77,28 @@ class ImagePublic(BaseModel):
     sha256: str | None = None
     source: str | None = None
     public: bool = Field(False, description="Published by a system admin to every workspace.")
+    os: str | None = Field(None, description="The guest OS.")
+    min_disk: int | None = Field(None, description="Smallest disk, in GiB, an instance of it gets.")
+    min_memory: int | None = Field(None, description="Least memory, in MiB, an instance of it gets.")
     created_at: datetime
     model_config = ConfigDict(from_attributes=True)
 
+    @computed_field(description="`disk` (the instance's disk starts as a copy) or `iso` (an installer CD).")  # type: ignore[prop-decorator]
+    @property
+    def kind(self) -> Literal["disk", "iso"]:
+        return "iso" if self.format == "iso" else "disk"
 
-class ImageUpdate(BaseModel):
-    public: bool = Field(description="Share with every workspace (system admins only).")
+
+class ImageUpdate(ImageProperties):
+    """The fields given change; a property set to null is cleared."""
+
+    public: bool | None = Field(None, description="Share with every workspace (system admins only).")
+
+
+class InstancePublish(ImageProperties):
+    """Make an image of a stopped VM's disk."""
+
+    name: str = Field(description="Name of the new image, unique in the workspace.", examples=["web-golden"])
 
 
 class NetworkCreate(BaseModel):

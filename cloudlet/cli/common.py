@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 import httpx
@@ -46,8 +47,12 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def run_operation(c: Client, op: dict[str, Any], label: str, timeout: float = 1800) -> dict[str, Any]:
-    """Show a progress bar while an operation runs; end with one clear line."""
+@contextlib.contextmanager
+def operation_progress(label: str) -> Iterator[Callable[[dict[str, Any]], None]]:
+    """A progress bar (on stderr, gone when done) that follows an operation: yields the function
+    to call with each new state of the operation (``Client.wait``'s ``on_progress``). The bar shows
+    the operation's percent and its message, e.g. "downloaded 120.0 MiB of 300.0 MiB"; until the
+    operation reports a percent above 0 it pulses, as a download of unknown size does."""
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -56,12 +61,19 @@ def run_operation(c: Client, op: dict[str, Any], label: str, timeout: float = 18
         console=err_console,
         transient=True,
     ) as progress:
-        task = progress.add_task(label, total=100)
+        task = progress.add_task(label, total=None)
 
-        def update(o: dict[str, Any]) -> None:
-            desc = f"{label}: {o['message']}" if o.get("message") else label
-            progress.update(task, completed=o.get("progress", 0), description=desc)
+        def update(op: dict[str, Any]) -> None:
+            desc = f"{label}: {op['message']}" if op.get("message") else label
+            percent = op.get("progress") or 0
+            progress.update(task, total=100 if percent else None, completed=percent, description=desc)
 
+        yield update
+
+
+def run_operation(c: Client, op: dict[str, Any], label: str, timeout: float = 1800) -> dict[str, Any]:
+    """Show a progress bar while an operation runs; end with one clear line."""
+    with operation_progress(label) as update:
         done = c.wait(op, timeout=timeout, on_progress=update)
     console.print(f"[green]✓[/] {label}: done")
     return done

@@ -206,6 +206,14 @@ def resize(
         run_operation(c, op, f"resizing {ref}")
 
 
+@app.command("eject")
+@handle_errors
+def eject(ref: str) -> None:
+    """Eject the installer ISO from a VM's CD-ROM (also while it runs): it boots from its disk next."""
+    with client() as c:
+        run_operation(c, c.eject(ref, wait=False), f"ejecting the CD-ROM of {ref}")
+
+
 @app.command("rename")
 @handle_errors
 def rename(ref: str, name: str) -> None:

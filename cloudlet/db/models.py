@@ -201,6 +201,10 @@ class Image(Base):
     sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     path: Mapped[str | None] = mapped_column(Text, nullable=True)
     source: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Properties: the guest OS ("debian12", free text) and what an instance of it needs at least.
+    os: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    min_disk: Mapped[int | None] = mapped_column(nullable=True)  # GiB
+    min_memory: Mapped[int | None] = mapped_column(nullable=True)  # MiB
     # published by a system admin: every workspace may create instances from it
     public: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

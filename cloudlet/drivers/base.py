@@ -50,6 +50,7 @@ class DriverCapabilities:
     vnc_console: bool = False
     serial_console: bool = False
     pause: bool = False
+    iso_install: bool = False  # VMs from an installer ISO: empty disk, ISO as CD-ROM, eject
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,9 @@ class InstanceSpec:
     network_config: str | None = None  # cloud-init network config; None: DHCP on every NIC
     nics: tuple[NicSpec, ...] = ()
     container: ContainerSpec | None = None
+    # A VM installed from an ISO: instead of a copy of ``image_path`` its disk starts empty, and
+    # this ISO is its CD-ROM, booted before the disk until it is ejected.
+    install_media: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -231,6 +235,18 @@ class ComputeDriver(abc.ABC):
     def delete_snapshot(self, instance_id: str, snapshot_id: str) -> None:
         """Remove a snapshot; succeeds when it is already gone."""
         raise Unsupported(f"{self.name} instances have no snapshots")
+
+    def export_disk(self, instance_id: str, dest: Path) -> None:
+        """Write a stopped VM's system disk to ``dest`` as a standalone qcow2 file (its backing
+        chain read through, so ``dest`` has no backing file). Raises ``Conflict`` while it runs.
+        On failure ``dest`` may hold a partial file: the caller removes it."""
+        raise Unsupported(f"{self.name} instances cannot be published as images")
+
+    def eject_media(self, instance_id: str) -> None:
+        """Take the media out of a VM's CD-ROM (capability ``iso_install``), at once if it runs and
+        for every later start: it boots from its disk from then on. Ejecting an empty drive is a
+        no-op."""
+        raise Unsupported(f"{self.name} instances have no CD-ROM")
 
     def clone(
         self, source_id: str, spec: InstanceSpec, *, linked: bool, snapshot_id: str | None = None

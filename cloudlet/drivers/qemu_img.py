@@ -10,6 +10,7 @@ from pathlib import Path
 from cloudlet.errors import DriverError, Invalid
 
 QEMU_IMG = "qemu-img"
+COPY_TIMEOUT = 6 * 3600  # seconds a whole-disk copy may take (large disks, slow storage)
 
 
 @dataclass(frozen=True)
@@ -20,9 +21,9 @@ class ImageInfo:
     backing_file: str | None
 
 
-def _run(args: list[str], what: str) -> str:
+def _run(args: list[str], what: str, timeout: float = 600) -> str:
     try:
-        proc = subprocess.run([QEMU_IMG, *args], capture_output=True, text=True, timeout=600, check=False)
+        proc = subprocess.run([QEMU_IMG, *args], capture_output=True, text=True, timeout=timeout, check=False)
     except FileNotFoundError as err:
         raise DriverError("qemu-img is not installed") from err
     if proc.returncode != 0:
@@ -69,6 +70,11 @@ def grow(path: Path, size_bytes: int) -> None:
     _run(["resize", "-q", "-f", "qcow2", str(path), str(size_bytes)], f"growing disk {path.name}")
 
 
+def create_blank(path: Path, size_bytes: int) -> None:
+    """An empty qcow2 disk of ``size_bytes`` (for a VM that installs its OS from an ISO)."""
+    _run(["create", "-q", "-f", "qcow2", str(path), str(size_bytes)], f"creating disk {path.name}")
+
+
 def convert(
     source: Path,
     dest: Path,
@@ -87,4 +93,4 @@ def convert(
         args += ["-U", "-l", f"snapshot.name={snapshot}"]
     if backing is not None:
         args += ["-B", str(backing[0]), "-F", backing[1]]
-    _run([*args, str(source), str(dest)], f"copying disk to {dest.name}")
+    _run([*args, str(source), str(dest)], f"copying disk to {dest.name}", timeout=COPY_TIMEOUT)

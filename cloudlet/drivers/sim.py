@@ -9,7 +9,9 @@ import io
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from cloudlet.drivers import qemu_img
 from cloudlet.drivers.base import (
     ComputeDriver,
     ConsoleStream,
@@ -66,7 +68,9 @@ class LoopbackConsole(ConsoleStream):
 
 class SimDriver(ComputeDriver, NetworkDriver, SimStorage):
     name = "sim"
-    capabilities = DriverCapabilities(pause=True, snapshots=True, serial_console=True, vnc_console=True)
+    capabilities = DriverCapabilities(
+        pause=True, snapshots=True, serial_console=True, vnc_console=True, iso_install=True
+    )
     SCREEN = (640, 400)
 
     def __init__(self, *, cpus: int = 8, memory_mb: int = 32768) -> None:
@@ -74,6 +78,7 @@ class SimDriver(ComputeDriver, NetworkDriver, SimStorage):
         self.instances: dict[str, PowerState] = {}
         self.snapshots: dict[str, dict[str, PowerState]] = {}  # instance -> snapshot -> state then
         self.specs: dict[str, InstanceSpec] = {}
+        self.media: dict[str, Path] = {}  # instance -> the ISO in its CD-ROM
         self.clones: dict[str, tuple[str, bool, str | None]] = {}  # clone -> (source, linked, snapshot)
         self.networks: dict[str, _SimNetwork] = {}
         self._callbacks: list[StateCallback] = []
@@ -110,6 +115,8 @@ class SimDriver(ComputeDriver, NetworkDriver, SimStorage):
                 raise DriverError(f"instance {spec.id} exists")
             self.specs[spec.id] = spec
             self.instances[spec.id] = PowerState.STOPPED
+            if spec.install_media is not None:
+                self.media[spec.id] = spec.install_media
 
     def _require(self, instance_id: str) -> PowerState:
         if instance_id not in self.instances:
@@ -177,6 +184,24 @@ class SimDriver(ComputeDriver, NetworkDriver, SimStorage):
     def delete_snapshot(self, instance_id: str, snapshot_id: str) -> None:
         with self._lock:
             self.snapshots.get(instance_id, {}).pop(snapshot_id, None)
+
+    def export_disk(self, instance_id: str, dest: Path) -> None:
+        """The simulated disk is the VM's image, as it was (or an empty disk for an ISO install)."""
+        with self._lock:
+            self._maybe_fail("export_disk")
+            if self._require(instance_id) is not PowerState.STOPPED:
+                raise Conflict("the VM runs: stop it before copying its disk", code="instance_running")
+            spec = self.specs[instance_id]
+        if spec.image_path is None or spec.image_format is None:
+            qemu_img.create_blank(dest, spec.disk_gb * 1024**3)
+        else:
+            qemu_img.convert(spec.image_path, dest)
+
+    def eject_media(self, instance_id: str) -> None:
+        with self._lock:
+            self._maybe_fail("eject_media")
+            self._require(instance_id)
+            self.media.pop(instance_id, None)
 
     def clone(
         self, source_id: str, spec: InstanceSpec, *, linked: bool, snapshot_id: str | None = None
@@ -249,6 +274,7 @@ class SimDriver(ComputeDriver, NetworkDriver, SimStorage):
             self.instances.pop(instance_id, None)
             self.specs.pop(instance_id, None)
             self.snapshots.pop(instance_id, None)
+            self.media.pop(instance_id, None)
             self.forget_attachments(instance_id)
 
     def state(self, instance_id: str) -> PowerState:

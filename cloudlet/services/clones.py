@@ -68,6 +68,12 @@ class Clones:
             if source.state not in (State.STOPPED, State.RUNNING, State.PAUSED):
                 raise Conflict(f"instance {source.name!r} is {source.state}", code="invalid_state")
             image = s.get(Image, source.image_id or "")
+            if "installed_from" in (source.config or {}):
+                raise Conflict(
+                    f"instance {source.name!r} was installed from an ISO and has no base image to clone: "
+                    "publish its disk as an image and create VMs from that",
+                    code="no_base_image",
+                )
             nets = [net for _, net in instance_nics(s, [source.id]).get(source.id, [])]
             if image is None or image.path is None or not nets:
                 raise Conflict(

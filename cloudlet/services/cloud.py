@@ -26,6 +26,7 @@ from cloudlet.services.context import RequestContext
 from cloudlet.services.deployment import deployment_id
 from cloudlet.services.events import EventBus
 from cloudlet.services.images import Images
+from cloudlet.services.instance_images import InstanceImages
 from cloudlet.services.instances import Instances
 from cloudlet.services.leader import Leadership
 from cloudlet.services.logins import signing_key
@@ -66,6 +67,7 @@ class Cloud:
     container_images: ContainerImages | None  # None when containers are off
     pools: Pools
     snapshots: Snapshots
+    instance_images: InstanceImages
     clones: Clones
     apply: Apply
     storage_pools: StoragePools
@@ -94,6 +96,14 @@ class Cloud:
         containers = container_driver or make_container_driver(settings, deployment)
         networks = Networks(db.sessions, ops, network_driver, containers)
         instances = Instances(settings, db.sessions, ops, bus, compute, network_driver, networks, containers)
+        images = Images(
+            db.sessions,
+            ops,
+            settings.images_dir,
+            settings.allowed_import_dirs,
+            block_link_local=settings.image_url_block_link_local,
+            download_timeout=settings.image_download_timeout,
+        )
         oplogs = OperationLogs(settings.operation_logs_dir, bus)
         storage = compute if isinstance(compute, StorageDriver) else None  # VM drivers with volumes
         storage_pools = StoragePools(db.sessions, ops, storage, deployment, settings.data_dir / "volumes")
@@ -123,6 +133,7 @@ class Cloud:
             pools=pools,
             apply=Apply(db.sessions, ops, networks, images, instances, pools),
             snapshots=Snapshots(db.sessions, instances),
+            instance_images=InstanceImages(db.sessions, images, instances),
             clones=Clones(db.sessions, instances),
             storage_pools=storage_pools,
             volumes=Volumes(db.sessions, ops, storage_pools, instances),

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from cloudlet.config import Settings
 from cloudlet.db.models import (
     ConsoleTicket,
+    Image,
     Instance,
     IPAllocation,
     Network,
@@ -30,12 +31,12 @@ from cloudlet.db.session import SessionFactory, transaction
 from cloudlet.drivers.base import ComputeDriver, DhcpHost, HostResources, InstanceSpec, NetworkDriver, NicSpec
 from cloudlet.drivers.containers import ContainerDriver
 from cloudlet.drivers.libvirt.seed import validate_ssh_key
-from cloudlet.errors import Conflict, DriverUnavailable, InsufficientResources, Invalid, NotFound
+from cloudlet.errors import Conflict, DriverUnavailable, InsufficientResources, Invalid, NotFound, Unsupported
 from cloudlet.services import cloudinit, container_images, containers, quotas
 from cloudlet.services.cloudinit import GuestUser, StaticNic
 from cloudlet.services.context import RequestContext
 from cloudlet.services.events import Event, EventBus
-from cloudlet.services.images import usable_image
+from cloudlet.services.images import check_fits, usable_image
 from cloudlet.services.lifecycle import FROM_POWER, State, check_action
 from cloudlet.services.names import check_name, lookup
 from cloudlet.services.networks import Networks, network_spec
@@ -243,12 +244,10 @@ class Instances:
             if image.status != "ready":
                 raise Conflict(f"image {image.name!r} is not ready ({image.status})", code="image_not_ready")
             nets = [self._active_network(s, ctx, nic.network) for nic in req.nics]
-            min_gb = math.ceil((image.virtual_size or 0) / GIB)
-            if req.disk < min_gb:
-                raise Invalid(
-                    f"disk of {req.disk} GiB is smaller than image {image.name!r} ({min_gb} GiB)",
-                    code="disk_too_small",
-                )
+            check_fits(image, req.disk, req.memory)
+            iso = image.format == "iso"
+            if iso and not self.compute.capabilities.iso_install:
+                raise Unsupported(f"the {self.compute.name} driver cannot install VMs from an ISO")
             self.check_memory(s, host, req.memory)
             quotas.claim(
                 s,
@@ -271,6 +270,8 @@ class Instances:
                 disk_gb=req.disk,
                 hostname=req.hostname or req.name,
                 ssh_keys=list(req.ssh_keys),
+                # installed from an ISO: no base image under its disk (image_id goes at eject)
+                config={"installed_from": image.name} if iso else None,
             )
             alloc, op = self.claim(s, ctx, row, nets[0], req.nics[0].ip)
             allocs = [alloc] + [
@@ -286,8 +287,9 @@ class Instances:
                 cpus=row.cpus,
                 memory_mb=row.memory_mb,
                 disk_gb=row.disk_gb,
-                image_path=Path(image.path or ""),
-                image_format=image.format or "qcow2",
+                image_path=None if iso else Path(image.path or ""),
+                image_format=None if iso else image.format or "qcow2",
+                install_media=Path(image.path or "") if iso else None,
                 hostname=row.hostname,
                 ssh_keys=req.ssh_keys,
                 user_data=user_data,
@@ -547,6 +549,9 @@ class Instances:
             check_size(new_cpus, new_memory, new_disk)
             if new_disk < row.disk_gb:
                 raise Invalid(f"disks only grow: {row.name!r} has {row.disk_gb} GiB", code="disk_shrink")
+            image = s.get(Image, row.image_id) if row.image_id else None
+            if image is not None and new_memory < row.memory_mb:  # the image's minimums still hold
+                check_fits(image, new_disk, new_memory)
             cold = new_memory != row.memory_mb or new_cpus < row.cpus  # vCPUs are plugged in live
             if row.state not in (State.STOPPED, State.RUNNING) or (cold and row.state != State.STOPPED):
                 raise Conflict(

@@ -14,7 +14,9 @@ from cloudlet.api.deps import (
     ReadSession,
 )
 from cloudlet.api.routers.operations import WaitParam, accepted
-from cloudlet.api.schemas import ImageImport, ImagePublic, ImageUpdate, OperationPublic
+from cloudlet.api.schemas import ImageFormat, ImageImport, ImagePublic, ImageUpdate, OperationPublic
+from cloudlet.errors import Invalid
+from cloudlet.services.images import ImageProperties
 
 router = APIRouter(prefix="/images", tags=["images"])
 
@@ -33,8 +35,18 @@ def import_image(
     response: Response,
     wait: float | None = WaitParam,
 ) -> OperationPublic:
-    """Import a qcow2 or raw image from a path on the server host."""
-    op_id = cloud.images.import_path(ctx, body.name, body.source_path)
+    """Import a qcow2, raw or ISO image from a path on the server host or an http(s) URL."""
+    props = ImageProperties(os=body.os, min_disk=body.min_disk, min_memory=body.min_memory)
+    if body.url is not None and body.source_path is None:
+        op_id = cloud.images.import_url(
+            ctx, body.name, body.url, sha256=body.sha256, fmt=body.format, props=props
+        )
+    elif body.source_path is not None and body.url is None:
+        if body.sha256 is not None:
+            raise Invalid("sha256 is checked on downloads (url) only", code="invalid_source")
+        op_id = cloud.images.import_path(ctx, body.name, body.source_path, fmt=body.format, props=props)
+    else:
+        raise Invalid("give either url or source_path", code="invalid_source")
     return accepted(cloud, ctx, op_id, wait, response)
 
 
@@ -54,15 +66,22 @@ async def upload_image(
     ctx: CanCreateImages,
     response: Response,
     name: str = Query(..., description="Image name."),
+    format: ImageFormat | None = Query(None, description="What the file must be; detected when left out."),
+    os: str | None = Query(None, max_length=64, description="The guest OS."),
+    min_disk: int | None = Query(None, ge=1, description="Smallest disk (GiB) an instance gets."),
+    min_memory: int | None = Query(None, ge=1, description="Least memory (MiB) an instance gets."),
     wait: float | None = WaitParam,
 ) -> OperationPublic:
     """Import an image streamed as the request body (application/octet-stream), never held in memory."""
+    props = ImageProperties(os=os, min_disk=min_disk, min_memory=min_memory).checked()
     staging = cloud.images.staging_path(name)
     try:
         with staging.open("wb") as fh:
             async for chunk in request.stream():
                 fh.write(chunk)
-        op_id = await run_in_threadpool(cloud.images.import_staged, ctx, name, staging)
+        op_id = await run_in_threadpool(
+            lambda: cloud.images.import_staged(ctx, name, staging, fmt=format, props=props)
+        )
     except BaseException:
         staging.unlink(missing_ok=True)
         raise
@@ -85,5 +104,8 @@ def delete_image(
 
 @router.patch("/{ref}", response_model=ImagePublic)
 def update_image(cloud: CloudDep, ctx: CanEditImages, ref: str, body: ImageUpdate) -> ImagePublic:
-    """Publish an image to every workspace, or withdraw it (system admins only)."""
-    return ImagePublic.model_validate(cloud.images.publish(ctx, ref, body.public))
+    """Change an image's properties, or publish it to every workspace (system admins only)."""
+    properties = body.model_dump(include={"os", "min_disk", "min_memory"} & body.model_fields_set)
+    return ImagePublic.model_validate(
+        cloud.images.update(ctx, ref, public=body.public, properties=properties)
+    )

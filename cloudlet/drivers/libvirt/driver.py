@@ -56,7 +56,9 @@ class LibvirtDriver(ComputeDriver, NetworkDriver, LibvirtStorage):
     Storage pools and volumes come from ``LibvirtStorage`` (storage.py)."""
 
     name = "libvirt"
-    capabilities = DriverCapabilities(vnc_console=True, serial_console=True, pause=True, snapshots=True)
+    capabilities = DriverCapabilities(
+        vnc_console=True, serial_console=True, pause=True, snapshots=True, iso_install=True
+    )
 
     def __init__(
         self, uri: str, instances_dir: Path, deployment: str, accelerator: Accelerator = Accelerator.AUTO
@@ -104,6 +106,9 @@ class LibvirtDriver(ComputeDriver, NetworkDriver, LibvirtStorage):
         return conn.lookupByName(domain_name(instance_id))
 
     def create(self, spec: InstanceSpec) -> None:
+        if spec.install_media is not None:
+            self._build(spec, lambda disk: qemu_img.create_blank(disk, spec.disk_gb * GIB))
+            return
         if spec.image_path is None or spec.image_format is None:
             raise Invalid("a VM needs a base image", code="image_required")
         base, fmt = spec.image_path, spec.image_format
@@ -153,10 +158,7 @@ class LibvirtDriver(ComputeDriver, NetworkDriver, LibvirtStorage):
                 vcpus=spec.cpus,
                 max_vcpus=max(spec.cpus, self._host_cpus()),
                 metadata=xml.CloudletMetadata(spec.id, spec.name, spec.workspace_id, self.deployment),
-                disks=(
-                    xml.Disk(path=str(disk), format="qcow2", target="vda"),
-                    xml.Disk(path=str(seed), format="raw", target="vdb", readonly=True),
-                ),
+                disks=_disks(disk, seed, spec.install_media),
                 interfaces=tuple(xml.Interface(network=n.network, mac=n.mac) for n in spec.nics),
             )
             self.host.call("defining domain", lambda c: c.defineXML(domain.to_xml()))
@@ -262,6 +264,23 @@ class LibvirtDriver(ComputeDriver, NetworkDriver, LibvirtStorage):
 
         with contextlib.suppress(NotFound):
             self.host.call("deleting snapshot", run)
+
+    def export_disk(self, instance_id: str, dest: Path) -> None:
+        if self._is_active(instance_id):
+            raise Conflict("the VM runs: stop it before copying its disk", code="instance_running")
+        qemu_img.convert(self._dir(instance_id) / "disk.qcow2", dest)
+
+    def eject_media(self, instance_id: str) -> None:
+        def run(c: libvirt.virConnect) -> None:
+            dom = self._domain(c, instance_id)
+            flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG | libvirt.VIR_DOMAIN_DEVICE_MODIFY_FORCE
+            if dom.isActive():  # a guest that locked the tray is overruled (FORCE)
+                flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
+            for drive in xml.cdroms_of(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)):
+                if drive.path:
+                    dom.updateDeviceFlags(drive.ejected().to_xml(), flags)
+
+        self.host.call("ejecting the CD-ROM", run)
 
     def rename(self, instance_id: str, name: str) -> None:
         def run(c: libvirt.virConnect) -> None:
@@ -441,6 +460,22 @@ class LibvirtDriver(ComputeDriver, NetworkDriver, LibvirtStorage):
             lambda c: xml.dhcp_hosts_of(c.networkLookupByName(backend_name).XMLDesc(0)),
         )
         return [DhcpHost(e.mac, e.ip, e.name) for e in entries]
+
+
+def _disks(disk: Path, seed: Path, install_media: Path | None) -> tuple[xml.Disk, ...]:
+    """The system disk and the NoCloud seed; a VM installed from an ISO also gets the ISO as its
+    CD-ROM, first in the boot order, then its disk (an empty drive is skipped at boot). The seed
+    stays: an installer that reads NoCloud data (hostname, SSH keys) finds it, others ignore it."""
+    if install_media is None:
+        return (
+            xml.Disk(path=str(disk), format="qcow2", target="vda"),
+            xml.Disk(path=str(seed), format="raw", target="vdb", readonly=True),
+        )
+    return (
+        xml.Disk(path=str(disk), format="qcow2", target="vda", boot_order=2),
+        xml.Disk(path=str(seed), format="raw", target="vdb", readonly=True),
+        xml.Disk.cdrom(str(install_media), boot_order=1),
+    )
 
 
 def _destroy_if_active(dom: libvirt.virDomain) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 CLOUDLET_NS = "https://cloudlet.dev/xmlns/libvirt/1"
 ET.register_namespace("cloudlet", CLOUDLET_NS)
@@ -67,31 +67,75 @@ class CloudletMetadata:
 
 @dataclass(frozen=True)
 class Disk:
+    """A disk, or (``device`` "cdrom") a CD-ROM drive; an empty ``path`` is a drive without media.
+    ``boot_order`` gives the device a place in the boot order (then the domain lists no
+    ``<os><boot>``: libvirt refuses the two together)."""
+
     path: str
     format: str  # "qcow2" or "raw"
-    target: str  # "vda", "vdb"...
+    target: str  # "vda", "vdb"... ("hdc" for an IDE CD-ROM)
     bus: str = "virtio"
     readonly: bool = False
+    device: str = "disk"  # "disk" | "cdrom"
+    boot_order: int | None = None
+
+    @classmethod
+    def cdrom(
+        cls, path: str, *, target: str = "hdc", bus: str = "ide", boot_order: int | None = None
+    ) -> Disk:
+        """A read-only CD-ROM drive holding the ISO at ``path``. IDE: the "pc" machine (i440fx) has
+        an IDE controller built in, which SeaBIOS boots from and every installer's kernel knows."""
+        return cls(
+            path=path,
+            format="raw",
+            target=target,
+            bus=bus,
+            readonly=True,
+            device="cdrom",
+            boot_order=boot_order,
+        )
 
     def to_element(self) -> ET.Element:
-        el = ET.Element("disk", type="file", device="disk")
-        _sub(el, "driver", name="qemu", type=self.format, discard="unmap")
-        _sub(el, "source", file=self.path)
+        el = ET.Element("disk", type="file", device=self.device)
+        if self.device == "disk":
+            _sub(el, "driver", name="qemu", type=self.format, discard="unmap")
+        else:
+            _sub(el, "driver", name="qemu", type=self.format)
+        if self.path:
+            _sub(el, "source", file=self.path)
         _sub(el, "target", dev=self.target, bus=self.bus)
         if self.readonly:
             _sub(el, "readonly")
+        if self.boot_order is not None:
+            _sub(el, "boot", order=str(self.boot_order))
         return el
+
+    def to_xml(self) -> str:
+        return to_string(self.to_element())
 
     @classmethod
     def from_element(cls, el: ET.Element) -> Disk:
         driver, source, target = el.find("driver"), el.find("source"), el.find("target")
+        boot = el.find("boot")
         return cls(
             path=source.get("file", "") if source is not None else "",
             format=driver.get("type", "raw") if driver is not None else "raw",
             target=target.get("dev", "") if target is not None else "",
             bus=target.get("bus", "virtio") if target is not None else "virtio",
             readonly=el.find("readonly") is not None,
+            device=el.get("device", "disk"),
+            boot_order=int(boot.get("order", "0")) if boot is not None else None,
         )
+
+    def ejected(self) -> Disk:
+        """The same drive without media."""
+        return replace(self, path="")
+
+
+def cdroms_of(domain_xml: str) -> list[Disk]:
+    """The CD-ROM drives of a domain definition."""
+    root = ET.fromstring(domain_xml)
+    return [Disk.from_element(d) for d in root.findall("devices/disk[@device='cdrom']")]
 
 
 @dataclass(frozen=True)
@@ -146,7 +190,8 @@ class Domain:
             _sub(dom, "vcpu", str(self.vcpus), placement="static")
         os_el = _sub(dom, "os")
         _sub(os_el, "type", "hvm", arch="x86_64", machine=self.machine)
-        _sub(os_el, "boot", dev="hd")
+        if not any(d.boot_order for d in self.disks):
+            _sub(os_el, "boot", dev="hd")
         features = _sub(dom, "features")
         _sub(features, "acpi")
         _sub(features, "apic")
