@@ -4,12 +4,19 @@ container runs; applying the same file again changes nothing, and a changed powe
 
 from __future__ import annotations
 
+import json
+import shutil
+import tempfile
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
 import pytest
 import yaml
 
-from tests.integration.conftest import next_subnet, ssh_run, wait_guest_ssh
+from tests.integration.conftest import cache_dir, next_subnet, ssh_run, wait_guest_ssh
 from tests.integration.docker_images import BUSYBOX_REF, ensure_busybox_image
 from tests.integration.test_events_and_cli import _cli
+from tests.integration.tiny_iso import build_tiny_iso, tiny_raw_disk
 
 pytestmark = pytest.mark.integration
 
@@ -81,3 +88,40 @@ def test_apply_a_whole_setup_twice(sqlite_server, tiny_image, ssh_key, tmp_path)
         for name in ("app-vm", "app-box"):
             c.delete_instance(name, force=True)
         c.delete_network("appnet")
+
+
+def test_launch_from_config_json_installs_from_an_iso(
+    sqlite_server, tiny_image, libvirt_conn, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """The replaced system's JSON: the ISO is imported (named after its file), the VM boots from it
+    as a CD-ROM with an empty disk of the asked size; the same JSON again changes nothing."""
+    folder = Path(tempfile.mkdtemp(prefix="apply-iso-", dir=cache_dir()))  # an allowed import folder
+    try:
+        iso = build_tiny_iso(
+            tiny_raw_disk(tiny_image, tmp_path / "tiny.raw"), folder / "Tiny Installer.iso", tmp_path
+        )
+        legacy = tmp_path / "launch.json"
+        legacy.write_text(
+            json.dumps([{"name": "legacy-vm", "ram": 128, "cpu": 1, "disk": 2, "iso": str(iso)}])
+        )
+        applied = _cli(sqlite_server, "apply", "-f", str(legacy))
+        assert applied.returncode == 0, applied.stderr + applied.stdout
+        with sqlite_server.client() as c:
+            image = c.image("tiny-installer")
+            assert image["kind"] == "iso", image
+            vm = c.instance("legacy-vm")
+            assert (vm["state"], vm["memory"], vm["disk"], vm["image"]) == (
+                "running",
+                128,
+                2,
+                "tiny-installer",
+            )
+            dom = libvirt_conn.lookupByName(f"cloudlet-{vm['id']}")
+            cdroms = ET.fromstring(dom.XMLDesc(0)).findall("devices/disk[@device='cdrom']")
+            assert len(cdroms) == 1 and cdroms[0].find("source") is not None
+            again = _cli(sqlite_server, "apply", "-f", str(legacy))
+            assert "nothing to change" in again.stdout, again.stdout + again.stderr
+            c.delete_instance("legacy-vm", force=True)
+            c.delete_image("tiny-installer")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
