@@ -14,16 +14,13 @@ while its disk is read, and the new VM is not touched until it exists.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from cloudlet.db.models import Image, Instance
 from cloudlet.db.session import SessionFactory, transaction
-from cloudlet.drivers.base import InstanceSpec, NicSpec
-from cloudlet.errors import Conflict, Invalid
-from cloudlet.services import quotas
+from cloudlet.errors import Conflict
 from cloudlet.services.context import RequestContext
-from cloudlet.services.instances import Instances, check_ssh_key
+from cloudlet.services.instances import Instances, VmShape, check_ssh_key, vm_spec
 from cloudlet.services.lifecycle import State
 from cloudlet.services.names import check_name
 from cloudlet.services.networks import instance_nics
@@ -56,9 +53,7 @@ class Clones:
         keys = None if req.ssh_keys is None else tuple(check_ssh_key(k) for k in req.ssh_keys)
         host = self.instances.compute.host_resources() if req.start else None
         with transaction(self.sessions) as s:
-            source = self.instances.get(s, ctx, source_ref)
-            if source.kind != "vm":
-                raise Invalid("only VMs are cloned", code="not_a_vm")
+            source = self.instances.get_vm(s, ctx, source_ref, "are cloned")
             snapshot_id = None if req.snapshot is None else ready_snapshot(s, source, req.snapshot).id
             if snapshot_id is None and source.state != State.STOPPED:
                 raise Conflict(
@@ -81,47 +76,22 @@ class Clones:
                 )
             if host is not None:
                 self.instances.check_memory(s, host, source.memory_mb)
-            quotas.claim(
-                s,
-                ctx.workspace_id,
-                instances=1,
-                vcpus=source.cpus,
-                memory_mb=source.memory_mb,
-                disk_gb=source.disk_gb,
-                ips=len(nets),
-            )
             row = Instance(
                 workspace_id=ctx.workspace_id,
                 name=req.name,
                 kind="vm",
                 state=State.PENDING,
                 image_id=image.id,
-                network_id=nets[0].id,
-                cpus=source.cpus,
-                memory_mb=source.memory_mb,
-                disk_gb=source.disk_gb,
                 hostname=req.hostname or req.name,
                 ssh_keys=list(keys if keys is not None else source.ssh_keys),
                 config={"cloned_from": source.id, "snapshot": snapshot_id, "linked": req.linked},
             )
-            alloc, op = self.instances.claim(s, ctx, row, nets[0], kind="instance.clone")
-            allocs = [alloc] + [self.instances.networks.allocate(s, net, row.id) for net in nets[1:]]
-            self.instances.lock(s, source, op.id, source.state)
-            spec = InstanceSpec(
-                id=row.id,
-                name=row.name,
-                workspace_id=ctx.workspace_id,
-                cpus=row.cpus,
-                memory_mb=row.memory_mb,
-                disk_gb=row.disk_gb,
-                image_path=Path(image.path),
-                image_format=image.format or "qcow2",
-                hostname=row.hostname,
-                ssh_keys=tuple(row.ssh_keys),
-                nics=tuple(
-                    NicSpec(net.backend_name, a.mac, a.address) for net, a in zip(nets, allocs, strict=True)
-                ),
+            shape = VmShape(source.cpus, source.memory_mb, source.disk_gb)
+            pairs, op = self.instances.claim_vm(
+                s, ctx, row, shape, nets, [None] * len(nets), "instance.clone"
             )
+            self.instances.lock(s, source, op.id, source.state)
+            spec = vm_spec(row, image, pairs)
             source_id, clone_id = source.id, row.id
         self.instances.publish(clone_id)
         compute = self.instances.compute

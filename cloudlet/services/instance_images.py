@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from cloudlet.db.models import Image, Instance
 from cloudlet.db.session import SessionFactory, transaction
-from cloudlet.errors import Conflict, Invalid
+from cloudlet.errors import Conflict
 from cloudlet.services.context import RequestContext
 from cloudlet.services.images import ImageProperties, Images, hash_file
 from cloudlet.services.instances import Instances
@@ -28,10 +28,7 @@ class InstanceImages:
         self.instances = instances
 
     def _vm(self, session: Session, ctx: RequestContext, ref: str) -> Instance:
-        row = self.instances.get(session, ctx, ref)
-        if row.kind != "vm":
-            raise Invalid("only VMs have disk images and CD-ROMs", code="not_a_vm")
-        return row
+        return self.instances.get_vm(session, ctx, ref, "have disk images and CD-ROMs")
 
     def publish(self, ctx: RequestContext, vm_ref: str, name: str, props: ImageProperties) -> str:
         """Copy a stopped VM's disk, flattened, into a new image named ``name``; returns the

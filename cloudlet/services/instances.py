@@ -98,6 +98,41 @@ def check_ssh_key(key: str) -> str:
     return key
 
 
+@dataclass(frozen=True)
+class VmShape:
+    cpus: int
+    memory_mb: int
+    disk_gb: int
+
+
+def vm_spec(
+    row: Instance,
+    image: Image | None,
+    nics: list[tuple[Network, IPAllocation]],
+    *,
+    install_media: Path | None = None,
+    user_data: str | None = None,
+    network_config: str | None = None,
+) -> InstanceSpec:
+    """What the driver needs to build the VM ``row`` (claimed, with its NICs) on ``image``."""
+    return InstanceSpec(
+        id=row.id,
+        name=row.name,
+        workspace_id=row.workspace_id,
+        cpus=row.cpus,
+        memory_mb=row.memory_mb,
+        disk_gb=row.disk_gb,
+        image_path=Path(image.path or "") if image is not None else None,
+        image_format=(image.format or "qcow2") if image is not None else None,
+        install_media=install_media,
+        hostname=row.hostname,
+        ssh_keys=tuple(row.ssh_keys),
+        user_data=user_data,
+        network_config=network_config,
+        nics=tuple(NicSpec(net.backend_name, a.mac, a.address) for net, a in nics),
+    )
+
+
 class Instances:
     def __init__(
         self,
@@ -130,6 +165,13 @@ class Instances:
     # -- reading ---------------------------------------------------------------------------------
     def get(self, session: Session, ctx: RequestContext, ref: str) -> Instance:
         return lookup(session, Instance, ctx.workspace_id, ref, "instance")
+
+    def get_vm(self, session: Session, ctx: RequestContext, ref: str, doing: str) -> Instance:
+        """As ``get``, and 422 ``not_a_vm`` for a container: "only VMs <doing>"."""
+        row = self.get(session, ctx, ref)
+        if row.kind != "vm":
+            raise Invalid(f"only VMs {doing}", code="not_a_vm")
+        return row
 
     def search(
         self,
@@ -249,52 +291,27 @@ class Instances:
             if iso and not self.compute.capabilities.iso_install:
                 raise Unsupported(f"the {self.compute.name} driver cannot install VMs from an ISO")
             self.check_memory(s, host, req.memory)
-            quotas.claim(
-                s,
-                ctx.workspace_id,
-                instances=1,
-                vcpus=req.cpus,
-                memory_mb=req.memory,
-                disk_gb=req.disk,
-                ips=len(nets),
-            )
+            shape = VmShape(req.cpus, req.memory, req.disk)
             row = Instance(
                 workspace_id=ctx.workspace_id,
                 name=req.name,
                 kind="vm",
                 state=State.PENDING,
                 image_id=image.id,
-                network_id=nets[0].id,
-                cpus=req.cpus,
-                memory_mb=req.memory,
-                disk_gb=req.disk,
                 hostname=req.hostname or req.name,
                 ssh_keys=list(req.ssh_keys),
                 # installed from an ISO: no base image under its disk (image_id goes at eject)
                 config={"installed_from": image.name} if iso else None,
             )
-            alloc, op = self.claim(s, ctx, row, nets[0], req.nics[0].ip)
-            allocs = [alloc] + [
-                self.networks.allocate(s, net, row.id, address=nic.ip)
-                for net, nic in zip(nets[1:], req.nics[1:], strict=True)
-            ]
-            pairs = list(zip(nets, allocs, strict=True))
+            pairs, op = self.claim_vm(s, ctx, row, shape, nets, [nic.ip for nic in req.nics])
             user_data, network_config = self._seed(req, row.hostname, pairs)
-            spec = InstanceSpec(
-                id=row.id,
-                name=row.name,
-                workspace_id=ctx.workspace_id,
-                cpus=row.cpus,
-                memory_mb=row.memory_mb,
-                disk_gb=row.disk_gb,
-                image_path=None if iso else Path(image.path or ""),
-                image_format=None if iso else image.format or "qcow2",
+            spec = vm_spec(
+                row,
+                None if iso else image,
+                pairs,
                 install_media=Path(image.path or "") if iso else None,
-                hostname=row.hostname,
-                ssh_keys=req.ssh_keys,
                 user_data=user_data,
                 network_config=network_config,
-                nics=tuple(NicSpec(net.backend_name, a.mac, a.address) for net, a in pairs),
             )
             instance_id = row.id
         self.publish(instance_id)
@@ -302,6 +319,41 @@ class Instances:
             op, lambda octx: self.provision(octx, spec), finally_=lambda: self.unlock(instance_id)
         )
         return instance_id, op.id
+
+    def claim_vm(
+        self,
+        session: Session,
+        ctx: RequestContext,
+        row: Instance,
+        shape: VmShape,
+        nets: list[Network],
+        ips: list[str | None],
+        kind: str = "instance.create",
+    ) -> tuple[list[tuple[Network, IPAllocation]], Operation]:
+        """Claim a new VM's quota, name and an address on each network (``ips``: chosen ones or
+        None) in the caller's transaction; returns its NICs' (network, allocation) pairs and the
+        operation that holds its lock."""
+        quotas.claim(
+            session,
+            ctx.workspace_id,
+            instances=1,
+            vcpus=shape.cpus,
+            memory_mb=shape.memory_mb,
+            disk_gb=shape.disk_gb,
+            ips=len(nets),
+        )
+        row.cpus, row.memory_mb, row.disk_gb, row.network_id = (
+            shape.cpus,
+            shape.memory_mb,
+            shape.disk_gb,
+            nets[0].id,
+        )
+        alloc, op = self.claim(session, ctx, row, nets[0], ips[0], kind=kind)
+        allocs = [alloc] + [
+            self.networks.allocate(session, net, row.id, address=ip)
+            for net, ip in zip(nets[1:], ips[1:], strict=True)
+        ]
+        return list(zip(nets, allocs, strict=True)), op
 
     @staticmethod
     def _active_network(session: Session, ctx: RequestContext, ref: str) -> Network:
@@ -540,9 +592,7 @@ class Instances:
         operation. What grows is claimed against the workspace's quota at once, in
         the same transaction as the new size, so parallel requests cannot pass it together."""
         with transaction(self.sessions) as s:
-            row = self.get(s, ctx, ref)
-            if row.kind != "vm":
-                raise Invalid("only VMs are resized", code="not_a_vm")
+            row = self.get_vm(s, ctx, ref, "are resized")
             new_cpus, new_memory, new_disk = cpus or row.cpus, memory or row.memory_mb, disk or row.disk_gb
             if (new_cpus, new_memory, new_disk) == (row.cpus, row.memory_mb, row.disk_gb):
                 raise Invalid("the VM already has this size", code="same_size")

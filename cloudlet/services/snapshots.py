@@ -46,10 +46,7 @@ class Snapshots:
         self.instances = instances
 
     def _vm(self, session: Session, ctx: RequestContext, ref: str) -> Instance:
-        row = self.instances.get(session, ctx, ref)
-        if row.kind != "vm":
-            raise Invalid("only VMs have snapshots", code="not_a_vm")
-        return row
+        return self.instances.get_vm(session, ctx, ref, "have snapshots")
 
     def list(self, session: Session, ctx: RequestContext, vm_ref: str) -> list[Snapshot]:
         vm = self._vm(session, ctx, vm_ref)
