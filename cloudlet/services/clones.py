@@ -62,15 +62,17 @@ class Clones:
                 )
             if source.state not in (State.STOPPED, State.RUNNING, State.PAUSED):
                 raise Conflict(f"instance {source.name!r} is {source.state}", code="invalid_state")
-            image = s.get(Image, source.image_id or "")
-            if "installed_from" in (source.config or {}):
+            installed = (source.config or {}).get("installed_from")
+            # A VM installed from an ISO has no base image under its disk: it is copied whole.
+            image = None if installed else s.get(Image, source.image_id or "")
+            if installed and req.linked:
                 raise Conflict(
-                    f"instance {source.name!r} was installed from an ISO and has no base image to clone: "
-                    "publish its disk as an image and create VMs from that",
+                    f"instance {source.name!r} was installed from an ISO: it has no base image to link "
+                    "a clone to; make a full clone",
                     code="no_base_image",
                 )
             nets = [net for _, net in instance_nics(s, [source.id]).get(source.id, [])]
-            if image is None or image.path is None or not nets:
+            if (not installed and (image is None or image.path is None)) or not nets:
                 raise Conflict(
                     f"instance {source.name!r} has lost its image or network", code="invalid_state"
                 )
@@ -81,10 +83,15 @@ class Clones:
                 name=req.name,
                 kind="vm",
                 state=State.PENDING,
-                image_id=image.id,
+                image_id=image.id if image is not None else None,
                 hostname=req.hostname or req.name,
                 ssh_keys=list(keys if keys is not None else source.ssh_keys),
-                config={"cloned_from": source.id, "snapshot": snapshot_id, "linked": req.linked},
+                config={
+                    "cloned_from": source.id,
+                    "snapshot": snapshot_id,
+                    "linked": req.linked,
+                    **({"installed_from": installed} if installed else {}),
+                },
             )
             shape = VmShape(source.cpus, source.memory_mb, source.disk_gb)
             pairs, op = self.instances.claim_vm(

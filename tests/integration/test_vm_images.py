@@ -191,6 +191,15 @@ def test_iso_install_boots_the_cd_then_the_disk(
         wait_guest_ssh(key, vm["ip"])
         assert ISO_MARK not in ssh_run(key, vm["ip"], "cat /proc/cmdline").stdout  # booted from its disk
 
+        # The installed VM is cloned whole (there is no base image to link to) and boots its disk.
+        c.action("inst1", "stop")
+        assert c.clone_instance("inst1", "inst1-copy", mode="full")["status"] == "succeeded"
+        copy = c.instance("inst1-copy")
+        assert wait_guest_ssh(key, copy["ip"]) == "inst1-copy"
+        assert ISO_MARK not in ssh_run(key, copy["ip"], "cat /proc/cmdline").stdout
+        c.delete_instance("inst1-copy", force=True)
+        c.action("inst1", "start")
+
         # A stopped VM's drive is emptied in its definition only.
         c.create_instance(name="inst2", image="installer", memory=128, disk=1)
         c.action("inst2", "force-stop")

@@ -300,16 +300,23 @@ def test_an_iso_vm_publishes_its_installed_disk(sim: SimCloud, iso: str) -> None
     assert (image["format"], image["kind"], image["virtual_size"]) == ("qcow2", "disk", 2 * 1024**3)
 
 
-def test_an_iso_installed_vm_is_not_cloned_but_published(sim: SimCloud, iso: str) -> None:
+def test_an_iso_installed_vm_is_cloned_whole_never_linked(sim: SimCloud, iso: str) -> None:
     vm(sim, "inst", iso)
     sim.post("/api/v1/instances/inst/actions/stop", params={"wait": 10})
     for ejected in (False, True):
         resp = sim.post("/api/v1/instances/inst/clone", params={"wait": 10}, json={"name": "copy"})
         assert (resp.status_code, resp.json()["code"]) == (409, "no_base_image"), resp.text
-        assert "publish" in resp.json()["detail"]
+        assert "full clone" in resp.json()["detail"]
         if not ejected:
             sim.post("/api/v1/instances/inst/cdrom/eject", params={"wait": 10})
     assert sim.get("/api/v1/instances").json()["total"] == 1
+    body = {"name": "copy", "mode": "full", "start": False}
+    op = sim.post("/api/v1/instances/inst/clone", params={"wait": 10}, json=body).json()
+    assert op["status"] == "succeeded", op
+    copy = sim.get("/api/v1/instances/copy").json()
+    spec = sim.driver.specs[copy["id"]]
+    assert (copy["image"], spec.image_path, spec.install_media) == (None, None, None)
+    assert sim.driver.clones[copy["id"]][1] is False  # full
 
 
 def test_resize_keeps_the_image_minimum_memory(sim: SimCloud, image: str, create_vm: CreateVm) -> None:

@@ -117,12 +117,14 @@ class LibvirtDriver(ComputeDriver, NetworkDriver, LibvirtStorage):
     def clone(
         self, source_id: str, spec: InstanceSpec, *, linked: bool, snapshot_id: str | None = None
     ) -> None:
-        if spec.image_path is None or spec.image_format is None:
-            raise Invalid("a VM needs a base image", code="image_required")
+        if linked and (spec.image_path is None or spec.image_format is None):
+            raise Invalid("a linked clone needs the base image", code="image_required")
         source = self._dir(source_id) / "disk.qcow2"
         if not source.exists():
             raise NotFound(f"instance {source_id} has no disk", code="backend_not_found")
-        backing = (spec.image_path, spec.image_format) if linked else None
+        backing = (
+            (spec.image_path, spec.image_format) if linked and spec.image_path and spec.image_format else None
+        )
 
         def copy(disk: Path) -> None:
             qemu_img.convert(source, disk, backing=backing, snapshot=snapshot_id)
