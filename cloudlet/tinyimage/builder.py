@@ -38,6 +38,7 @@ CORE_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "virtio_rng", "isofs",
 # Loaded only when no seed is on a virtio disk: a CD-ROM on IDE or virtio-scsi.
 CDROM_MODULES = ("ata_piix", "virtio_scsi", "sr_mod")
 IMAGE_PREFIX = "tiny-"
+KEEP_BUILDS = 4  # cached builds kept, the newest one included
 
 Log = Callable[[str], None]
 
@@ -184,6 +185,19 @@ def _build(
     }
 
 
+def prune_builds(cache_dir: Path, keep: str) -> None:
+    """Remove superseded builds but the newest few: another checkout of cloudlet (a branch, a CI
+    clone) may be using its own build right now. Images already imported into a server are
+    copies, so removing cached files breaks nothing else."""
+    others: dict[str, float] = {}
+    for old in cache_dir.glob(f"{IMAGE_PREFIX}*"):
+        if old.stem != keep:
+            others[old.stem] = max(others.get(old.stem, 0.0), old.stat().st_mtime)
+    for stem in sorted(others, key=others.__getitem__, reverse=True)[KEEP_BUILDS - 1 :]:
+        for old in cache_dir.glob(f"{stem}.*"):
+            old.unlink(missing_ok=True)
+
+
 def build_tiny_image(cache_dir: Path, *, force: bool = False, log: Log | None = None) -> Path:
     """Return the path of the tiny qcow2 image in ``cache_dir``, building it first if needed.
 
@@ -227,10 +241,6 @@ def build_tiny_image(cache_dir: Path, *, force: bool = False, log: Log | None = 
             image.chmod(0o644)
             os.replace(manifest_file, dest.with_suffix(".json"))
             os.replace(image, dest)  # the image appearing is the commit point
-        # Older builds are superseded. Images already imported into a server are copies, so
-        # removing the cached files breaks nothing.
-        for old in cache_dir.glob(f"{IMAGE_PREFIX}*"):
-            if old.stem != dest.stem:
-                old.unlink(missing_ok=True)
+        prune_builds(cache_dir, dest.stem)
         say(f"built {dest} ({manifest['image_bytes']} bytes) in {manifest['build_seconds']} s")
     return dest
