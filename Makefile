@@ -36,8 +36,10 @@ unit: venv
 	$(VENV)/bin/pytest tests/unit -q -n 2
 
 # Integration tests need the real daemons: a skip here would hide a broken host, so it is an error.
+# Each module runs whole on one worker (loadscope): its tests share one server and one booted
+# guest, in order, and the two workers split the modules.
 integration: venv
-	CLOUDLET_REQUIRE_REAL=1 $(VENV)/bin/pytest tests/integration -q -n 2
+	CLOUDLET_REQUIRE_REAL=1 $(VENV)/bin/pytest tests/integration -q -n 2 --dist loadscope
 
 bench: setup
 	$(PY) bench/vm_lifecycle.py

@@ -64,7 +64,9 @@ def test_cli_round_trip(sqlite_server, tiny_image, ssh_key):  # type: ignore[no-
     assert out.returncode == 0, out.stderr
     assert "cli1 is running at" in out.stdout
     listing = _cli(sqlite_server, "vm", "list")
-    assert listing.returncode == 0 and "cli1" in listing.stdout and "running" in listing.stdout
+    assert listing.returncode == 0 and "cli1" in listing.stdout and "running" in listing.stdout, (
+        listing.stdout
+    )
     shown = _cli(sqlite_server, "vm", "show", "cli1")
     assert "hostname" in shown.stdout and "cli1" in shown.stdout
     built = _cli(sqlite_server, "image", "build-tiny", "--name", "tiny-upload")  # cached build, then upload
