@@ -198,7 +198,12 @@ def test_delete_needs_a_matching_id_and_ip(quiet: SimCloud, make_pool: Callable[
     assert success(gone) == ident and gone.json()["message"] == "VM deleted"
     after = success(quiet.get(f"{LEGACY}/vms/{free['vm_id']}/status"))
     assert after["status"] == "checked-out" and after["state"] == "resetting"
-    assert quiet.get(f"/api/v1/instances/{free['vm_id']}").status_code == 404
+    eventually(  # the delete runs on as an operation
+        lambda: quiet.get(f"/api/v1/instances/{free['vm_id']}").status_code == 404,
+        timeout=10,
+        interval=0.05,
+        what="the VM's delete operation",
+    )
 
 
 def test_bad_requests_get_the_envelope(quiet: SimCloud, make_pool: Callable[..., None]) -> None:
