@@ -216,10 +216,10 @@ class ComputeDriver(abc.ABC):
         memory_mb: int | None = None,
         disk_gb: int | None = None,
     ) -> None:
-        """Change a VM's size. Memory: while it is stopped (the next start has it). vCPUs: more
-        also while it runs (plugged in, up to the maximum its definition leaves room for), fewer
-        while it is stopped. Disk: grow only, also while it runs (the guest sees the new size at
-        once). Fields left None stay as they are."""
+        """Change a VM's size. vCPUs and memory: more also while it runs (plugged in, up to the
+        room its definition leaves; memory in whole blocks), less while it is stopped. Disk: grow
+        only, also while it runs (the guest sees the new size at once). Fields left None stay as
+        they are."""
         raise Unsupported(f"{self.name} instances cannot be resized")
 
     def create_snapshot(self, instance_id: str, snapshot_id: str, *, description: str = "") -> bool:

@@ -151,8 +151,11 @@ class SimDriver(ComputeDriver, NetworkDriver, SimStorage):
             self._maybe_fail("resize")
             state = self._require(instance_id)
             spec = self.specs[instance_id]
-            if state is not PowerState.STOPPED and (memory_mb or (cpus and cpus < spec.cpus)):
-                raise DriverError("memory changes and vCPUs go only while the VM is stopped")
+            running = state is not PowerState.STOPPED
+            if running and ((memory_mb and memory_mb < spec.memory_mb) or (cpus and cpus < spec.cpus)):
+                raise DriverError("memory and vCPUs shrink only while the VM is stopped")
+            if running and memory_mb and (memory_mb - spec.memory_mb) % 128:
+                raise Conflict("while the VM runs, memory grows in steps of 128 MiB", code="memory_step")
             if state is not PowerState.STOPPED and cpus and cpus > self.resources.cpus:
                 raise Conflict(
                     f"a running VM takes up to {self.resources.cpus} vCPUs", code="instance_running"

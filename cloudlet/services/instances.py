@@ -587,8 +587,8 @@ class Instances:
         memory: int | None = None,
         disk: int | None = None,
     ) -> str:
-        """Change a VM's memory (while it is stopped) and vCPUs (more also while it runs, up to the
-        host's CPU count; fewer while it is stopped) and grow its disk (also while it runs), as an
+        """Change a VM's vCPUs and memory (more also while it runs, plugged in up to the room its
+        definition leaves; less while it is stopped) and grow its disk (also while it runs), as an
         operation. What grows is claimed against the workspace's quota at once, in
         the same transaction as the new size, so parallel requests cannot pass it together."""
         with transaction(self.sessions) as s:
@@ -602,10 +602,10 @@ class Instances:
             image = s.get(Image, row.image_id) if row.image_id else None
             if image is not None and new_memory < row.memory_mb:  # the image's minimums still hold
                 check_fits(image, new_disk, new_memory)
-            cold = new_memory != row.memory_mb or new_cpus < row.cpus  # vCPUs are plugged in live
+            cold = new_memory < row.memory_mb or new_cpus < row.cpus  # growth is plugged in live
             if row.state not in (State.STOPPED, State.RUNNING) or (cold and row.state != State.STOPPED):
                 raise Conflict(
-                    f"instance {row.name!r} is {row.state}: memory changes and vCPUs go while it is stopped"
+                    f"instance {row.name!r} is {row.state}: memory and vCPUs shrink while it is stopped"
                     if cold
                     else f"instance {row.name!r} is {row.state}",
                     code="instance_running" if row.state == State.RUNNING else "invalid_state",

@@ -29,7 +29,7 @@ GUEST_FILES: dict[str, tuple[str, int]] = {
     "udhcpc.script": ("usr/share/udhcpc/default.script", 0o755),
     "seed.awk": ("usr/libexec/cloudlet/seed.awk", 0o644),
     "netcfg.awk": ("usr/libexec/cloudlet/netcfg.awk", 0o644),
-    "cpu-online": ("usr/libexec/cloudlet/cpu-online", 0o755),
+    "hotplug-online": ("usr/libexec/cloudlet/hotplug-online", 0o755),
     "passwd": ("etc/passwd", 0o644),
     "group": ("etc/group", 0o644),
     "shadow": ("etc/shadow", 0o600),

@@ -17,9 +17,13 @@ from cloudlet.drivers.libvirt.xml import (
     Disk,
     Domain,
     Interface,
+    MemoryDimm,
     Network,
     dhcp_hosts_of,
+    memory_room_mb,
     parse_metadata_element,
+    resized,
+    to_string,
 )
 from cloudlet.services.networks import usable_addresses
 
@@ -227,3 +231,60 @@ def test_room_for_vcpus_plugged_in_later_reads_back() -> None:
     assert Domain.from_xml(dom.to_xml()) == dom
     flat = dataclasses.replace(dom, max_vcpus=1)  # no room: no current attribute at all
     assert flat.to_element().find("vcpu").attrib == {"placement": "static"}  # type: ignore[union-attr]
+
+
+def test_room_for_memory_plugged_in_later() -> None:
+    meta = CloudletMetadata("i-1", "web", "ws-1")
+    dom = Domain(
+        name="d",
+        uuid="u",
+        domain_type="qemu",
+        memory_mb=256,
+        vcpus=1,
+        metadata=meta,
+        max_vcpus=2,
+        max_memory_mb=1024,
+    )
+    root = dom.to_element()
+    maximum = root.find("maxMemory")
+    assert maximum is not None and (maximum.text, maximum.get("slots")) == (str(1024 * 1024), "16")
+    cell = root.find("cpu/numa/cell")
+    assert cell is not None and (cell.get("cpus"), cell.get("memory")) == ("0-1", str(256 * 1024))
+    assert Domain.from_xml(dom.to_xml()) == dom
+    assert ET.fromstring(MemoryDimm(128).to_xml()).findtext("target/size") == str(128 * 1024)
+
+
+@pytest.mark.parametrize(
+    ("memory", "host", "room"),
+    [(128, 24576, None), (256, 24576, 1024), (512, 24576, 2048), (3000, 8192, 8192), (1000, 1000, None)],
+)
+def test_memory_room(memory: int, host: int, room: int | None) -> None:
+    assert memory_room_mb(memory, host) == room
+
+
+def test_a_resized_definition_folds_plugged_memory_and_keeps_its_room() -> None:
+    meta = CloudletMetadata("i-1", "web", "ws-1")
+    dom = Domain(
+        name="d",
+        uuid="u",
+        domain_type="qemu",
+        memory_mb=256,
+        vcpus=1,
+        metadata=meta,
+        max_vcpus=2,
+        max_memory_mb=1024,
+    )
+    root = dom.to_element()
+    root.find("devices").append(ET.fromstring(MemoryDimm(128).to_xml()))  # type: ignore[union-attr]
+    out = ET.fromstring(resized(to_string(root), vcpus=3, max_vcpus=3, memory_mb=512, max_memory_mb=2048))
+    assert out.findall("devices/memory") == []
+    assert (out.findtext("memory"), out.findtext("currentMemory")) == (str(512 * 1024),) * 2
+    vcpu = out.find("vcpu")
+    assert vcpu is not None and (vcpu.text, vcpu.get("current")) == ("3", None)
+    assert [c.attrib for c in out.findall("cpu/numa/cell")] == [
+        {"id": "0", "cpus": "0-2", "memory": str(512 * 1024), "unit": "KiB"}
+    ]
+    assert out.findtext("maxMemory") == str(2048 * 1024)
+    small = ET.fromstring(resized(to_string(root), vcpus=1, max_vcpus=2, memory_mb=128, max_memory_mb=None))
+    assert small.find("maxMemory") is None and small.find("cpu") is None  # no room: no NUMA node either
+    assert Domain.from_element(small).memory_mb == 128

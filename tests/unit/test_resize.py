@@ -35,19 +35,19 @@ def test_a_stopped_vm_gets_new_cpus_memory_and_disk(sim: SimCloud, create_vm) ->
     assert (spec.cpus, spec.memory_mb, spec.disk_gb) == (2, 128, 3)
 
 
-def test_a_running_vm_grows_its_disk_and_vcpus_but_keeps_its_memory(sim: SimCloud, create_vm) -> None:  # type: ignore[no-untyped-def]
+def test_a_running_vm_grows_but_shrinks_only_when_stopped(sim: SimCloud, create_vm) -> None:  # type: ignore[no-untyped-def]
     create_vm("web")
-    for body in ({"memory": 128}, {"cpus": 2, "memory": 128}):
-        refused = resize(sim, "web", **body)
-        assert refused.status_code == 409 and refused.json()["code"] == "instance_running", body
     assert resize(sim, "web", disk=4).json()["status"] == "succeeded"
     assert resize(sim, "web", cpus=3).json()["status"] == "succeeded"  # plugged in while it runs
-    assert size_of(sim, "web") == (3, 64, 4)
-    fewer = resize(sim, "web", cpus=2)  # vCPUs go only while it is stopped
-    assert fewer.status_code == 409 and fewer.json()["code"] == "instance_running"
-    beyond = resize(sim, "web", cpus=9).json()  # more than the host has: the driver refuses, nothing changes
-    assert beyond["status"] == "failed" and beyond["error"]["code"] == "instance_running", beyond
-    assert size_of(sim, "web") == (3, 64, 4)
+    assert resize(sim, "web", memory=192).json()["status"] == "succeeded"  # one 128 MiB block more
+    assert size_of(sim, "web") == (3, 192, 4)
+    for body in ({"cpus": 2}, {"memory": 128}, {"cpus": 4, "memory": 128}):  # less: only when stopped
+        fewer = resize(sim, "web", **body)
+        assert fewer.status_code == 409 and fewer.json()["code"] == "instance_running", body
+    for body, code in (({"cpus": 9}, "instance_running"), ({"memory": 200}, "memory_step")):
+        failed = resize(sim, "web", **body).json()  # the driver refuses: nothing changes
+        assert failed["status"] == "failed" and failed["error"]["code"] == code, failed
+    assert size_of(sim, "web") == (3, 192, 4)
 
 
 def test_bad_resizes_change_nothing(sim: SimCloud, create_vm) -> None:  # type: ignore[no-untyped-def]

@@ -68,6 +68,7 @@ class LibvirtDriver(ComputeDriver, NetworkDriver, LibvirtStorage):
         self.instances_dir = instances_dir
         self.domain_type = choose_domain_type(accelerator)
         self._cpus: int | None = None
+        self._memory_total: int | None = None
 
     # -- health and host -------------------------------------------------------------------------
     def info(self) -> DriverInfo:
@@ -97,6 +98,12 @@ class LibvirtDriver(ComputeDriver, NetworkDriver, LibvirtStorage):
         if self._cpus is None:
             self._cpus = self.host_resources().cpus
         return self._cpus
+
+    def _memory_room(self, memory_mb: int) -> int | None:
+        """How far a VM's memory can grow while it runs (see ``xml.memory_room_mb``)."""
+        if self._memory_total is None:
+            self._memory_total = self.host_resources().memory_total_mb
+        return xml.memory_room_mb(memory_mb, self._memory_total)
 
     # -- instances -------------------------------------------------------------------------------
     def _dir(self, instance_id: str) -> Path:
@@ -159,6 +166,7 @@ class LibvirtDriver(ComputeDriver, NetworkDriver, LibvirtStorage):
                 memory_mb=spec.memory_mb,
                 vcpus=spec.cpus,
                 max_vcpus=max(spec.cpus, self._host_cpus()),
+                max_memory_mb=self._memory_room(spec.memory_mb),
                 metadata=xml.CloudletMetadata(spec.id, spec.name, spec.workspace_id, self.deployment),
                 disks=_disks(disk, seed, spec.install_media),
                 interfaces=tuple(xml.Interface(network=n.network, mac=n.mac) for n in spec.nics),
@@ -200,33 +208,22 @@ class LibvirtDriver(ComputeDriver, NetworkDriver, LibvirtStorage):
         memory_mb: int | None = None,
         disk_gb: int | None = None,
     ) -> None:
-        config, live = libvirt.VIR_DOMAIN_AFFECT_CONFIG, libvirt.VIR_DOMAIN_AFFECT_LIVE
-        maximum = libvirt.VIR_DOMAIN_VCPU_MAXIMUM
-
         def change(c: libvirt.virConnect) -> None:
             dom = self._domain(c, instance_id)
             if dom.isActive():
-                if memory_mb:
-                    raise Conflict(
-                        "memory changes while the VM is stopped: stop it first", code="instance_running"
-                    )
-                if cpus:  # plugged in while it runs, up to the maximum its definition has room for
-                    most = dom.vcpusFlags(live | maximum)
-                    if cpus < dom.vcpusFlags(live):
-                        raise Conflict("vCPUs are removed while the VM is stopped", code="instance_running")
-                    if cpus > most:
-                        raise Conflict(
-                            f"a running VM takes up to {most} vCPUs: stop it for more",
-                            code="instance_running",
-                        )
-                    dom.setVcpusFlags(cpus, live | config)
+                _plug(dom, cpus, memory_mb)
                 return
-            if cpus:
-                dom.setVcpusFlags(max(cpus, self._host_cpus()), config | maximum)
-                dom.setVcpusFlags(cpus, config)
-            if memory_mb:
-                dom.setMemoryFlags(memory_mb * 1024, config | libvirt.VIR_DOMAIN_MEM_MAXIMUM)
-                dom.setMemoryFlags(memory_mb * 1024, config)
+            current = xml.Domain.from_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+            new_cpus, new_memory = cpus or current.vcpus, memory_mb or _memory_mb(dom)
+            c.defineXML(
+                xml.resized(
+                    dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE),
+                    vcpus=new_cpus,
+                    max_vcpus=max(new_cpus, self._host_cpus()),
+                    memory_mb=new_memory,
+                    max_memory_mb=self._memory_room(new_memory),
+                )
+            )
 
         if cpus or memory_mb:
             self.host.call("resizing domain", change)
@@ -488,6 +485,43 @@ def _destroy_if_active(dom: libvirt.virDomain) -> None:
         # The domain stopping by itself between the check and the call is fine.
         if err.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:
             raise
+
+
+def _memory_mb(dom: libvirt.virDomain) -> int:
+    """A domain's memory now, plugged DIMMs included (MiB)."""
+    return int(dom.info()[2]) // 1024
+
+
+def _plug(dom: libvirt.virDomain, cpus: int | None, memory_mb: int | None) -> None:
+    """Grow a running domain: vCPUs up to its maximum, memory as one more DIMM. Anything that
+    needs a stop (fewer vCPUs, less memory, more than its definition has room for) is a 409."""
+    live, config = libvirt.VIR_DOMAIN_AFFECT_LIVE, libvirt.VIR_DOMAIN_AFFECT_CONFIG
+    if cpus:
+        most = dom.vcpusFlags(live | libvirt.VIR_DOMAIN_VCPU_MAXIMUM)
+        if cpus < dom.vcpusFlags(live):
+            raise Conflict("vCPUs are removed while the VM is stopped", code="instance_running")
+        if cpus > most:
+            raise Conflict(
+                f"a running VM takes up to {most} vCPUs: stop it for more", code="instance_running"
+            )
+    have = _memory_mb(dom)
+    if memory_mb and memory_mb != have:
+        room = xml.Domain.from_xml(dom.XMLDesc(0)).max_memory_mb or have
+        if memory_mb < have:
+            raise Conflict("memory shrinks while the VM is stopped", code="instance_running")
+        if memory_mb > room:
+            raise Conflict(
+                f"a running VM grows to {room} MiB at most: stop it for more", code="instance_running"
+            )
+        if (memory_mb - have) % xml.MEMORY_BLOCK_MB:
+            raise Conflict(
+                f"while the VM runs, memory grows in steps of {xml.MEMORY_BLOCK_MB} MiB ({have} MiB now)",
+                code="memory_step",
+            )
+    if cpus:
+        dom.setVcpusFlags(cpus, live | config)
+    if memory_mb and memory_mb > have:
+        dom.attachDeviceFlags(xml.MemoryDimm(memory_mb - have).to_xml(), live | config)
 
 
 def _label_of(dom: libvirt.virDomain) -> xml.CloudletMetadata | None:

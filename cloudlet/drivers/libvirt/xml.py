@@ -161,6 +161,79 @@ class Interface:
         )
 
 
+MEMORY_SLOTS = 16  # DIMMs a running VM can take; each memory grow while it runs uses one
+MEMORY_BLOCK_MB = 128  # what Linux onlines at a time on x86: plugged memory comes in these steps
+# A guest's kernel pays at boot for the memory it may be given later: below this size a VM gets no
+# room to grow while it runs (the tiny guest with 128 MiB runs out of memory at boot), above it
+# the room is HOTPLUG_FACTOR times its memory.
+MEMORY_HOTPLUG_MIN_MB = 256
+MEMORY_HOTPLUG_FACTOR = 4
+
+
+@dataclass(frozen=True)
+class MemoryDimm:
+    """Memory plugged into a running VM, on NUMA node 0."""
+
+    size_mb: int
+
+    def to_xml(self) -> str:
+        el = ET.Element("memory", model="dimm")
+        target = _sub(el, "target")
+        _sub(target, "size", str(self.size_mb * 1024), unit="KiB")
+        _sub(target, "node", "0")
+        return to_string(el)
+
+
+def memory_room_mb(memory_mb: int, host_mb: int) -> int | None:
+    """How far a VM's memory can grow while it runs (None: not at all), in whole blocks."""
+    if memory_mb < MEMORY_HOTPLUG_MIN_MB:
+        return None
+    most = min(host_mb, memory_mb * MEMORY_HOTPLUG_FACTOR) // MEMORY_BLOCK_MB * MEMORY_BLOCK_MB
+    return most if most > memory_mb else None
+
+
+def resized(domain_xml: str, *, vcpus: int, max_vcpus: int, memory_mb: int, max_memory_mb: int | None) -> str:
+    """A stopped domain's definition with new vCPUs and memory: plugged DIMMs are folded into its
+    base memory, and the vCPU maximum, the memory room and the NUMA node follow."""
+    dom = ET.fromstring(domain_xml)
+    devices = dom.find("devices")
+    if devices is not None:
+        for dimm in devices.findall("memory[@model='dimm']"):
+            devices.remove(dimm)
+    for tag in ("memory", "currentMemory"):
+        el = dom.find(tag)
+        if el is None:
+            el = _sub(dom, tag)
+        el.text, el.attrib = str(memory_mb * 1024), {"unit": "KiB"}
+    vcpu = dom.find("vcpu")
+    if vcpu is None:
+        vcpu = _sub(dom, "vcpu")
+    most = max(vcpus, max_vcpus)
+    vcpu.text = str(most)
+    vcpu.attrib = {"placement": "static", **({"current": str(vcpus)} if most > vcpus else {})}
+    maximum, cpu = dom.find("maxMemory"), dom.find("cpu")
+    if maximum is not None:
+        dom.remove(maximum)
+    numa = cpu.find("numa") if cpu is not None else None
+    if cpu is not None and numa is not None:
+        cpu.remove(numa)
+        if not cpu.attrib and len(cpu) == 0:
+            dom.remove(cpu)
+    if max_memory_mb is not None and max_memory_mb > memory_mb:
+        el = ET.Element("maxMemory", slots=str(MEMORY_SLOTS), unit="KiB")
+        el.text = str(max_memory_mb * 1024)
+        memory = dom.find("memory")
+        dom.insert(list(dom).index(memory) if memory is not None else 0, el)
+        cpu = dom.find("cpu")
+        if cpu is None:
+            cpu = ET.Element("cpu")
+            anchor = dom.find("features")
+            dom.insert(list(dom).index(anchor) + 1 if anchor is not None else len(dom), cpu)
+        cells = _sub(cpu, "numa")
+        _sub(cells, "cell", id="0", cpus=f"0-{most - 1}", memory=str(memory_mb * 1024), unit="KiB")
+    return to_string(dom)
+
+
 @dataclass(frozen=True)
 class Domain:
     """A guest definition. ``domain_type`` is "kvm" with hardware acceleration, "qemu" for TCG."""
@@ -176,12 +249,20 @@ class Domain:
     machine: str = "pc"
     vnc: bool = True
     max_vcpus: int | None = None  # above ``vcpus``: room to plug vCPUs in while the VM runs
+    max_memory_mb: int | None = None  # above ``memory_mb``: room to plug memory in (DIMMs)
+
+    @property
+    def memory_hotplug(self) -> bool:
+        return self.max_memory_mb is not None and self.max_memory_mb > self.memory_mb
 
     def to_element(self) -> ET.Element:
         dom = ET.Element("domain", type=self.domain_type)
         _sub(dom, "name", self.name)
         _sub(dom, "uuid", self.uuid)
         _sub(dom, "metadata").append(self.metadata.to_element())
+        if self.memory_hotplug:
+            maximum = str((self.max_memory_mb or 0) * 1024)
+            _sub(dom, "maxMemory", maximum, slots=str(MEMORY_SLOTS), unit="KiB")
         _sub(dom, "memory", str(self.memory_mb * 1024), unit="KiB")
         _sub(dom, "currentMemory", str(self.memory_mb * 1024), unit="KiB")
         if self.max_vcpus is not None and self.max_vcpus > self.vcpus:
@@ -195,8 +276,12 @@ class Domain:
         features = _sub(dom, "features")
         _sub(features, "acpi")
         _sub(features, "apic")
-        if self.domain_type == "kvm":
-            _sub(dom, "cpu", mode="host-passthrough", check="none")
+        cpu = _sub(dom, "cpu", mode="host-passthrough", check="none") if self.domain_type == "kvm" else None
+        if self.memory_hotplug:  # plugged memory goes to a NUMA node: the guest has one, with every vCPU
+            cpu = cpu if cpu is not None else _sub(dom, "cpu")
+            last = max(self.vcpus, self.max_vcpus or 0) - 1
+            cells = _sub(cpu, "numa")
+            _sub(cells, "cell", id="0", cpus=f"0-{last}", memory=str(self.memory_mb * 1024), unit="KiB")
         _sub(dom, "clock", offset="utc")
         _sub(dom, "on_poweroff", "destroy")
         _sub(dom, "on_reboot", "restart")
@@ -239,6 +324,7 @@ class Domain:
             memory_mb=int(dom.findtext("memory", "0")) // 1024,
             vcpus=current,
             max_vcpus=most if most > current else None,
+            max_memory_mb=int(dom.findtext("maxMemory", "0")) // 1024 or None,
             metadata=CloudletMetadata.from_element(meta),
             disks=tuple(Disk.from_element(d) for d in dom.findall("devices/disk")),
             interfaces=tuple(Interface.from_element(i) for i in dom.findall("devices/interface")),
