@@ -196,11 +196,13 @@ def reboot(ref: str) -> None:
 @handle_errors
 def resize(
     ref: str,
-    cpus: int | None = typer.Option(None, help="vCPUs (the VM must be stopped)."),
-    memory: int | None = typer.Option(None, help="MiB (the VM must be stopped)."),
+    cpus: int | None = typer.Option(None, help="vCPUs: more also while it runs, fewer when stopped."),
+    memory: int | None = typer.Option(
+        None, help="MiB: more also while it runs (128 MiB steps), less when stopped."
+    ),
     disk: int | None = typer.Option(None, help="GiB; disks only grow, also while the VM runs."),
 ) -> None:
-    """Resize a VM: vCPUs and memory while it is stopped, grow its disk at any time."""
+    """Resize a VM: more vCPUs and memory also while it runs, less when stopped; grow its disk."""
     with client() as c:
         op = c.resize_instance(ref, wait=False, cpus=cpus, memory=memory, disk=disk)
         run_operation(c, op, f"resizing {ref}")

@@ -242,8 +242,12 @@ def instance_action(
 
 
 class Resize(BaseModel):
-    cpus: int | None = Field(None, ge=1, le=64, description="vCPUs (the VM must be stopped).")
-    memory: int | None = Field(None, ge=64, description="MiB (the VM must be stopped).")
+    cpus: int | None = Field(
+        None, ge=1, le=64, description="vCPUs: more also while it runs, fewer when stopped."
+    )
+    memory: int | None = Field(
+        None, ge=64, description="MiB: more also while it runs (in 128 MiB steps), less when stopped."
+    )
     disk: int | None = Field(None, ge=1, description="GiB; disks only grow, also while the VM runs.")
 
 
@@ -256,8 +260,8 @@ def resize_instance(
     response: Response,
     wait: float | None = WaitParam,
 ) -> OperationPublic:
-    """Resize a VM: vCPUs and memory while it is stopped; grow its disk, online too. Growth counts
-    against the workspace's quota."""
+    """Resize a VM: more vCPUs and memory also while it runs (plugged in), less while it is
+    stopped; grow its disk, online too. Growth counts against the workspace's quota."""
     op_id = cloud.instances.resize(ctx, ref, cpus=body.cpus, memory=body.memory, disk=body.disk)
     return accepted(cloud, ctx, op_id, wait, response)
 
