@@ -233,9 +233,10 @@ def test_room_for_vcpus_plugged_in_later_reads_back() -> None:
     assert flat.to_element().find("vcpu").attrib == {"placement": "static"}  # type: ignore[union-attr]
 
 
-def test_room_for_memory_plugged_in_later() -> None:
+def room_to_grow() -> Domain:
+    """A 256 MiB, 1 vCPU domain with room for 1 GiB and 2 vCPUs."""
     meta = CloudletMetadata("i-1", "web", "ws-1")
-    dom = Domain(
+    return Domain(
         name="d",
         uuid="u",
         domain_type="qemu",
@@ -245,6 +246,10 @@ def test_room_for_memory_plugged_in_later() -> None:
         max_vcpus=2,
         max_memory_mb=1024,
     )
+
+
+def test_room_for_memory_plugged_in_later() -> None:
+    dom = room_to_grow()
     root = dom.to_element()
     maximum = root.find("maxMemory")
     assert maximum is not None and (maximum.text, maximum.get("slots")) == (str(1024 * 1024), "16")
@@ -263,17 +268,7 @@ def test_memory_room(memory: int, host: int, room: int | None) -> None:
 
 
 def test_a_resized_definition_folds_plugged_memory_and_keeps_its_room() -> None:
-    meta = CloudletMetadata("i-1", "web", "ws-1")
-    dom = Domain(
-        name="d",
-        uuid="u",
-        domain_type="qemu",
-        memory_mb=256,
-        vcpus=1,
-        metadata=meta,
-        max_vcpus=2,
-        max_memory_mb=1024,
-    )
+    dom = room_to_grow()
     root = dom.to_element()
     root.find("devices").append(ET.fromstring(MemoryDimm(128).to_xml()))  # type: ignore[union-attr]
     out = ET.fromstring(resized(to_string(root), vcpus=3, max_vcpus=3, memory_mb=512, max_memory_mb=2048))
