@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import typer
-import yaml
 
-from cloudlet.cli.common import client, console, handle_errors, run_operation, table
+from cloudlet.cli.common import client, console, handle_errors, read_yaml_arg, run_operation, table
 
 FileOption = typer.Option(
     ..., "--file", "-f", help="cloud.yaml (or JSON, or Launch-from-Config JSON); '-' is stdin."
 )
 SYMBOLS = {"create": "+", "replace": "±", "resize": "~", "start": "▶", "stop": "■", "conflict": "!"}
-
-
-def read_document(path: Path) -> Any:
-    text = sys.stdin.read() if str(path) == "-" else path.read_text()
-    try:
-        return json.loads(text) if text.lstrip()[:1] in ("{", "[") else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as err:
-        raise typer.BadParameter(f"{path} is neither valid YAML nor JSON: {err}") from None
 
 
 def show(changes: list[dict[str, Any]]) -> None:
@@ -40,7 +29,7 @@ def show(changes: list[dict[str, Any]]) -> None:
 def plan(file: Path = FileOption) -> None:
     """Show what `apply` would change; change nothing."""
     with client() as c:
-        result = c.apply(read_document(file), dry_run=True)
+        result = c.apply(read_yaml_arg(file), dry_run=True)
     show(result["changes"])
     if any(ch["action"] == "conflict" for ch in result["changes"]):
         raise typer.Exit(2)
@@ -51,7 +40,7 @@ def apply(file: Path = FileOption) -> None:
     """Make the workspace match the file: create what is missing, resize, start or stop VMs, replace
     changed containers. Nothing the file leaves out is deleted; applying twice changes nothing."""
     with client() as c:
-        result = c.apply(read_document(file))
+        result = c.apply(read_yaml_arg(file))
         show(result["changes"])
         if result.get("operation"):
             run_operation(c, result["operation"], "applying")

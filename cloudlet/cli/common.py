@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
+import sys
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import httpx
 import typer
+import yaml
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -102,3 +106,22 @@ def show_fields(obj: dict[str, Any], fields: Sequence[str]) -> None:
     for f in fields:
         t.add_row(f"[bold]{f}[/]", "" if obj.get(f) is None else str(obj.get(f)))
     console.print(t)
+
+
+def read_text_arg(path: Path | None) -> str | None:
+    """A file's text; '-' is stdin."""
+    if path is None:
+        return None
+    return sys.stdin.read() if str(path) == "-" else path.read_text()
+
+
+def read_yaml_arg(path: Path | None) -> Any:
+    """A YAML or JSON file's document; '-' is stdin. JSON is read as JSON (YAML would refuse the
+    tabs JSON files may be indented with)."""
+    text = read_text_arg(path)
+    if text is None:
+        return None
+    try:
+        return json.loads(text) if text.lstrip()[:1] in ("{", "[") else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        raise typer.BadParameter(f"{path} is neither valid YAML nor JSON: {err}") from None

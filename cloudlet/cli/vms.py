@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from pathlib import Path
-from typing import Any
 
 import typer
-import yaml
 
-from cloudlet.cli.common import client, console, err_console, handle_errors, run_operation, show_fields, table
+from cloudlet.cli.common import (
+    client,
+    console,
+    err_console,
+    handle_errors,
+    read_text_arg,
+    read_yaml_arg,
+    run_operation,
+    show_fields,
+    table,
+)
 from cloudlet.cli.storage import vm_volume_app
 
 app = typer.Typer(help="Virtual machines.", no_args_is_help=True)
@@ -45,23 +52,6 @@ def _read_keys(keys: list[str], key_files: list[Path]) -> list[str]:
     for path in key_files:
         out.extend(line.strip() for line in path.read_text().splitlines() if line.strip())
     return out
-
-
-def read_text_arg(path: Path | None) -> str | None:
-    """A file's text; '-' is stdin."""
-    if path is None:
-        return None
-    return sys.stdin.read() if str(path) == "-" else path.read_text()
-
-
-def _read_yaml(path: Path | None) -> Any:
-    text = read_text_arg(path)
-    if text is None:
-        return None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise typer.BadParameter(f"{path} is not valid YAML: {err}") from None
 
 
 def _nic(text: str) -> dict[str, str | None]:
@@ -117,7 +107,7 @@ def create(
         "ip": ip,
         "static_ip": static_ip,
         "dns": dns,
-        "network_config": _read_yaml(network_config),
+        "network_config": read_yaml_arg(network_config),
         "nics": [_nic(n) for n in nic],
     }
     with client() as c:

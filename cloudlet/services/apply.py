@@ -120,11 +120,12 @@ class Apply:
         _check_unique(doc)
         with self.sessions() as s:
             _check_references(s, ctx, doc)
+            instances: dict[str, Instance] = _by_name(s, Instance, ctx)  # read once for VMs and containers
             return [
                 *self._plan_networks(s, ctx, doc.networks),
                 *self._plan_images(s, ctx, doc.images),
-                *self._plan_vms(s, ctx, doc.vms),
-                *self._plan_containers(s, ctx, doc.containers),
+                *self._plan_vms(s, instances, doc.vms),
+                *self._plan_containers(instances, doc.containers),
                 *self._plan_pools(s, ctx, doc.pools),
             ]
 
@@ -153,10 +154,18 @@ class Apply:
         found = _by_name(session, Image, ctx)
         return [Change("image", i.name, "create", f"from {i.path}") for i in images if i.name not in found]
 
-    def _plan_vms(self, session: Session, ctx: RequestContext, vms: tuple[VmDef, ...]) -> list[Change]:
-        found = _instances_by_name(session, ctx)
-        images = {i.id: i.name for i in session.scalars(select(Image))}
-        networks = {n.id: n.name for n in session.scalars(select(Network))}
+    @staticmethod
+    def _plan_vms(session: Session, found: dict[str, Instance], vms: tuple[VmDef, ...]) -> list[Change]:
+        # only the names of the images and networks the workspace's instances use
+        image_ids = {i.image_id for i in found.values() if i.image_id}
+        network_ids = {i.network_id for i in found.values() if i.network_id}
+        images = {
+            i: n for i, n in session.execute(select(Image.id, Image.name).where(Image.id.in_(image_ids)))
+        }
+        networks = {
+            i: n
+            for i, n in session.execute(select(Network.id, Network.name).where(Network.id.in_(network_ids)))
+        }
         changes = []
         for vm in vms:
             req, have = vm.request, found.get(vm.request.name)
@@ -174,7 +183,7 @@ class Apply:
                 "image": (images.get(have.image_id or ""), req.image),
                 "network": (networks.get(have.network_id or ""), primary),
             }
-            wrong = [f"{k} is {a!r}, the file says {b!r}" for k, (a, b) in immutable.items() if a != b]
+            wrong = _differences(immutable)
             if req.disk < have.disk_gb:
                 wrong.append(f"disk is {have.disk_gb} GiB, the file says {req.disk}: disks only grow")
             if wrong:
@@ -201,10 +210,7 @@ class Apply:
         return changes
 
     @staticmethod
-    def _plan_containers(
-        session: Session, ctx: RequestContext, boxes: tuple[ContainerDef, ...]
-    ) -> list[Change]:
-        found = _instances_by_name(session, ctx)
+    def _plan_containers(found: dict[str, Instance], boxes: tuple[ContainerDef, ...]) -> list[Change]:
         changes = []
         for box in boxes:
             req, have = box.request, found.get(box.request.name)
@@ -252,7 +258,7 @@ class Apply:
                 "max_size": (have.max_size, spec.max_size),
                 "on_checkin": (have.on_checkin, spec.on_checkin),
             }
-            differs = [f"{k} is {a!r}, the file says {b!r}" for k, (a, b) in wanted.items() if a != b]
+            differs = _differences(wanted)
             if differs:
                 changes.append(
                     Change("pool", spec.name, "conflict", "; ".join(differs) + "; delete it first")
@@ -378,8 +384,9 @@ def _by_name(session: Session, model: Any, ctx: RequestContext) -> dict[str, Any
     return {r.name: r for r in rows}
 
 
-def _instances_by_name(session: Session, ctx: RequestContext) -> dict[str, Instance]:
-    return _by_name(session, Instance, ctx)
+def _differences(pairs: dict[str, tuple[Any, Any]]) -> list[str]:
+    """What a conflict says: each field whose (existing, wanted) values differ."""
+    return [f"{k} is {have!r}, the file says {want!r}" for k, (have, want) in pairs.items() if have != want]
 
 
 def _plain(value: Any) -> Any:

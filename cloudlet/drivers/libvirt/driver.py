@@ -67,8 +67,7 @@ class LibvirtDriver(ComputeDriver, NetworkDriver, LibvirtStorage):
         self.deployment = deployment
         self.instances_dir = instances_dir
         self.domain_type = choose_domain_type(accelerator)
-        self._cpus: int | None = None
-        self._memory_total: int | None = None
+        self._host_size: HostResources | None = None
 
     # -- health and host -------------------------------------------------------------------------
     def info(self) -> DriverInfo:
@@ -93,17 +92,18 @@ class LibvirtDriver(ComputeDriver, NetworkDriver, LibvirtStorage):
 
         return self.host.call("reading host resources", read)
 
+    def _host(self) -> HostResources:
+        """The host's CPUs and memory, read once: they bound how far a VM grows while it runs."""
+        if self._host_size is None:
+            self._host_size = self.host_resources()
+        return self._host_size
+
     def _host_cpus(self) -> int:
-        """The host's CPU count, asked once: how many vCPUs a VM can grow to while it runs."""
-        if self._cpus is None:
-            self._cpus = self.host_resources().cpus
-        return self._cpus
+        return self._host().cpus
 
     def _memory_room(self, memory_mb: int) -> int | None:
         """How far a VM's memory can grow while it runs (see ``xml.memory_room_mb``)."""
-        if self._memory_total is None:
-            self._memory_total = self.host_resources().memory_total_mb
-        return xml.memory_room_mb(memory_mb, self._memory_total)
+        return xml.memory_room_mb(memory_mb, self._host().memory_total_mb)
 
     # -- instances -------------------------------------------------------------------------------
     def _dir(self, instance_id: str) -> Path:
