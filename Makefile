@@ -4,15 +4,19 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
+# The dashboard: Node packages from the lock file, built into the Python package when a source changes.
+NODE_STAMP := web/node_modules/.installed
+DASHBOARD := cloudlet/dashboard/index.html
+WEB_SRC := $(shell find web/src web/scripts web/public -type f 2>/dev/null) web/index.html web/vite.config.ts web/tsconfig.json
 
-.PHONY: run test setup host venv lint typecheck unit integration bench clean
+.PHONY: run test setup host venv web lint weblint typecheck unit integration bench clean
 
 run: setup
 	$(VENV)/bin/cloudlet server
 
-test: setup lint typecheck unit integration
+test: setup lint weblint typecheck unit integration
 
-setup: host venv
+setup: host venv web
 
 host:
 	bash scripts/setup-host
@@ -24,6 +28,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
+
+web: $(DASHBOARD)
+
+$(NODE_STAMP): web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
+	touch $@
+
+$(DASHBOARD): $(NODE_STAMP) $(WEB_SRC)
+	cd web && npm run build
+
+weblint: $(NODE_STAMP)
+	cd web && npm run lint && npm run typecheck
 
 lint: venv
 	$(VENV)/bin/ruff check cloudlet tests bench
@@ -46,4 +62,4 @@ bench: setup
 	$(PY) bench/container_lifecycle.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache web/node_modules cloudlet/dashboard

@@ -9,11 +9,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
 from cloudlet import __version__
-from cloudlet.api import errors
+from cloudlet.api import dashboard, errors
 from cloudlet.api.audit import AuditMiddleware
 from cloudlet.api.limits import JsonBodyLimit
 from cloudlet.api.routers import (
@@ -114,8 +113,5 @@ def create_app(
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/", include_in_schema=False)
-    def root() -> RedirectResponse:
-        return RedirectResponse("/docs")
-
+    dashboard.install(app)
     return app

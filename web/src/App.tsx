@@ -1,0 +1,55 @@
+import { lazy, Suspense } from "react";
+import { BrowserRouter, Navigate, Route, Routes, useLocation } from "react-router-dom";
+import { Layout } from "./components/Layout";
+import { Loading } from "./components/ui";
+import { LiveProvider } from "./live";
+import { Login } from "./pages/Login";
+import { NotFound } from "./pages/NotFound";
+import { Overview } from "./pages/Overview";
+import { SessionProvider, useSession } from "./session";
+
+// Pages past the overview load on first visit; the consoles and the editor are split further
+// inside them, so the first load stays small.
+const Vms = lazy(() => import("./pages/vms/VmList"));
+const VmCreate = lazy(() => import("./pages/vms/VmCreate"));
+const VmDetail = lazy(() => import("./pages/vms/VmDetail"));
+
+function Routed() {
+  const { me, loading } = useSession();
+  const location = useLocation();
+  if (loading) return <Loading />;
+  if (!me) {
+    return (
+      <Routes>
+        <Route path="/login" element={<Login />} />
+        <Route path="*" element={<Navigate to="/login" replace state={{ from: location.pathname }} />} />
+      </Routes>
+    );
+  }
+  return (
+    <LiveProvider workspace={me.workspace_id}>
+      <Suspense fallback={<Loading />}>
+        <Routes>
+          <Route path="/login" element={<Navigate to={(location.state as { from?: string })?.from ?? "/"} replace />} />
+          <Route element={<Layout />}>
+            <Route index element={<Overview />} />
+            <Route path="vms" element={<Vms />} />
+            <Route path="vms/new" element={<VmCreate />} />
+            <Route path="vms/:ref" element={<VmDetail />} />
+            <Route path="*" element={<NotFound />} />
+          </Route>
+        </Routes>
+      </Suspense>
+    </LiveProvider>
+  );
+}
+
+export function App() {
+  return (
+    <BrowserRouter>
+      <SessionProvider>
+        <Routed />
+      </SessionProvider>
+    </BrowserRouter>
+  );
+}

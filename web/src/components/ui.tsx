@@ -1,0 +1,132 @@
+// Small building blocks every page uses.
+import { useEffect, useRef, useState, type ReactNode } from "react";
+import { errorText } from "../api/client";
+
+export function ErrorBox({ error }: { error: unknown }) {
+  if (!error) return null;
+  return (
+    <div className="error" role="alert">
+      {errorText(error)}
+    </div>
+  );
+}
+
+const STATE_CLASS: Record<string, string> = {
+  running: "ok", succeeded: "ok", ready: "ok", active: "ok", available: "ok",
+  stopped: "off", exited: "off", created: "off", paused: "warn", pending: "busy",
+  starting: "busy", stopping: "busy", creating: "busy", deleting: "busy", queued: "busy",
+  importing: "busy", provisioning: "busy", checked_out: "warn", error: "bad", failed: "bad",
+};
+
+export function StateBadge({ state }: { state: string }) {
+  return <span className={`badge ${STATE_CLASS[state] ?? "off"}`} data-state={state}>{state.replace(/_/g, " ")}</span>;
+}
+
+export function Progress({ value, label }: { value: number; label?: string }) {
+  return (
+    <div className="progress" role="progressbar" aria-valuenow={value} aria-valuemin={0} aria-valuemax={100} aria-label={label}>
+      <div style={{ width: `${Math.max(0, Math.min(100, value))}%` }} />
+    </div>
+  );
+}
+
+export function PageHeader({ title, children }: { title: string; children?: ReactNode }) {
+  useEffect(() => {
+    document.title = `${title} · cloudlet`;
+  }, [title]);
+  return (
+    <header className="page-header">
+      <h1>{title}</h1>
+      <div className="actions">{children}</div>
+    </header>
+  );
+}
+
+/** A native modal dialog: focus is kept inside, Escape closes it. */
+export function Modal({ title, open, onClose, children, wide }: {
+  title: string; open: boolean; onClose: () => void; children: ReactNode; wide?: boolean;
+}) {
+  const ref = useRef<HTMLDialogElement>(null);
+  useEffect(() => {
+    const dialog = ref.current;
+    if (!dialog) return;
+    if (open && !dialog.open) dialog.showModal();
+    if (!open && dialog.open) dialog.close();
+  }, [open]);
+  return (
+    <dialog ref={ref} className={wide ? "wide" : ""} onClose={onClose} aria-label={title}>
+      <header>
+        <h2>{title}</h2>
+        <button type="button" className="icon" aria-label="Close" onClick={onClose}>×</button>
+      </header>
+      {open && children}
+    </dialog>
+  );
+}
+
+/** A button that runs an async action, shows it is busy and reports a failure. */
+export function ActionButton({ onClick, children, className, confirm, disabled, title }: {
+  onClick: () => Promise<unknown>; children: ReactNode; className?: string; confirm?: string;
+  disabled?: boolean; title?: string;
+}) {
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<unknown>(null);
+  return (
+    <>
+      <button
+        type="button"
+        className={className}
+        disabled={busy || disabled}
+        title={title}
+        aria-busy={busy}
+        onClick={async () => {
+          if (confirm && !window.confirm(confirm)) return;
+          setBusy(true);
+          setError(null);
+          try {
+            await onClick();
+          } catch (err) {
+            setError(err);
+          } finally {
+            setBusy(false);
+          }
+        }}
+      >
+        {children}
+      </button>
+      {error ? <ErrorBox error={error} /> : null}
+    </>
+  );
+}
+
+export function Field({ label, children, hint }: { label: string; children: ReactNode; hint?: string }) {
+  return (
+    <label className="field">
+      <span>{label}</span>
+      {children}
+      {hint && <small>{hint}</small>}
+    </label>
+  );
+}
+
+export function Empty({ children }: { children: ReactNode }) {
+  return <p className="empty">{children}</p>;
+}
+
+export function Loading() {
+  return <p className="muted" aria-live="polite">Loading…</p>;
+}
+
+export function Tabs<T extends string>({ tabs, current, onChange }: {
+  tabs: [T, string][]; current: T; onChange: (tab: T) => void;
+}) {
+  return (
+    <div className="tabs" role="tablist">
+      {tabs.map(([id, label]) => (
+        <button key={id} type="button" role="tab" aria-selected={current === id} onClick={() => onChange(id)}>
+          {label}
+        </button>
+      ))}
+    </div>
+  );
+}

@@ -1,0 +1,58 @@
+import { useCallback, useEffect, useRef, useState } from "react";
+import { api } from "./api/client";
+import { useEvents } from "./live";
+
+export interface Resource<T> {
+  data: T | undefined;
+  error: unknown;
+  loading: boolean;
+  reload: () => Promise<void>;
+}
+
+/** GET ``path`` (null: nothing yet) and read it again when events of ``liveOn`` types arrive;
+ * a burst of events costs one read. */
+export function useResource<T>(path: string | null, liveOn: string[] = []): Resource<T> {
+  const [data, setData] = useState<T>();
+  const [error, setError] = useState<unknown>(null);
+  const [loading, setLoading] = useState(true);
+  const current = useRef(path);
+  current.current = path;
+
+  const reload = useCallback(async () => {
+    if (!path) return;
+    try {
+      const value = await api.get<T>(path);
+      if (current.current === path) {
+        setData(value);
+        setError(null);
+      }
+    } catch (err) {
+      if (current.current === path) setError(err);
+    } finally {
+      if (current.current === path) setLoading(false);
+    }
+  }, [path]);
+
+  useEffect(() => {
+    setLoading(true);
+    void reload();
+  }, [reload]);
+
+  const timer = useRef<ReturnType<typeof setTimeout>>();
+  useEvents(liveOn, () => {
+    clearTimeout(timer.current);
+    timer.current = setTimeout(() => void reload(), 150);
+  });
+  useEffect(() => () => clearTimeout(timer.current), []);
+  return { data, error, loading, reload };
+}
+
+/** Re-render every ``ms`` (countdowns, "3 min ago"). */
+export function useTick(ms: number): number {
+  const [now, setNow] = useState(Date.now());
+  useEffect(() => {
+    const id = setInterval(() => setNow(Date.now()), ms);
+    return () => clearInterval(id);
+  }, [ms]);
+  return now;
+}
