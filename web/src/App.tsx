@@ -13,6 +13,7 @@ import { SessionProvider, useSession } from "./session";
 const Vms = lazy(() => import("./pages/vms/VmList"));
 const VmCreate = lazy(() => import("./pages/vms/VmCreate"));
 const VmDetail = lazy(() => import("./pages/vms/VmDetail"));
+const Images = lazy(() => import("./pages/images/ImagesPage"));
 
 function Routed() {
   const { me, loading } = useSession();
@@ -36,6 +37,7 @@ function Routed() {
             <Route path="vms" element={<Vms />} />
             <Route path="vms/new" element={<VmCreate />} />
             <Route path="vms/:ref" element={<VmDetail />} />
+            <Route path="images" element={<Images />} />
             <Route path="*" element={<NotFound />} />
           </Route>
         </Routes>

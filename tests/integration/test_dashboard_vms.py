@@ -1,0 +1,129 @@
+"""The dashboard's VM pages in a real browser against a real server and real VMs: sign in, the
+overview, the create wizard (the VM reaches running without a reload), the serial console shows
+the guest, the VNC console connects, and the phone-width layout."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from tests.integration.conftest import Server, import_tiny
+from tests.integration.dashboard import chromium, dashboard_page, shot
+
+pytestmark = pytest.mark.timeout(600)
+VM = "webvm1"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with chromium() as (_, b):
+        yield b
+
+
+@pytest.fixture(scope="module")
+def page(browser: Browser, sqlite_server: Server, tiny_image: Path) -> Iterator[Page]:
+    with sqlite_server.client() as c:
+        import_tiny(c, tiny_image)
+    with dashboard_page(browser, sqlite_server) as p:
+        yield p
+
+
+def test_the_server_serves_the_app_and_keeps_api_errors(sqlite_server: Server) -> None:
+    deep = httpx.get(sqlite_server.url + "/vms/anything")
+    assert deep.status_code == 200 and '<div id="root">' in deep.text
+    assert deep.headers["cache-control"] == "no-cache"
+    missing = httpx.get(sqlite_server.url + "/api/v1/no-such-thing")
+    assert missing.status_code == 404
+    assert missing.headers["content-type"].startswith("application/problem+json")
+    asset = re.search(r'src="(/assets/[^"]+\.js)"', deep.text)
+    assert asset, deep.text
+    cached = httpx.get(sqlite_server.url + asset.group(1))
+    assert cached.status_code == 200 and "immutable" in cached.headers["cache-control"]
+
+
+def test_a_wrong_password_shows_the_servers_message(browser: Browser, sqlite_server: Server) -> None:
+    context = browser.new_context()
+    try:
+        p = context.new_page()
+        p.goto(sqlite_server.url + "/vms")
+        p.get_by_label("Username").fill("nobody")
+        p.get_by_label("Password").fill("wrong-password")
+        p.get_by_role("button", name="Sign in").click()
+        expect(p.get_by_role("alert")).to_contain_text(re.compile("invalid|wrong|incorrect", re.I))
+        shot(p, "login-error")
+    finally:
+        context.close()
+
+
+def test_overview(page: Page) -> None:
+    expect(page.get_by_role("heading", name="Host capacity")).to_be_visible()
+    expect(page.get_by_text("CPUs")).to_be_visible()
+    shot(page, "overview")
+
+
+def test_create_a_vm_with_the_wizard_and_see_it_run(page: Page) -> None:
+    page.get_by_role("link", name="Virtual machines").click()
+    page.get_by_role("link", name="New VM").click()
+    page.get_by_label("Name").fill(VM)
+    page.get_by_role("radio", name=re.compile("^tiny")).check()
+    shot(page, "vm-wizard-image")
+    page.get_by_role("button", name="Next").click()
+    page.get_by_label("Memory (MiB)").fill("128")
+    page.get_by_label("Disk (GB)").fill("1")
+    page.get_by_role("button", name="Next").click()
+    page.get_by_role("button", name="Next").click()  # network: the default
+    page.get_by_label("User-data (optional)").fill("#cloud-config\nruncmd:\n  - echo from-the-wizard\n")
+    page.get_by_role("button", name="Next").click()
+    expect(page.get_by_role("definition").filter(has_text="128 MiB")).to_be_visible()
+    shot(page, "vm-wizard-review")
+    page.get_by_role("button", name="Create").click()
+    expect(page.get_by_role("heading", name=VM)).to_be_visible(timeout=30_000)
+    # The state changes arrive over the events websocket: no reload here.
+    expect(page.locator(".page-header [data-state]")).to_have_attribute("data-state", "running", timeout=180_000)
+    expect(page.get_by_test_id("vm-ip")).to_have_text(re.compile(r"\d+\.\d+\.\d+\.\d+"))
+    shot(page, "vm-detail")
+
+
+def test_the_serial_console_shows_the_guest(page: Page) -> None:
+    page.get_by_role("tab", name="Serial console").click()
+    expect(page.get_by_test_id("terminal-status")).to_have_text("connected", timeout=20_000)
+    terminal = page.locator(".xterm-rows")
+    page.locator(".xterm").click()
+    page.keyboard.press("Enter")
+    expect(terminal).to_contain_text(f"{VM} login:", timeout=120_000)
+    page.keyboard.type("root")
+    expect(terminal).to_contain_text(f"{VM} login: root", timeout=10_000)
+    shot(page, "vm-serial-console")
+
+
+def test_the_vnc_console_connects(page: Page) -> None:
+    page.get_by_role("tab", name="Console", exact=True).click()
+    expect(page.get_by_test_id("vnc-status")).to_have_text("connected", timeout=30_000)
+    expect(page.locator(".vnc-screen canvas")).to_be_visible()
+    shot(page, "vm-vnc-console")
+
+
+def test_vm_list_and_phone_width(page: Page) -> None:
+    page.get_by_role("link", name="Virtual machines").click()
+    row = page.locator(f"tr[data-vm={VM}]")
+    expect(row.locator("[data-state]")).to_have_attribute("data-state", "running")
+    shot(page, "vm-list")
+    page.set_viewport_size({"width": 390, "height": 844})
+    expect(page.get_by_role("button", name="Menu")).to_be_visible()
+    page.get_by_role("button", name="Menu").click()
+    expect(page.get_by_role("navigation", name="Main")).to_be_visible()
+    shot(page, "vm-list-phone")
+    page.get_by_role("link", name="Overview").click()
+    page.set_viewport_size({"width": 1280, "height": 860})
+
+
+def test_dark_theme(page: Page) -> None:
+    page.get_by_role("button", name=re.compile("Switch to (dark|light) theme")).click()
+    theme = page.evaluate("document.documentElement.dataset.theme")
+    assert theme in ("dark", "light")
+    shot(page, f"overview-{theme}")
