@@ -31,7 +31,9 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-SCREENSHOTS = Path(os.environ.get("CLOUDLET_SCREENSHOT_DIR", Path(__file__).parents[2] / "build" / "screenshots"))
+SCREENSHOTS = Path(
+    os.environ.get("CLOUDLET_SCREENSHOT_DIR", Path(__file__).parents[2] / "build" / "screenshots")
+)
 PASSWORD = "dashboard-Pass-1"
 
 
@@ -93,6 +95,14 @@ def dashboard_page(
         assert not errors, "the browser reported errors:\n" + "\n".join(errors)
     finally:
         context.close()
+
+
+def nav(page: Page, name: str) -> None:
+    """Follow a link of the main navigation (on a phone width, through the menu)."""
+    links = page.get_by_role("navigation", name="Main")
+    if not links.is_visible():
+        page.get_by_role("button", name="Menu").click()
+    links.get_by_role("link", name=name, exact=True).click()
 
 
 def shot(page: Page, name: str) -> Path:

@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.integration.conftest import Server, import_tiny
-from tests.integration.dashboard import chromium, dashboard_page, shot
+from tests.integration.dashboard import chromium, dashboard_page, nav, shot
 
 pytestmark = pytest.mark.timeout(600)
 VM = "webvm1"
@@ -67,7 +67,7 @@ def test_overview(page: Page) -> None:
 
 
 def test_create_a_vm_with_the_wizard_and_see_it_run(page: Page) -> None:
-    page.get_by_role("link", name="Virtual machines").click()
+    nav(page, "Virtual machines")
     page.get_by_role("link", name="New VM").click()
     page.get_by_label("Name").fill(VM)
     page.get_by_role("radio", name=re.compile("^tiny")).check()
@@ -84,7 +84,8 @@ def test_create_a_vm_with_the_wizard_and_see_it_run(page: Page) -> None:
     page.get_by_role("button", name="Create").click()
     expect(page.get_by_role("heading", name=VM)).to_be_visible(timeout=30_000)
     # The state changes arrive over the events websocket: no reload here.
-    expect(page.locator(".page-header [data-state]")).to_have_attribute("data-state", "running", timeout=180_000)
+    state = page.locator(".page-header [data-state]")
+    expect(state).to_have_attribute("data-state", "running", timeout=180_000)
     expect(page.get_by_test_id("vm-ip")).to_have_text(re.compile(r"\d+\.\d+\.\d+\.\d+"))
     shot(page, "vm-detail")
 
@@ -109,7 +110,7 @@ def test_the_vnc_console_connects(page: Page) -> None:
 
 
 def test_vm_list_and_phone_width(page: Page) -> None:
-    page.get_by_role("link", name="Virtual machines").click()
+    nav(page, "Virtual machines")
     row = page.locator(f"tr[data-vm={VM}]")
     expect(row.locator("[data-state]")).to_have_attribute("data-state", "running")
     shot(page, "vm-list")
@@ -118,7 +119,7 @@ def test_vm_list_and_phone_width(page: Page) -> None:
     page.get_by_role("button", name="Menu").click()
     expect(page.get_by_role("navigation", name="Main")).to_be_visible()
     shot(page, "vm-list-phone")
-    page.get_by_role("link", name="Overview").click()
+    nav(page, "Overview")
     page.set_viewport_size({"width": 1280, "height": 860})
 
 

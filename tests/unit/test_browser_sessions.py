@@ -74,3 +74,15 @@ def test_cookie_websockets_only_from_own_origin(tmp_path: Path) -> None:
         ):
             pass
         assert info.value.code == 4403
+
+
+def test_the_session_state_answers_without_a_401(sim: SimCloud) -> None:
+    web = browser(sim)
+    assert web.get("/api/v1/auth/session").json() == {"active": False, "refreshable": False}
+    body = web.post("/api/v1/auth/session", json={"username": "webuser", "password": PASSWORD}).json()
+    assert web.get("/api/v1/auth/session").json() == {"active": True, "refreshable": True}
+    web.cookies.set("cloudlet_access", "not-a-token")
+    state = web.get("/api/v1/auth/session")
+    assert state.status_code == 200 and state.json() == {"active": False, "refreshable": True}
+    assert web.delete("/api/v1/auth/session", headers={"X-CSRF-Token": body["csrf_token"]}).status_code == 204
+    assert web.get("/api/v1/auth/session").json() == {"active": False, "refreshable": False}

@@ -1,7 +1,7 @@
 // Who is signed in and in which workspace. A browser session lives in HttpOnly cookies the
 // page never sees; the page only learns "signed in" by asking /auth/me.
 import { createContext, useCallback, useContext, useEffect, useMemo, useState, type ReactNode } from "react";
-import { api, ApiError, currentWorkspace, setWorkspace, whenSignedOut } from "./api/client";
+import { api, ApiError, currentWorkspace, renewSession, scheduleRenewal, setWorkspace, whenSignedOut } from "./api/client";
 import type { Me } from "./api/types";
 
 interface SessionValue {
@@ -22,6 +22,13 @@ export function SessionProvider({ children }: { children: ReactNode }) {
 
   const refresh = useCallback(async () => {
     try {
+      // Asked first, so a signed-out visit makes no request that fails with a 401.
+      const state = await api.get<{ active: boolean; refreshable: boolean }>("/auth/session");
+      // A renewal also tells when the session expires, so the next one can be scheduled.
+      if (!(state.refreshable ? await renewSession() : state.active)) {
+        setMe(null);
+        return;
+      }
       const who = await api.get<Me>("/auth/me");
       setWorkspace(who.workspace_id);
       setMe(who);
@@ -47,13 +54,15 @@ export function SessionProvider({ children }: { children: ReactNode }) {
       loading,
       refresh,
       signIn: async (username, password) => {
-        await api.post("/auth/session", { username, password });
+        const session = await api.post<{ expires_in: number }>("/auth/session", { username, password });
+        scheduleRenewal(session.expires_in);
         await refresh();
       },
       signOut: async () => {
         try {
           await api.del("/auth/session");
         } finally {
+          scheduleRenewal(null);
           setMe(null);
         }
       },

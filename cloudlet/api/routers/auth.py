@@ -10,7 +10,15 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from cloudlet.api.deps import ACCESS_COOKIE, CSRF_COOKIE, REFRESH_COOKIE, CloudDep, Ctx, check_csrf
+from cloudlet.api.deps import (
+    ACCESS_COOKIE,
+    CSRF_COOKIE,
+    REFRESH_COOKIE,
+    CloudDep,
+    Ctx,
+    check_csrf,
+    context_for,
+)
 from cloudlet.db.models import User
 from cloudlet.db.session import transaction
 from cloudlet.errors import CloudletError, Forbidden, Unauthorized
@@ -246,6 +254,28 @@ def _set_session_cookies(response: Response, request: Request, pair: logins.Toke
         CSRF_COOKIE, csrf, max_age=int(logins.REFRESH_TTL.total_seconds()), path="/", **common
     )
     return csrf
+
+
+class SessionState(BaseModel):
+    active: bool = Field(description="The access cookie is valid: API calls will succeed.")
+    refreshable: bool = Field(
+        description="A refresh cookie is here: `POST /auth/session/refresh` may renew the session."
+    )
+
+
+@router.get("/auth/session", response_model=SessionState)
+def session_state(request: Request, cloud: CloudDep) -> SessionState:
+    """Whether this browser is signed in, answered without a 401: the dashboard asks before its
+    first call, so a signed-out visit leaves no failed request in the browser's console."""
+    secret = request.cookies.get(ACCESS_COOKIE)
+    active = False
+    if secret:
+        try:
+            context_for(cloud, secret, None, request.client.host if request.client else None)
+            active = True
+        except CloudletError:
+            pass
+    return SessionState(active=active, refreshable=REFRESH_COOKIE in request.cookies)
 
 
 @router.post("/auth/session", response_model=SessionPublic)

@@ -54,11 +54,21 @@ async function problem(res: Response): Promise<ApiError> {
 }
 
 let refreshing: Promise<boolean> | null = null;
+let renewal: ReturnType<typeof setTimeout> | undefined;
 
-/** Renew the session once for all callers that saw a 401 at the same time. */
-function refreshSession(): Promise<boolean> {
+/** Renew the session ahead of its expiry, so calls never meet an expired access cookie. */
+export function scheduleRenewal(expiresIn: number | null): void {
+  clearTimeout(renewal);
+  if (expiresIn !== null) renewal = setTimeout(() => void renewSession(), Math.max(5, expiresIn * 0.8) * 1000);
+}
+
+/** Renew the session from its refresh cookie, once for all callers asking at the same time. */
+export function renewSession(): Promise<boolean> {
   refreshing ??= fetch(`${API}/auth/session/refresh`, { method: "POST", headers: headers("POST", false) })
-    .then((r) => r.ok)
+    .then(async (r) => {
+      if (r.ok) scheduleRenewal(((await r.json()) as { expires_in: number }).expires_in);
+      return r.ok;
+    })
     .catch(() => false)
     .finally(() => setTimeout(() => (refreshing = null), 0));
   return refreshing;
@@ -72,7 +82,7 @@ export async function request<T>(method: string, path: string, body?: unknown, r
     body: body === undefined ? undefined : isForm ? (body as BodyInit) : JSON.stringify(body),
   });
   if (res.status === 401 && retry && !path.startsWith("/auth/session")) {
-    if (await refreshSession()) return request<T>(method, path, body, false);
+    if (await renewSession()) return request<T>(method, path, body, false);
     onSignedOut();
   }
   if (!res.ok) throw await problem(res);
