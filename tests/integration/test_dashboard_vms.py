@@ -97,6 +97,9 @@ def test_the_serial_console_shows_the_guest(page: Page) -> None:
     page.locator(".xterm").click()
     page.keyboard.press("Enter")
     expect(terminal).to_contain_text(f"{VM} login:", timeout=120_000)
+    # Boot messages (DHCP) share this console: once the guest is ready, Enter gives a fresh prompt.
+    expect(terminal).to_contain_text("cloudlet-tiny ready", timeout=120_000)
+    page.keyboard.press("Enter")
     page.keyboard.type("root")
     expect(terminal).to_contain_text(f"{VM} login: root", timeout=10_000)
     shot(page, "vm-serial-console")
@@ -106,6 +109,10 @@ def test_the_vnc_console_connects(page: Page) -> None:
     page.get_by_role("tab", name="Console", exact=True).click()
     expect(page.get_by_test_id("vnc-status")).to_have_text("connected", timeout=30_000)
     expect(page.locator(".vnc-screen canvas")).to_be_visible()
+    paste = page.get_by_label("Text to type")
+    paste.fill("root")
+    page.get_by_role("button", name="Type it").click()
+    expect(paste).to_have_value("", timeout=20_000)  # typed: the box empties (an error would show)
     shot(page, "vm-vnc-console")
 
 

@@ -38,3 +38,32 @@ def test_cli_browser_login_through_the_provider(libvirt_conn):  # type: ignore[n
                 assert me["username"] == "alice" and not me["is_admin"]  # "Alice", made a valid name
                 renewed = c.request("POST", "/auth/refresh", json={"refresh_token": pair["refresh_token"]})
                 assert renewed["access_token"] != pair["access_token"]
+
+
+def test_dashboard_sign_in_through_the_provider(libvirt_conn):  # type: ignore[no-untyped-def]
+    """The dashboard's "Sign in with ..." button: provider, callback, the landing page turns the
+    handed pair into a cookie session and drops it from the address bar."""
+    from playwright.sync_api import expect
+
+    from tests.integration.dashboard import chromium, shot
+
+    with running_provider() as provider:
+        env = {
+            "CLOUDLET_OIDC_ISSUER": provider.url,
+            "CLOUDLET_OIDC_CLIENT_ID": provider.client_id,
+            "CLOUDLET_OIDC_CLIENT_SECRET": provider.client_secret,
+        }
+        with (
+            running_server(libvirt_conn, traversable_tmp("server-oidc-web-"), extra_env=env) as server,
+            chromium() as (_, browser),
+        ):
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(server.url + "/")
+            page.get_by_role("link", name="Sign in with").click()
+            expect(page.get_by_role("heading", name="Overview")).to_be_visible(timeout=30_000)
+            assert "#" not in page.url and "token" not in page.url
+            expect(page.get_by_text("alice")).to_be_visible()
+            shot(page, "login-oidc")
+            assert not errors, errors

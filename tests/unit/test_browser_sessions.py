@@ -86,3 +86,18 @@ def test_the_session_state_answers_without_a_401(sim: SimCloud) -> None:
     assert state.status_code == 200 and state.json() == {"active": False, "refreshable": True}
     assert web.delete("/api/v1/auth/session", headers={"X-CSRF-Token": body["csrf_token"]}).status_code == 204
     assert web.get("/api/v1/auth/session").json() == {"active": False, "refreshable": False}
+
+
+def test_a_handed_token_pair_becomes_a_cookie_session_once(sim: SimCloud) -> None:
+    browser(sim)
+    api = TestClient(sim.client.app)
+    pair = api.post("/api/v1/auth/login", json={"username": "webuser", "password": PASSWORD}).json()
+    web = TestClient(sim.client.app)
+    adopted = web.post("/api/v1/auth/session/adopt", json={"refresh_token": pair["refresh_token"]})
+    assert adopted.status_code == 200 and adopted.json()["username"] == "webuser"
+    assert "access_token" not in adopted.json()
+    assert web.get("/api/v1/auth/me").json()["username"] == "webuser"
+    again = TestClient(sim.client.app).post(
+        "/api/v1/auth/session/adopt", json={"refresh_token": pair["refresh_token"]}
+    )
+    assert again.status_code == 401  # spent: the pair from the address bar is worthless now

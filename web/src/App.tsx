@@ -3,7 +3,7 @@ import { BrowserRouter, Navigate, Route, Routes, useLocation } from "react-route
 import { Layout } from "./components/Layout";
 import { Loading } from "./components/ui";
 import { LiveProvider } from "./live";
-import { Login } from "./pages/Login";
+import { Login, OIDC_LANDING, OidcLanding } from "./pages/Login";
 import { NotFound } from "./pages/NotFound";
 import { Overview } from "./pages/Overview";
 import { SessionProvider, useSession } from "./session";
@@ -23,6 +23,7 @@ function Routed() {
     return (
       <Routes>
         <Route path="/login" element={<Login />} />
+        <Route path={OIDC_LANDING} element={<OidcLanding />} />
         <Route path="*" element={<Navigate to="/login" replace state={{ from: location.pathname }} />} />
       </Routes>
     );
@@ -31,6 +32,7 @@ function Routed() {
     <LiveProvider workspace={me.workspace_id}>
       <Suspense fallback={<Loading />}>
         <Routes>
+          <Route path={OIDC_LANDING} element={<Navigate to="/" replace />} />
           <Route path="/login" element={<Navigate to={(location.state as { from?: string })?.from ?? "/"} replace />} />
           <Route element={<Layout />}>
             <Route index element={<Overview />} />

@@ -26,3 +26,11 @@ export function countdown(iso: string, now = Date.now()): string {
   const sec = s % 60;
   return h ? `${h}h ${String(m).padStart(2, "0")}m` : `${m}:${String(sec).padStart(2, "0")}`;
 }
+
+/** "instance.create" → "Create instance", "image.import" → "Import image". */
+export function opLabel(kind: string): string {
+  const [target, ...verb] = kind.split(".");
+  const text = verb.length ? `${verb.join(" ")} ${target}` : target;
+  const words = text.replace(/[_-]/g, " ");
+  return words.charAt(0).toUpperCase() + words.slice(1);
+}

@@ -3,6 +3,7 @@
 import { createContext, useContext, useEffect, useMemo, useRef, useState, type ReactNode } from "react";
 import { wsUrl } from "./api/client";
 import type { CloudEvent, Operation } from "./api/types";
+import { opLabel } from "./format";
 
 type Listener = (event: CloudEvent) => void;
 
@@ -70,7 +71,7 @@ export function LiveProvider({ workspace, children }: { workspace: string; child
       const op = event.data as unknown as Operation;
       if (seen.has(op.id) || (op.status !== "succeeded" && op.status !== "failed")) return;
       seen.add(op.id);
-      const what = `${op.kind.replace(/_/g, " ")}${op.result?.name ? ` ${op.result.name}` : ""}`;
+      const what = `${opLabel(op.kind)}${op.result?.name ? ` ${op.result.name}` : ""}`;
       if (op.status === "failed") notify("error", `${what} failed: ${op.error?.detail ?? op.error?.code ?? "error"}`);
       else notify("ok", `${what} done`);
     };

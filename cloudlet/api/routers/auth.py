@@ -23,6 +23,7 @@ from cloudlet.db.models import User
 from cloudlet.db.session import transaction
 from cloudlet.errors import CloudletError, Forbidden, Unauthorized
 from cloudlet.services import logins, users
+from cloudlet.services.cloud import Cloud
 from cloudlet.services.workspaces import visible_workspaces
 
 router = APIRouter(tags=["auth"])
@@ -290,6 +291,29 @@ def start_session(body: LoginRequest, request: Request, response: Response, clou
     return SessionPublic(username=user.username, csrf_token=csrf, expires_in=pair.expires_in)
 
 
+def _renewed_session(
+    pair: TokenPairPublic, request: Request, response: Response, cloud: Cloud
+) -> SessionPublic:
+    """Put a freshly refreshed pair into the session cookies."""
+    claims = logins.decode_access(cloud.jwt_key, pair.access_token)
+    with cloud.db.reads() as s:
+        user = users.get_user(s, str(claims["sub"]))
+    internal = logins.TokenPair(pair.access_token, pair.refresh_token, pair.expires_in)
+    csrf = _set_session_cookies(response, request, internal)
+    return SessionPublic(username=user.username, csrf_token=csrf, expires_in=pair.expires_in)
+
+
+@router.post("/auth/session/adopt", response_model=SessionPublic)
+def adopt_session(
+    body: RefreshRequest, request: Request, response: Response, cloud: CloudDep
+) -> SessionPublic:
+    """Turn a token pair a page was handed (the OpenID Connect sign-in puts it in the URL fragment
+    of a dashboard page) into a cookie session. The refresh token is spent at once, so the pair
+    that passed through the address bar is worthless from then on."""
+    pair = refresh(body, cloud)
+    return _renewed_session(pair, request, response, cloud)
+
+
 @router.post("/auth/session/refresh", response_model=SessionPublic)
 def refresh_session(request: Request, response: Response, cloud: CloudDep) -> SessionPublic:
     """Renew a browser session from its refresh cookie (CSRF header required)."""
@@ -298,12 +322,7 @@ def refresh_session(request: Request, response: Response, cloud: CloudDep) -> Se
     if not secret:
         raise Unauthorized("no session to refresh", code="missing_token")
     pair = refresh(RefreshRequest(refresh_token=secret), cloud)
-    claims = logins.decode_access(cloud.jwt_key, pair.access_token)
-    with cloud.db.reads() as s:
-        user = users.get_user(s, str(claims["sub"]))
-    internal = logins.TokenPair(pair.access_token, pair.refresh_token, pair.expires_in)
-    csrf = _set_session_cookies(response, request, internal)
-    return SessionPublic(username=user.username, csrf_token=csrf, expires_in=pair.expires_in)
+    return _renewed_session(pair, request, response, cloud)
 
 
 @router.delete("/auth/session", status_code=204)

@@ -2,7 +2,7 @@ import { useState } from "react";
 import { Link } from "react-router-dom";
 import type { CloudEvent, Image, Instance, Network, Operation, Page, Quota, ServerInfo } from "../api/types";
 import { ErrorBox, PageHeader, Progress, StateBadge } from "../components/ui";
-import { ago } from "../format";
+import { ago, opLabel } from "../format";
 import { useResource, useTick } from "../hooks";
 import { useEvents } from "../live";
 import { useSession } from "../session";
@@ -94,7 +94,7 @@ export function Overview() {
             <ul className="ops">
               {running.data.items.map((op) => (
                 <li key={op.id}>
-                  <span>{op.kind.replace(/_/g, " ")} {op.message && <span className="muted">— {op.message}</span>}</span>
+                  <span>{opLabel(op.kind)} {op.message && <span className="muted">— {op.message}</span>}</span>
                   <Progress value={op.progress} label={op.kind} />
                 </li>
               ))}
@@ -106,7 +106,7 @@ export function Overview() {
           <ul className="plain">
             {recent.data?.items.map((op) => (
               <li key={op.id}>
-                <StateBadge state={op.status} /> {op.kind.replace(/_/g, " ")} <span className="muted">{ago(op.created_at, now)}</span>
+                <StateBadge state={op.status} /> {opLabel(op.kind)} <span className="muted">{ago(op.created_at, now)}</span>
                 {op.error?.detail && <div className="muted small">{op.error.detail}</div>}
               </li>
             ))}

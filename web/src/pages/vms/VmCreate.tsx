@@ -76,7 +76,7 @@ export default function VmCreate() {
         {step === 0 && (
           <>
             <Field label="Name" hint="Letters, digits and dashes; also the guest's hostname.">
-              <input name="name" required pattern="[a-zA-Z0-9][a-zA-Z0-9-]{0,62}" value={d.name} onChange={(e) => set("name", e.target.value)} autoFocus />
+              <input name="name" required pattern={"[a-zA-Z0-9][a-zA-Z0-9\\-]{0,62}"} value={d.name} onChange={(e) => set("name", e.target.value)} autoFocus />
             </Field>
             <fieldset className="field">
               <legend>Image</legend>

@@ -4,7 +4,7 @@ import { api, q, wsUrl } from "../../api/client";
 import type { Instance, Operation, Page, Snapshot } from "../../api/types";
 import { Metrics } from "../../components/Metrics";
 import { ActionButton, Empty, ErrorBox, Field, Loading, Modal, PageHeader, Progress, StateBadge, Tabs } from "../../components/ui";
-import { ago } from "../../format";
+import { ago, opLabel } from "../../format";
 import { useResource, useTick } from "../../hooks";
 import { useSession } from "../../session";
 import { vmActions } from "./actions";
@@ -98,7 +98,7 @@ function Activity({ vm }: { vm: Instance }) {
     <ul className="ops" aria-label="Operations">
       {mine.map((op) => (
         <li key={op.id}>
-          <StateBadge state={op.status} /> {op.kind.replace(/_/g, " ")} <span className="muted">{ago(op.created_at, now)}</span>
+          <StateBadge state={op.status} /> {opLabel(op.kind)} <span className="muted">{ago(op.created_at, now)}</span>
           {op.status === "running" && <Progress value={op.progress} label={op.kind} />}
           {op.error?.detail && <div className="error">{op.error.detail}</div>}
         </li>
