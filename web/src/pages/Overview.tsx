@@ -83,9 +83,14 @@ export function Overview() {
           {quota.data && (
             <div className="quota">
               <h3>Workspace quota</h3>
-              {Object.entries(quota.data.limits).filter(([, v]) => v != null).map(([k, v]) => (
-                <Meter key={k} label={k.replace(/_/g, " ")} used={quota.data!.usage[k] ?? 0} total={v ?? 0} unit="" />
-              ))}
+              {Object.entries(quota.data.usage).map(([k, used]) => {
+                const limit = quota.data!.limits[k];
+                return limit != null ? (
+                  <Meter key={k} label={k.replace(/_/g, " ")} used={used} total={limit} unit="" />
+                ) : (
+                  <div key={k} className="meter-label"><span>{k.replace(/_/g, " ")}</span><span>{used} · no limit</span></div>
+                );
+              })}
             </div>
           )}
         </Card>

@@ -1,18 +1,19 @@
 import { lazy, Suspense, useState } from "react";
 import { Link, useNavigate, useParams } from "react-router-dom";
 import { api, q, wsUrl } from "../../api/client";
-import type { Instance, Operation, Page, Snapshot } from "../../api/types";
+import type { CloudEvent, Instance, Operation, Page, Snapshot } from "../../api/types";
 import { Metrics } from "../../components/Metrics";
 import { ActionButton, Empty, ErrorBox, Field, Loading, Modal, PageHeader, Progress, StateBadge, Tabs } from "../../components/ui";
 import { ago, opLabel } from "../../format";
 import { useResource, useTick } from "../../hooks";
+import { useEvents } from "../../live";
 import { useSession } from "../../session";
 import { vmActions } from "./actions";
 
 const Terminal = lazy(() => import("../../components/Terminal"));
 const VncConsole = lazy(() => import("../../components/VncConsole"));
 
-type Tab = "summary" | "console" | "serial" | "snapshots" | "metrics" | "activity";
+type Tab = "summary" | "console" | "serial" | "snapshots" | "metrics" | "events";
 
 function ResizeForm({ vm, onDone }: { vm: Instance; onDone: () => void }) {
   const [cpus, setCpus] = useState(vm.cpus);
@@ -89,14 +90,34 @@ function Snapshots({ vm, canEdit }: { vm: Instance; canEdit: boolean }) {
   );
 }
 
+/** What happened to this VM: its state changes seen live since the page opened, and its
+ * operations (with progress while they run). */
 function Activity({ vm }: { vm: Instance }) {
   const now = useTick(10000);
   const ops = useResource<Page<Operation>>("/operations?limit=200", ["operation."]);
+  const [changes, setChanges] = useState<CloudEvent[]>([]);
+  useEvents(["instance."], (e) => {
+    if (e.data.id === vm.id) setChanges((all) => [e, ...all].slice(0, 50));
+  });
   const mine = (ops.data?.items ?? []).filter((op) => op.target_id === vm.id);
-  if (!mine.length) return <Empty>No operations yet.</Empty>;
+  return (
+    <>
+      {changes.length > 0 && (
+        <ul className="plain" aria-label="State changes">
+          {changes.map((e, i) => (
+            <li key={i}>{e.type === "instance.deleted" ? "deleted" : <StateBadge state={String(e.data.state)} />} <span className="muted">{ago(e.time, now)}</span></li>
+          ))}
+        </ul>
+      )}
+      {mine.length ? <ActivityList ops={mine} now={now} /> : <Empty>No operations yet.</Empty>}
+    </>
+  );
+}
+
+function ActivityList({ ops, now }: { ops: Operation[]; now: number }) {
   return (
     <ul className="ops" aria-label="Operations">
-      {mine.map((op) => (
+      {ops.map((op) => (
         <li key={op.id}>
           <StateBadge state={op.status} /> {opLabel(op.kind)} <span className="muted">{ago(op.created_at, now)}</span>
           {op.status === "running" && <Progress value={op.progress} label={op.kind} />}
@@ -142,7 +163,7 @@ export default function VmDetail() {
         )}
       </PageHeader>
       {vm.error && <div className="error">{vm.error}</div>}
-      <Tabs<Tab> current={tab} onChange={setTab} tabs={[["summary", "Summary"], ["console", "Console"], ["serial", "Serial console"], ["snapshots", "Snapshots"], ["metrics", "Metrics"], ["activity", "Activity"]]} />
+      <Tabs<Tab> current={tab} onChange={setTab} tabs={[["summary", "Summary"], ["console", "Console"], ["serial", "Serial console"], ["snapshots", "Snapshots"], ["metrics", "Metrics"], ["events", "Events"]]} />
       {tab === "summary" && (
         <div className="detail-grid">
           <section className="panel">
@@ -170,7 +191,7 @@ export default function VmDetail() {
       </Suspense>
       {tab === "snapshots" && <Snapshots vm={vm} canEdit={canEdit} />}
       {tab === "metrics" && <Metrics instance={vm.id} running={running} />}
-      {tab === "activity" && <Activity vm={vm} />}
+      {tab === "events" && <Activity vm={vm} />}
       <Modal title={`Resize ${vm.name}`} open={dialog === "resize"} onClose={() => setDialog(null)}>
         <ResizeForm vm={vm} onDone={() => { setDialog(null); void vmRes.reload(); }} />
       </Modal>
