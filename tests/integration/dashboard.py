@@ -31,7 +31,9 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-SCREENSHOTS = Path(os.environ.get("CLOUDLET_SCREENSHOT_DIR", Path(__file__).parents[2] / "build" / "screenshots"))
+SCREENSHOTS = Path(
+    os.environ.get("CLOUDLET_SCREENSHOT_DIR", Path(__file__).parents[2] / "build" / "screenshots")
+)
 PASSWORD = "dashboard-Pass-1"
 
 

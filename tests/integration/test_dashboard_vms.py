@@ -84,7 +84,9 @@ def test_create_a_vm_with_the_wizard_and_see_it_run(page: Page) -> None:
     page.get_by_role("button", name="Create").click()
     expect(page.get_by_role("heading", name=VM)).to_be_visible(timeout=30_000)
     # The state changes arrive over the events websocket: no reload here.
-    expect(page.locator(".page-header [data-state]")).to_have_attribute("data-state", "running", timeout=180_000)
+    expect(page.locator(".page-header [data-state]")).to_have_attribute(
+        "data-state", "running", timeout=180_000
+    )
     expect(page.get_by_test_id("vm-ip")).to_have_text(re.compile(r"\d+\.\d+\.\d+\.\d+"))
     shot(page, "vm-detail")
 
