@@ -479,6 +479,10 @@ class Client:
         result: dict[str, Any] = self.request("GET", f"/instances/{ref}/stats")
         return result
 
+    def instance_stats(self, ref: str) -> dict[str, Any]:
+        """One resource sample of a running VM or container (the same endpoint)."""
+        return self.container_stats(ref)
+
     def container_images(self, filter: str | None = None) -> list[dict[str, Any]]:
         return list(self.request("GET", "/container-images", params={"filter": filter} if filter else {}))
 

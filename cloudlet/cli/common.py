@@ -101,6 +101,25 @@ def human_bytes(n: int | None) -> str:
     return str(n)
 
 
+def print_stats(s: dict[str, Any], *, pids: bool = True) -> None:
+    """One stats sample as a one-row table (``pids`` False for a VM, which has none to show)."""
+    columns = ["CPU %", "MEM", "MEM %", "NET RX/TX", "BLOCK R/W"]
+    row: list[Any] = [
+        f"{s['cpu_percent']:.2f}",
+        f"{human_bytes(s['memory_bytes'])} / {human_bytes(s['memory_limit_bytes'])}",
+        f"{s['memory_percent']:.2f}",
+        f"{human_bytes(s['network_rx_bytes'])} / {human_bytes(s['network_tx_bytes'])}",
+        f"{human_bytes(s['block_read_bytes'])} / {human_bytes(s['block_write_bytes'])}",
+    ]
+    if pids:
+        columns.append("PIDS")
+        row.append(s["pids"])
+    else:
+        columns.insert(1, "vCPUs")
+        row.insert(1, s["online_cpus"])
+    table(columns, [row])
+
+
 def show_fields(obj: dict[str, Any], fields: Sequence[str]) -> None:
     t = Table(show_header=False, box=None)
     for f in fields:

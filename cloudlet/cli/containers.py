@@ -19,6 +19,7 @@ from cloudlet.cli.common import (
     err_console,
     handle_errors,
     human_bytes,
+    print_stats,
     run_operation,
     show_fields,
     table,
@@ -247,19 +248,7 @@ def stats(ref: str) -> None:
     """One sample of CPU, memory, network and disk IO."""
     with client() as c:
         s = c.container_stats(ref)
-    table(
-        ["CPU %", "MEM", "MEM %", "NET RX/TX", "BLOCK R/W", "PIDS"],
-        [
-            [
-                f"{s['cpu_percent']:.2f}",
-                f"{human_bytes(s['memory_bytes'])} / {human_bytes(s['memory_limit_bytes'])}",
-                f"{s['memory_percent']:.2f}",
-                f"{human_bytes(s['network_rx_bytes'])} / {human_bytes(s['network_tx_bytes'])}",
-                f"{human_bytes(s['block_read_bytes'])} / {human_bytes(s['block_write_bytes'])}",
-                s["pids"],
-            ]
-        ],
-    )
+    print_stats(s)
 
 
 @app.command("exec", context_settings={"allow_interspersed_args": False})

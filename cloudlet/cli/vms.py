@@ -13,6 +13,7 @@ from cloudlet.cli.common import (
     console,
     err_console,
     handle_errors,
+    print_stats,
     read_text_arg,
     read_yaml_arg,
     run_operation,
@@ -287,6 +288,15 @@ def console_(ref: str) -> None:
     with client() as c:
         if not serial_console(c, ref):
             err_console.print(f"the console of {ref} was closed (the VM stopped?)")
+
+
+@app.command("stats")
+@handle_errors
+def stats(ref: str) -> None:
+    """One sample of a running VM's CPU (percent of all its vCPUs), memory, network and disk IO."""
+    with client() as c:
+        s = c.instance_stats(ref)
+    print_stats(s, pids=False)
 
 
 @app.command("screenshot")

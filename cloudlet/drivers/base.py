@@ -15,6 +15,7 @@ import enum
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from cloudlet.errors import Unsupported
@@ -58,6 +59,24 @@ class HostResources:
     cpus: int
     memory_total_mb: int
     memory_available_mb: int
+
+
+@dataclass(frozen=True)
+class InstanceStats:
+    """One sample of an instance's resource use. Byte counters are cumulative since it started
+    (a client computes rates from two samples)."""
+
+    cpu_percent: float  # containers: of one CPU (200.0 is two busy CPUs); VMs: of all its vCPUs
+    online_cpus: int
+    memory_bytes: int  # containers: without the page cache, as `docker stats` shows it; VMs: see
+    # the libvirt driver (the guest's own figure, or the host memory its QEMU process holds)
+    memory_limit_bytes: int
+    network_rx_bytes: int
+    network_tx_bytes: int
+    block_read_bytes: int
+    block_write_bytes: int
+    pids: int  # VMs: always 0 (the guest's processes are not visible from the host)
+    read_at: datetime
 
 
 @dataclass(frozen=True)
@@ -280,6 +299,11 @@ class ComputeDriver(abc.ABC):
     def screenshot(self, instance_id: str) -> bytes:
         """The guest's screen now, as PNG bytes."""
         raise Unsupported(f"{self.name} instances have no screen", code="no_console")
+
+    def stats(self, instance_id: str) -> InstanceStats:
+        """One sample of a running instance's resource use. Raises ``InvalidState`` (code
+        ``instance_not_running``) when it does not run, ``NotFound`` when it does not exist."""
+        raise Unsupported(f"{self.name} instances report no resource use")
 
     def pause(self, instance_id: str) -> None:
         """Freeze a running instance in memory (capability ``pause``)."""

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from cloudlet.drivers.base import ComputeDriver, NetworkSpec, PortSpec
+from cloudlet.drivers.base import ComputeDriver, InstanceStats, NetworkSpec, PortSpec
 
 T = TypeVar("T")
 
@@ -66,18 +66,8 @@ class ExecResult:
     truncated: bool = False
 
 
-@dataclass(frozen=True)
-class ContainerStats:
-    cpu_percent: float  # of one CPU; 200.0 is two busy CPUs
-    online_cpus: int
-    memory_bytes: int  # usage without the page cache, as `docker stats` shows it
-    memory_limit_bytes: int
-    network_rx_bytes: int
-    network_tx_bytes: int
-    block_read_bytes: int
-    block_write_bytes: int
-    pids: int
-    read_at: datetime
+# A container's sample: CPU % of one CPU (200.0 is two busy CPUs), memory without the page cache.
+ContainerStats = InstanceStats
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cloudlet.drivers import qemu_img
@@ -20,6 +23,7 @@ from cloudlet.drivers.base import (
     DriverInfo,
     HostResources,
     InstanceSpec,
+    InstanceStats,
     InstanceStatus,
     NetworkDriver,
     NetworkSpec,
@@ -85,6 +89,7 @@ class SimDriver(ComputeDriver, NetworkDriver, SimStorage):
         self.resources = HostResources(cpus=cpus, memory_total_mb=memory_mb, memory_available_mb=memory_mb)
         self.typed: dict[str, list[tuple[int, ...]]] = {}  # instance -> chords sent to its keyboard
         self.consoles: dict[str, list[LoopbackConsole]] = {}  # instance -> its open consoles
+        self.started_at: dict[str, float] = {}  # running instance -> time.monotonic() of its start
         # Test hooks: make the named method raise DriverError a number of times.
         self.fail_next: dict[str, int] = {}
         self._init_storage()
@@ -96,6 +101,10 @@ class SimDriver(ComputeDriver, NetworkDriver, SimStorage):
 
     def _set(self, instance_id: str, state: PowerState) -> None:
         self.instances[instance_id] = state
+        if state is PowerState.RUNNING:
+            self.started_at.setdefault(instance_id, time.monotonic())
+        elif state is not PowerState.PAUSED:
+            self.started_at.pop(instance_id, None)
         if state not in (PowerState.RUNNING, PowerState.PAUSED):  # a guest that is gone hangs up
             for console in self.consoles.pop(instance_id, []):
                 console.close()
@@ -258,6 +267,27 @@ class SimDriver(ComputeDriver, NetworkDriver, SimStorage):
         Image.new("RGB", self.SCREEN).save(out, format="PNG")  # a guest whose screen is black
         return out.getvalue()
 
+    def stats(self, instance_id: str) -> InstanceStats:
+        """Plausible numbers that move: CPU % (of all vCPUs) and memory wave with time, the byte
+        counters grow with the time since start. ``pids`` is 0, as for a real VM."""
+        with self._lock:
+            self._require_running(instance_id)
+            spec = self.specs[instance_id]
+            up = time.monotonic() - self.started_at.setdefault(instance_id, time.monotonic())
+        limit = spec.memory_mb * 1024 * 1024
+        return InstanceStats(
+            cpu_percent=round(20.0 + 15.0 * math.sin(up / 3.0), 2),
+            online_cpus=spec.cpus,
+            memory_bytes=int(limit * (0.35 + 0.05 * math.sin(up / 7.0))),
+            memory_limit_bytes=limit,
+            network_rx_bytes=int(50_000 + 12_000 * up),
+            network_tx_bytes=int(20_000 + 3_000 * up),
+            block_read_bytes=int(30_000_000 + 200_000 * up),
+            block_write_bytes=int(1_000_000 + 80_000 * up),
+            pids=0,
+            read_at=datetime.now(UTC),
+        )
+
     def pause(self, instance_id: str) -> None:
         with self._lock:
             if self._require(instance_id) is not PowerState.RUNNING:
@@ -278,6 +308,7 @@ class SimDriver(ComputeDriver, NetworkDriver, SimStorage):
             self.specs.pop(instance_id, None)
             self.snapshots.pop(instance_id, None)
             self.media.pop(instance_id, None)
+            self.started_at.pop(instance_id, None)
             self.forget_attachments(instance_id)
 
     def state(self, instance_id: str) -> PowerState:

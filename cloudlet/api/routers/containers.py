@@ -1,10 +1,11 @@
 """What only containers have: logs (paged, streamed, followed), exec (one-shot and a TTY over a
-websocket) and resource stats (one sample, or live)."""
+websocket); and resource stats (one sample, or live) of containers and VMs."""
 
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 
 from fastapi import APIRouter, Query, WebSocket
@@ -14,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from cloudlet.api.deps import CanEditInstances, CanViewInstances, CloudDep
 from cloudlet.api.streams import accept_or_refuse, drain, pump_until_disconnect, serve_terminal
+from cloudlet.drivers.base import ComputeDriver, InstanceStats
 from cloudlet.drivers.containers import ContainerDriver, ContainerStats, ExecSession, Stream
 from cloudlet.errors import Invalid, InvalidState
 from cloudlet.services.cloud import Cloud
@@ -22,6 +24,7 @@ from cloudlet.services.context import RequestContext
 router = APIRouter(prefix="/instances", tags=["containers"])
 
 DEFAULT_SHELL = ["/bin/sh"]
+VM_STATS_INTERVAL = 2.0  # seconds between the samples of a VM's live stats
 
 
 def running_container(
@@ -37,6 +40,35 @@ def running_container(
     if running and state != "running":
         raise InvalidState(f"container {name!r} is {state}, not running", code="not_running", state=state)
     return cloud.instances.container_engine(), instance_id
+
+
+def running_instance(cloud: Cloud, ctx: RequestContext, ref: str) -> tuple[ComputeDriver, str]:
+    """The driver and instance id of a workspace's running container or VM (for stats)."""
+    ctx.require("instance:view")
+    with cloud.db.reads() as s:
+        row = cloud.instances.get(s, ctx, ref)
+        kind, state, instance_id, name = row.kind, row.state, row.id, row.name
+    if kind == "container":
+        return running_container(cloud, ctx, ref, running=True)
+    if state != "running":
+        raise InvalidState(f"VM {name!r} is {state}, not running", code="instance_not_running", state=state)
+    return cloud.instances.driver(kind), instance_id
+
+
+def polled_stats(driver: ComputeDriver, instance_id: str, interval: float) -> Stream[InstanceStats]:
+    """A VM's samples every ``interval`` seconds until it stops or the stream is closed."""
+    stop = threading.Event()
+
+    def samples() -> Iterator[InstanceStats]:
+        while not stop.is_set():
+            try:
+                yield driver.stats(instance_id)
+            except InvalidState:  # it stopped
+                return
+            if stop.wait(interval):
+                return
+
+    return Stream(samples(), stop.set)
 
 
 class ExecRequest(BaseModel):
@@ -55,16 +87,23 @@ class ExecResponse(BaseModel):
 
 
 class StatsPublic(BaseModel):
-    cpu_percent: float = Field(description="Percent of one CPU (200 = two busy CPUs).")
+    cpu_percent: float = Field(
+        description="Containers: percent of one CPU (200 = two busy CPUs). "
+        "VMs: percent of all its vCPUs (100 = every vCPU busy)."
+    )
     online_cpus: int
-    memory_bytes: int = Field(description="Usage without the page cache, as `docker stats` shows.")
+    memory_bytes: int = Field(
+        description="Containers: usage without the page cache, as `docker stats` shows. VMs: what "
+        "the guest reports as used if it can, or else the host memory its QEMU process holds (guest "
+        "pages it touched plus QEMU's own: it can pass the limit)."
+    )
     memory_limit_bytes: int
     memory_percent: float
     network_rx_bytes: int
     network_tx_bytes: int
     block_read_bytes: int
     block_write_bytes: int
-    pids: int
+    pids: int = Field(description="Processes of a container; always 0 for a VM.")
     read_at: datetime
 
 
@@ -181,19 +220,23 @@ async def container_exec_ws(
 
 @router.get("/{ref}/stats", response_model=StatsPublic)
 def container_stats(cloud: CloudDep, ctx: CanViewInstances, ref: str) -> StatsPublic:
-    """One sample: CPU %, memory without page cache, network and block IO."""
-    driver, instance_id = running_container(cloud, ctx, ref, running=True)
+    """One sample of a running container or VM: CPU %, memory, network and block IO (byte
+    counters are totals since it started). 409 when it does not run."""
+    driver, instance_id = running_instance(cloud, ctx, ref)
     return stats_public(driver.stats(instance_id))
 
 
 @router.websocket("/{ref}/stats/ws")
 async def container_stats_ws(websocket: WebSocket, ref: str) -> None:
-    """A JSON sample about every second, until the container stops or the client leaves."""
+    """A JSON sample about every second for a container, every 2 seconds for a VM, until it stops
+    or the client leaves."""
     cloud: Cloud = websocket.app.state.cloud
 
     def open_(ctx: RequestContext) -> Stream[ContainerStats]:
-        driver, instance_id = running_container(cloud, ctx, ref, running=True)
-        return driver.stats_stream(instance_id)
+        driver, instance_id = running_instance(cloud, ctx, ref)
+        if isinstance(driver, ContainerDriver):
+            return driver.stats_stream(instance_id)
+        return polled_stats(driver, instance_id, VM_STATS_INTERVAL)
 
     stream = await accept_or_refuse(websocket, open_)
     if stream is None:
