@@ -32,9 +32,19 @@ KERNEL_PACKAGE = "linux-image-cloud-amd64"
 BUSYBOX_PACKAGE = "busybox-static"
 DROPBEAR_PACKAGE = "dropbear-bin"
 LIBC_PACKAGE = "libc6"  # dropbear's shared libraries come from the host
-# Loaded at every boot (dependencies are added): disk, network, seed ISO, and the ACPI power
-# button (button) whose events acpid reads through evdev.
-CORE_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "virtio_rng", "isofs", "evdev", "button")
+# Loaded at every boot (dependencies are added): disk, network, seed ISO, the ACPI power button
+# (button) whose events acpid reads through evdev, and the memory balloon that reports the
+# guest's own memory use to the host (VM metrics).
+CORE_MODULES = (
+    "virtio_pci",
+    "virtio_blk",
+    "virtio_net",
+    "virtio_rng",
+    "virtio_balloon",
+    "isofs",
+    "evdev",
+    "button",
+)
 # Loaded only when no seed is on a virtio disk: a CD-ROM on IDE or virtio-scsi.
 CDROM_MODULES = ("ata_piix", "virtio_scsi", "sr_mod")
 IMAGE_PREFIX = "tiny-"

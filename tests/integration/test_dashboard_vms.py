@@ -116,6 +116,17 @@ def test_the_vnc_console_connects(page: Page) -> None:
     shot(page, "vm-vnc-console")
 
 
+def test_metrics_and_events(page: Page) -> None:
+    page.get_by_role("tab", name="Metrics").click()
+    metrics = page.get_by_test_id("metrics")
+    expect(metrics).to_contain_text("of 1 vCPU", timeout=20_000)
+    expect(metrics).to_contain_text("128 MiB")
+    shot(page, "vm-metrics")
+    page.get_by_role("tab", name="Events").click()
+    expect(page.get_by_role("list", name="Operations")).to_contain_text("Create instance")
+    shot(page, "vm-events")
+
+
 def test_vm_list_and_phone_width(page: Page) -> None:
     nav(page, "Virtual machines")
     row = page.locator(f"tr[data-vm={VM}]")

@@ -31,7 +31,7 @@ PATH_VALUES = {
 # Routes that sign people in: they take credentials in the body, not a bearer token.
 PUBLIC = {"/api/v1/auth/login", "/api/v1/auth/signup", "/api/v1/auth/refresh", "/api/v1/auth/logout"}
 # Browser sessions: credentials in the body or in cookies (with the CSRF header).
-PUBLIC |= {"/api/v1/auth/session", "/api/v1/auth/session/refresh"}
+PUBLIC |= {"/api/v1/auth/session", "/api/v1/auth/session/refresh", "/api/v1/auth/session/adopt"}
 # OpenID Connect sign-in: the browser follows redirects there, with no bearer token.
 PUBLIC |= {"/api/v1/auth/oidc/login", "/api/v1/auth/oidc/callback", "/api/v1/auth/oidc/config"}
 

@@ -1,6 +1,6 @@
 import { useCallback, useEffect, useRef, useState } from "react";
 import { api } from "./api/client";
-import { useEvents } from "./live";
+import { RECONNECTED, useEvents } from "./live";
 
 export interface Resource<T> {
   data: T | undefined;
@@ -39,7 +39,7 @@ export function useResource<T>(path: string | null, liveOn: string[] = []): Reso
   }, [reload]);
 
   const timer = useRef<ReturnType<typeof setTimeout>>();
-  useEvents(liveOn, () => {
+  useEvents(liveOn.length ? [...liveOn, RECONNECTED] : [], () => {
     clearTimeout(timer.current);
     timer.current = setTimeout(() => void reload(), 150);
   });

@@ -7,6 +7,9 @@ import { opLabel } from "./format";
 
 type Listener = (event: CloudEvent) => void;
 
+/** Sent to listeners when the events websocket is back after a break. */
+export const RECONNECTED = "live.reconnected";
+
 export interface Toast { id: number; kind: "ok" | "error" | "info"; text: string }
 
 interface LiveValue {
@@ -37,11 +40,18 @@ export function LiveProvider({ workspace, children }: { workspace: string; child
     let ping: ReturnType<typeof setInterval> | undefined;
     let delay = 500;
     let closed = false;
+    let opened = false;
     const open = () => {
       socket = new WebSocket(wsUrl("/events"));
       socket.onopen = () => {
         delay = 500;
         setConnected(true);
+        if (opened) {
+          // Events sent while the socket was down are lost: pages read their data again.
+          const event: CloudEvent = { type: RECONNECTED, workspace_id: workspace, time: new Date().toISOString(), data: {} };
+          for (const fn of listeners.current) fn(event);
+        }
+        opened = true;
         ping = setInterval(() => socket?.readyState === WebSocket.OPEN && socket.send("ping"), 25000);
       };
       socket.onmessage = (msg) => {
@@ -108,8 +118,8 @@ export function useEvents(prefixes: string[], fn: Listener): void {
   const latest = useRef(fn);
   latest.current = fn;
   const key = prefixes.join(",");
-  useEffect(
-    () => subscribe((e) => key.split(",").some((p) => e.type.startsWith(p)) && latest.current(e)),
-    [subscribe, key],
-  );
+  useEffect(() => {
+    if (!key) return; // no types: nothing to hear
+    return subscribe((e) => key.split(",").some((p) => e.type.startsWith(p)) && latest.current(e));
+  }, [subscribe, key]);
 }

@@ -16,6 +16,9 @@ DNSMASQ_NS = "http://libvirt.org/schemas/network/dnsmasq/1.0"
 ET.register_namespace("dnsmasq", DNSMASQ_NS)
 
 
+BALLOON_STATS_PERIOD = 5  # seconds between the guest's memory reports
+
+
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
     el = ET.SubElement(parent, tag, attrs)
     if text is not None:
@@ -302,7 +305,10 @@ class Domain:
         # Entropy for the guest from the start: without it key generation stalls early in boot.
         rng = _sub(devices, "rng", model="virtio")
         _sub(rng, "backend", "/dev/urandom", model="random")
-        _sub(devices, "memballoon", model="none")
+        # The balloon reports the guest's own memory use (free, usable) every few seconds: what
+        # the metrics show. cloudlet never inflates it; memory changes go through DIMMs.
+        balloon = _sub(devices, "memballoon", model="virtio")
+        _sub(balloon, "stats", period=str(BALLOON_STATS_PERIOD))
         return dom
 
     def to_xml(self) -> str:

@@ -76,11 +76,22 @@ export function renewSession(): Promise<boolean> {
 
 export async function request<T>(method: string, path: string, body?: unknown, retry = true): Promise<T> {
   const isForm = body instanceof FormData || body instanceof Blob;
-  const res = await fetch(API + path, {
-    method,
-    headers: headers(method, body !== undefined && !isForm),
-    body: body === undefined ? undefined : isForm ? (body as BodyInit) : JSON.stringify(body),
-  });
+  const send = () =>
+    fetch(API + path, {
+      method,
+      headers: headers(method, body !== undefined && !isForm),
+      body: body === undefined ? undefined : isForm ? (body as BodyInit) : JSON.stringify(body),
+    });
+  let res: Response;
+  try {
+    res = await send();
+  } catch (err) {
+    // A read cut by a network blip (the browser drops requests in flight when the host's
+    // interfaces change) is tried once more; a change is never sent twice.
+    if (method !== "GET") throw err;
+    await new Promise((r) => setTimeout(r, 300));
+    res = await send();
+  }
   if (res.status === 401 && retry && !path.startsWith("/auth/session")) {
     if (await renewSession()) return request<T>(method, path, body, false);
     onSignedOut();
