@@ -63,6 +63,10 @@ def strict_page(browser: Browser, server: Server) -> Iterator[Page]:
         context.close()
 
 
+def nav(p: Page, name: str) -> None:
+    p.get_by_role("navigation", name="Main").get_by_role("link", name=name).click()
+
+
 @contextlib.contextmanager
 def tolerant_page(browser: Browser, server: Server) -> Iterator[Page]:
     """A signed-in page for answers the browser logs as errors (a 409 is one)."""
@@ -77,7 +81,7 @@ def tolerant_page(browser: Browser, server: Server) -> Iterator[Page]:
 
 
 def test_create_a_pool_in_the_dialog_and_it_fills(page: Page) -> None:
-    page.get_by_role("link", name="Pools").click()
+    nav(page, "Pools")
     expect(page.get_by_role("heading", name="Pools")).to_be_visible()
     page.get_by_role("button", name="New pool").click()
     dialog = page.get_by_role("dialog", name="New pool")
@@ -130,7 +134,7 @@ def test_check_in(page: Page) -> None:
 
 
 def test_networks_create_show_and_delete(page: Page, sqlite_server: Server) -> None:
-    page.get_by_role("link", name="Networks").click()
+    nav(page, "Networks")
     expect(page.locator("tr[data-network=default]")).to_be_visible()
     page.get_by_role("button", name="New network").click()
     dialog = page.get_by_role("dialog", name="New network")
@@ -151,7 +155,7 @@ def test_networks_create_show_and_delete(page: Page, sqlite_server: Server) -> N
 
 def test_a_network_in_use_is_not_deleted(browser: Browser, sqlite_server: Server) -> None:
     with tolerant_page(browser, sqlite_server) as p:
-        p.get_by_role("link", name="Networks").click()
+        nav(p, "Networks")
         p.locator("tr[data-network=default]").get_by_role("button", name="Delete").click()
         expect(p.get_by_role("alert")).to_contain_text(re.compile("used by|in use", re.I))
         expect(p.locator("tr[data-network=default]")).to_be_visible()
@@ -159,7 +163,7 @@ def test_a_network_in_use_is_not_deleted(browser: Browser, sqlite_server: Server
 
 
 def test_vm_images_list_upload_and_a_failed_import(page: Page, tiny_image: Path) -> None:
-    page.get_by_role("link", name="Images").click()
+    nav(page, "Images")
     row = page.locator("tr[data-image=tiny]")
     expect(row.get_by_text("ready")).to_be_visible()
     shot(page, "images-vm")
@@ -167,7 +171,7 @@ def test_vm_images_list_upload_and_a_failed_import(page: Page, tiny_image: Path)
     page.get_by_role("button", name="Import from URL").click()
     dialog = page.get_by_role("dialog", name="Import from URL")
     dialog.get_by_label("Name").fill("nowhere")
-    dialog.get_by_label("URL").fill("http://127.0.0.1:9/nothing.qcow2")
+    dialog.locator("input[name=url]").fill("http://127.0.0.1:9/nothing.qcow2")
     dialog.get_by_role("button", name="Import").click()
     status = dialog.get_by_test_id("import-operation")
     expect(status).to_have_attribute("data-status", "failed", timeout=30_000)
@@ -203,7 +207,7 @@ def test_vm_images_list_upload_and_a_failed_import(page: Page, tiny_image: Path)
 
 
 def test_admin_tokens_audit_and_quota(page: Page) -> None:
-    page.get_by_role("link", name="Admin").click()
+    nav(page, "Admin")
     expect(page.get_by_role("heading", name="Admin")).to_be_visible()
     expect(page.get_by_role("table", name="Users")).to_be_visible()
     shot(page, "admin-users")
@@ -246,7 +250,7 @@ def test_admin_tokens_audit_and_quota(page: Page) -> None:
 
 
 def test_phone_width_dark_theme_and_delete_the_pool(page: Page) -> None:
-    page.get_by_role("link", name="Pools").click()
+    nav(page, "Pools")
     page.set_viewport_size({"width": 390, "height": 844})
     expect(page.locator(f"tr[data-pool={POOL}]")).to_be_visible()
     shot(page, "pools-phone")
