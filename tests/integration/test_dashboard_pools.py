@@ -153,13 +153,19 @@ def test_networks_create_show_and_delete(page: Page, sqlite_server: Server) -> N
     expect(row).to_have_count(0, timeout=30_000)
 
 
-def test_a_network_in_use_is_not_deleted(browser: Browser, sqlite_server: Server) -> None:
+def test_a_network_or_image_in_use_is_not_deleted(browser: Browser, sqlite_server: Server) -> None:
     with tolerant_page(browser, sqlite_server) as p:
         nav(p, "Networks")
         p.locator("tr[data-network=default]").get_by_role("button", name="Delete").click()
         expect(p.get_by_role("alert")).to_contain_text(re.compile("used by|in use", re.I))
         expect(p.locator("tr[data-network=default]")).to_be_visible()
         shot(p, "networks-in-use")
+        # the pool's VM runs from tiny: the image is not deleted either
+        nav(p, "Images")
+        p.locator("tr[data-image=tiny]").get_by_role("button", name="Delete").click()
+        expect(p.get_by_role("alert")).to_contain_text(re.compile("used by|in use", re.I))
+        expect(p.locator("tr[data-image=tiny]")).to_be_visible()
+        shot(p, "images-in-use")
 
 
 def test_vm_images_list_upload_and_a_failed_import(page: Page, tiny_image: Path) -> None:

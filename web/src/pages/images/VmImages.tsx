@@ -207,6 +207,7 @@ function EditForm({ image, onDone }: { image: Image; onDone: () => void }) {
 export default function VmImages() {
   const { can } = useSession();
   const [dialog, setDialog] = useState<Dialog>(null);
+  const [failed, setFailed] = useState<unknown>(null);
   const list = useResource<Image[]>("/images", ["operation.", "image."]);
   const images = list.data ?? [];
   return (
@@ -221,6 +222,7 @@ export default function VmImages() {
         <span className="muted">{images.length} images</span>
       </div>
       <ErrorBox error={list.error} />
+      <ErrorBox error={failed} />
       {list.loading && !list.data ? <Loading /> : images.length === 0 ? <Empty>No VM images yet. Import one from a URL or upload a file.</Empty> : (
         <div className="table-wrap">
           <table aria-label="VM images">
@@ -239,7 +241,12 @@ export default function VmImages() {
                       {can("image:edit") && <button type="button" onClick={() => setDialog({ edit: i })}>Edit</button>}
                       {can("image:delete") && (
                         <ActionButton className="danger" confirm={`Delete image ${i.name}?`} onClick={async () => {
-                          await api.del(`/images/${q(i.id)}`);
+                          setFailed(null);
+                          try {
+                            await api.del(`/images/${q(i.id)}`);
+                          } catch (err) {
+                            setFailed(err); // "in use" is shown above the table
+                          }
                           await list.reload();
                         }}>Delete</ActionButton>
                       )}

@@ -94,6 +94,7 @@ export default function NetworkList() {
   const { can } = useSession();
   const [creating, setCreating] = useState(false);
   const [selected, setSelected] = useState<string | null>(null);
+  const [failed, setFailed] = useState<unknown>(null);
   const list = useResource<Network[]>("/networks", ["network.", "operation.", "instance."]);
   const nets = list.data ?? [];
   const chosen = nets.find((n) => n.id === selected);
@@ -103,6 +104,7 @@ export default function NetworkList() {
         {can("network:create") && <button type="button" className="primary" onClick={() => setCreating(true)}>New network</button>}
       </PageHeader>
       <ErrorBox error={list.error} />
+      <ErrorBox error={failed} />
       {list.loading && !list.data ? <Loading /> : nets.length === 0 ? <Empty>No networks.</Empty> : (
         <div className="table-wrap">
           <table aria-label="Networks">
@@ -131,7 +133,13 @@ export default function NetworkList() {
                       <div className="row-actions">
                         {can("network:delete") && (
                           <ActionButton className="danger" confirm={`Delete network ${n.name}?`} onClick={async () => {
-                            await finished(`/networks/${q(n.id)}`, undefined, "del");
+                            setFailed(null);
+                            try {
+                              await finished(`/networks/${q(n.id)}`, undefined, "del");
+                            } catch (err) {
+                              setFailed(err); // shown above the table: a cell is too narrow
+                              return;
+                            }
                             if (selected === n.id) setSelected(null);
                             await list.reload();
                           }}>Delete</ActionButton>
