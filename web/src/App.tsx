@@ -14,6 +14,10 @@ const Vms = lazy(() => import("./pages/vms/VmList"));
 const VmCreate = lazy(() => import("./pages/vms/VmCreate"));
 const VmDetail = lazy(() => import("./pages/vms/VmDetail"));
 const Images = lazy(() => import("./pages/images/ImagesPage"));
+const Networks = lazy(() => import("./pages/networks/NetworkList"));
+const Pools = lazy(() => import("./pages/pools/PoolList"));
+const PoolDetail = lazy(() => import("./pages/pools/PoolDetail"));
+const Admin = lazy(() => import("./pages/admin/AdminPage"));
 
 function Routed() {
   const { me, loading } = useSession();
@@ -40,6 +44,10 @@ function Routed() {
             <Route path="vms/new" element={<VmCreate />} />
             <Route path="vms/:ref" element={<VmDetail />} />
             <Route path="images" element={<Images />} />
+            <Route path="networks" element={<Networks />} />
+            <Route path="pools" element={<Pools />} />
+            <Route path="pools/:ref" element={<PoolDetail />} />
+            <Route path="admin" element={<Admin />} />
             <Route path="*" element={<NotFound />} />
           </Route>
         </Routes>

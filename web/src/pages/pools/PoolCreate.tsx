@@ -1,0 +1,90 @@
+import { useState, type FormEvent } from "react";
+import { api } from "../../api/client";
+import type { Image, Network } from "../../api/types";
+import { ErrorBox, Field } from "../../components/ui";
+import { useResource } from "../../hooks";
+import type { Pool } from "./types";
+
+/** The create-pool form (shown in a dialog): the VM template and the pool's policy. */
+export function PoolCreate({ onCreated }: { onCreated: (pool: Pool) => void }) {
+  const images = useResource<Image[]>("/images");
+  const networks = useResource<Network[]>("/networks");
+  const [error, setError] = useState<unknown>(null);
+  const [busy, setBusy] = useState(false);
+  const [f, setF] = useState({
+    name: "", image: "", cpus: 1, memory: 512, disk: 1, network: "default", sshKeys: "",
+    minReady: 1, maxSize: 5, leaseDefault: 60, leaseMax: 1440, onCheckin: "reset",
+  });
+  const set = <K extends keyof typeof f>(key: K, value: (typeof f)[K]) => setF((old) => ({ ...old, [key]: value }));
+  const ready = (images.data ?? []).filter((i) => i.status === "ready" && i.format !== "iso");
+
+  const submit = async (e: FormEvent) => {
+    e.preventDefault();
+    setBusy(true);
+    setError(null);
+    try {
+      const pool = await api.post<Pool>("/pools", {
+        name: f.name.trim(),
+        template: {
+          image: f.image || ready[0]?.name, cpus: f.cpus, memory: f.memory, disk: f.disk, network: f.network,
+          ssh_keys: f.sshKeys.split("\n").map((k) => k.trim()).filter(Boolean),
+        },
+        min_ready: f.minReady, max_size: f.maxSize, lease_default: f.leaseDefault * 60,
+        lease_max: f.leaseMax * 60, on_checkin: f.onCheckin,
+      });
+      onCreated(pool);
+    } catch (err) {
+      setError(err);
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  return (
+    <form onSubmit={submit} aria-label="New pool">
+      <Field label="Name">
+        <input name="name" required pattern="[a-zA-Z0-9][a-zA-Z0-9\-]{0,62}" value={f.name} onChange={(e) => set("name", e.target.value)} autoFocus />
+      </Field>
+      <fieldset className="field">
+        <legend>VM template</legend>
+        <div className="grid-2">
+          <Field label="Image">
+            <select name="image" required value={f.image || ready[0]?.name || ""} onChange={(e) => set("image", e.target.value)}>
+              {ready.length === 0 && <option value="">no ready images</option>}
+              {ready.map((i) => <option key={i.id} value={i.name}>{i.name}</option>)}
+            </select>
+          </Field>
+          <Field label="Network">
+            <select name="network" value={f.network} onChange={(e) => set("network", e.target.value)}>
+              {!(networks.data ?? []).some((n) => n.name === "default") && <option value="default">default</option>}
+              {(networks.data ?? []).map((n) => <option key={n.id} value={n.name}>{n.name} ({n.cidr})</option>)}
+            </select>
+          </Field>
+          <Field label="vCPUs"><input name="cpus" type="number" min={1} max={64} required value={f.cpus} onChange={(e) => set("cpus", Number(e.target.value))} /></Field>
+          <Field label="Memory (MiB)"><input name="memory" type="number" min={64} step={64} required value={f.memory} onChange={(e) => set("memory", Number(e.target.value))} /></Field>
+          <Field label="Disk (GB)"><input name="disk" type="number" min={1} required value={f.disk} onChange={(e) => set("disk", Number(e.target.value))} /></Field>
+        </div>
+        <Field label="SSH public keys" hint="One per line; every VM of the pool gets them.">
+          <textarea name="ssh_keys" rows={3} value={f.sshKeys} onChange={(e) => set("sshKeys", e.target.value)} />
+        </Field>
+      </fieldset>
+      <div className="grid-2">
+        <Field label="Ready VMs kept (min_ready)"><input name="min_ready" type="number" min={0} required value={f.minReady} onChange={(e) => set("minReady", Number(e.target.value))} /></Field>
+        <Field label="Most VMs (max_size)"><input name="max_size" type="number" min={1} required value={f.maxSize} onChange={(e) => set("maxSize", Number(e.target.value))} /></Field>
+        <Field label="Default lease (minutes)"><input name="lease_default" type="number" min={1} required value={f.leaseDefault} onChange={(e) => set("leaseDefault", Number(e.target.value))} /></Field>
+        <Field label="Longest lease (minutes)"><input name="lease_max" type="number" min={1} required value={f.leaseMax} onChange={(e) => set("leaseMax", Number(e.target.value))} /></Field>
+        <Field label="On check-in">
+          <select name="on_checkin" value={f.onCheckin} onChange={(e) => set("onCheckin", e.target.value)}>
+            <option value="reset">reset (a fresh VM replaces it)</option>
+            <option value="reuse">reuse (back to the pool as it is)</option>
+            <option value="destroy">destroy</option>
+          </select>
+        </Field>
+      </div>
+      <ErrorBox error={error} />
+      <div className="form-actions">
+        <button type="submit" className="primary" disabled={busy}>{busy ? "Creating…" : "Create pool"}</button>
+      </div>
+    </form>
+  );
+}
