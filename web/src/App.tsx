@@ -14,6 +14,10 @@ const Vms = lazy(() => import("./pages/vms/VmList"));
 const VmCreate = lazy(() => import("./pages/vms/VmCreate"));
 const VmDetail = lazy(() => import("./pages/vms/VmDetail"));
 const Images = lazy(() => import("./pages/images/ImagesPage"));
+const Containers = lazy(() => import("./pages/containers/ContainerList"));
+const ContainerDetail = lazy(() => import("./pages/containers/ContainerDetail"));
+const Projects = lazy(() => import("./pages/projects/ProjectList"));
+const ProjectDetail = lazy(() => import("./pages/projects/ProjectDetail"));
 
 function Routed() {
   const { me, loading } = useSession();
@@ -38,6 +42,10 @@ function Routed() {
             <Route path="vms/new" element={<VmCreate />} />
             <Route path="vms/:ref" element={<VmDetail />} />
             <Route path="images" element={<Images />} />
+            <Route path="containers" element={<Containers />} />
+            <Route path="containers/:ref" element={<ContainerDetail />} />
+            <Route path="projects" element={<Projects />} />
+            <Route path="projects/:name" element={<ProjectDetail />} />
             <Route path="*" element={<NotFound />} />
           </Route>
         </Routes>
