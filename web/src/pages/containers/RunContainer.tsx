@@ -79,7 +79,7 @@ export function RunContainer({ onCreated, initialImage }: { onCreated: (name: st
       )}
       <div className="grid-2">
         <Field label="Name" hint="Lowercase letters, digits and dashes.">
-          <input name="name" required value={name} pattern="[a-z0-9]([a-z0-9-]*[a-z0-9])?" autoComplete="off" onChange={(e) => setName(e.target.value)} autoFocus />
+          <input name="name" required value={name} pattern={"[a-z0-9](?:[a-z0-9\\-]*[a-z0-9])?"} autoComplete="off" onChange={(e) => setName(e.target.value)} autoFocus />
         </Field>
         <Field label="Image">
           <select name="image" required value={chosen} onChange={(e) => setImage(e.target.value)}>
