@@ -7,6 +7,7 @@ the no-registry errors of pull and search; the phone-width layout."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 
 import docker
@@ -24,6 +25,7 @@ CT2 = "webct2"
 PROJECT = "webproj"
 TAG = "webproj:1"
 TICKER = 'sh -c "i=0; while true; do i=$((i+1)); echo tick-$i; sleep 0.3; done"'
+LONG = ["sh", "-c", "seq 1 100000 | sed s/^/line-/; sleep 3600"]
 DOCKERFILE = f"""FROM {BUSYBOX_REF}
 RUN echo step-one && sleep 3
 RUN echo built-by-dashboard > /built.txt
@@ -162,6 +164,29 @@ def test_stats(page: Page) -> None:
     expect(page.get_by_test_id("metrics")).to_be_visible(timeout=20_000)
     expect(page.get_by_role("img", name="CPU use")).to_be_visible()
     shot(page, "container-stats")
+
+
+def test_a_100k_line_log_stays_fast(page: Page, sqlite_server: Server) -> None:
+    with sqlite_server.client() as c:
+        c.create_instance(kind="container", name="weblong", image=BUSYBOX_REF, command=LONG)
+    try:
+        page.goto(page.url.split("/containers")[0] + "/containers/weblong?tab=logs")
+        page.get_by_label("Lines to load").select_option("100000")
+        started = time.monotonic()
+        expect(page.get_by_test_id("log-status")).to_contain_text("100,000 lines", timeout=30_000)
+        loaded = time.monotonic() - started
+        log = page.get_by_role("log", name="Container log")
+        expect(log).to_contain_text("line-100000")  # following: the view sits at the end
+        rows = log.locator(".log-line").count()
+        assert rows < 200, f"{rows} rows in the DOM: the log is not virtualized"
+        page.get_by_label("Search the log").fill("line-77777")
+        expect(page.get_by_test_id("log-matches")).to_have_text("1 of 1")
+        expect(log.locator("mark")).to_have_text("line-77777")
+        shot(page, "container-logs-100k")
+        assert loaded < 20, f"100k lines took {loaded:.1f} s to show"
+    finally:
+        with sqlite_server.client() as c:
+            c.request("DELETE", "/instances/weblong", params={"force": True})
 
 
 def test_write_and_build_a_dockerfile_project_with_a_live_log(page: Page, sqlite_server: Server) -> None:

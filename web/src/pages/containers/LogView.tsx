@@ -113,6 +113,15 @@ export function LogView({ instance, running }: { instance: string; running: bool
     setStick(false);
     virtual.scrollToIndex(rows ? i : matches[i], { align: "center" });
   };
+  // A new search term shows its first match (as find in a page does).
+  const first = matches[0];
+  useEffect(() => {
+    if (!needle || first === undefined) return;
+    setStick(false);
+    virtual.scrollToIndex(onlyMatches ? 0 : first, { align: "center" });
+    // Only when the term changes, not as more lines arrive.
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [needle, first === undefined]);
   const onScroll = () => {
     const el = scroller.current;
     if (!el) return;

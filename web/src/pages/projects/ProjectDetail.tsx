@@ -182,7 +182,7 @@ export default function ProjectDetail() {
     <>
       <p className="crumbs"><Link to="/projects">Dockerfiles</Link> /</p>
       <PageHeader title={name}>
-        <span className="muted">{res.data.file_count} files · {bytes(res.data.total_bytes)}</span>
+        <span className="muted">{res.data.file_count} file{res.data.file_count === 1 ? "" : "s"} · {bytes(res.data.total_bytes)}</span>
         {can("image:delete") && (
           <ActionButton className="danger" confirm={`Delete project ${name} and all its files? Built images stay.`} onClick={async () => {
             await api.del(`/projects/${q(name)}`);
