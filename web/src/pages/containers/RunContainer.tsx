@@ -107,7 +107,7 @@ export function RunContainer({ onCreated, initialImage }: { onCreated: (name: st
             <button type="button" className="icon" aria-label={`Remove port mapping ${i + 1}`} onClick={() => setRows(rows.filter((_, j) => j !== i))}>×</button>
           </div>
         ))}
-        <button type="button" onClick={() => setRows([...rows, { host: "", container: "", protocol: "tcp" }])}>Add port</button>
+        <button type="button" className="port-add" onClick={() => setRows([...rows, { host: "", container: "", protocol: "tcp" }])}>Add port</button>
       </fieldset>
       <div className="grid-2">
         <Field label="Restart policy">
