@@ -102,6 +102,7 @@ export default function ContainerImages() {
   const [filter, setFilter] = useState("");
   const [pick, setPick] = useState({ ref: "", n: 0 });
   const [pruned, setPruned] = useState("");
+  const [deleteError, setDeleteError] = useState<unknown>(null);
   const list = useResource<ContainerImage[]>("/container-images", ["operation.updated", "instance."]);
   const f = filter.trim().toLowerCase();
   const all = list.data ?? [];
@@ -124,6 +125,7 @@ export default function ContainerImages() {
       </div>
       {pruned && <p className="muted" role="status">{pruned}</p>}
       <ErrorBox error={list.error} />
+      <div data-testid="images-error"><ErrorBox error={deleteError} /></div>
       {list.loading && !list.data ? (
         <Loading />
       ) : shown.length === 0 ? (
@@ -145,7 +147,12 @@ export default function ContainerImages() {
                       {i.tags[0] && can("instance:create") && <Link className="button" to={`/containers?run=${q(i.tags[0])}`}>Run</Link>}
                       {can("image:delete") && (
                         <ActionButton className="danger" confirm={`Delete ${i.tags.join(", ") || i.short_id}?`} onClick={async () => {
-                          await api.del(`/container-images/${i.tags.length === 1 ? i.tags[0] : i.id}`);
+                          setDeleteError(null);
+                          try {
+                            await api.del(`/container-images/${i.tags.length === 1 ? i.tags[0] : i.id}`);
+                          } catch (err) {
+                            setDeleteError(err); // shown above the table: a row is too narrow
+                          }
                           await list.reload();
                         }}>Delete</ActionButton>
                       )}
