@@ -122,10 +122,16 @@ export function LogView({ instance, running }: { instance: string; running: bool
     // Only when the term changes, not as more lines arrive.
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [needle, first === undefined]);
+  // Following sticks to the end until the user scrolls up; reaching the end sticks again. (Lines
+  // arriving grow the content under a scroll event, so only a move upwards unsticks.)
+  const lastTop = useRef(0);
   const onScroll = () => {
     const el = scroller.current;
     if (!el) return;
-    setStick(el.scrollHeight - el.scrollTop - el.clientHeight < 30);
+    const atEnd = el.scrollHeight - el.scrollTop - el.clientHeight < 30;
+    if (atEnd) setStick(true);
+    else if (el.scrollTop < lastTop.current - 2) setStick(false);
+    lastTop.current = el.scrollTop;
   };
   const currentLine = matches.length ? matches[Math.min(current, matches.length - 1)] : -1;
 
