@@ -18,6 +18,10 @@ const Networks = lazy(() => import("./pages/networks/NetworkList"));
 const Pools = lazy(() => import("./pages/pools/PoolList"));
 const PoolDetail = lazy(() => import("./pages/pools/PoolDetail"));
 const Admin = lazy(() => import("./pages/admin/AdminPage"));
+const Containers = lazy(() => import("./pages/containers/ContainerList"));
+const ContainerDetail = lazy(() => import("./pages/containers/ContainerDetail"));
+const Projects = lazy(() => import("./pages/projects/ProjectList"));
+const ProjectDetail = lazy(() => import("./pages/projects/ProjectDetail"));
 
 function Routed() {
   const { me, loading } = useSession();
@@ -48,6 +52,10 @@ function Routed() {
             <Route path="pools" element={<Pools />} />
             <Route path="pools/:ref" element={<PoolDetail />} />
             <Route path="admin" element={<Admin />} />
+            <Route path="containers" element={<Containers />} />
+            <Route path="containers/:ref" element={<ContainerDetail />} />
+            <Route path="projects" element={<Projects />} />
+            <Route path="projects/:name" element={<ProjectDetail />} />
             <Route path="*" element={<NotFound />} />
           </Route>
         </Routes>
