@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -74,11 +75,21 @@ def sign_in(page: Page, server: Server, username: str) -> None:
     expect(page.get_by_role("heading", name="Overview")).to_be_visible(timeout=15_000)
 
 
+# What a test provokes on purpose: Chromium logs every 4xx/5xx answer as a console error.
+REFUSALS = re.compile(r"Failed to load resource: the server responded with a status of (409|502)")
+
+
 @contextlib.contextmanager
 def dashboard_page(
-    browser: Browser, server: Server, *, width: int = 1280, height: int = 860
+    browser: Browser,
+    server: Server,
+    *,
+    width: int = 1280,
+    height: int = 860,
+    expected: re.Pattern[str] | None = None,
 ) -> Iterator[Page]:
-    """A signed-in page; on exit, any console error or uncaught exception fails the test."""
+    """A signed-in page; on exit, any console error (but those matching ``expected``: answers the
+    test provokes) or uncaught exception fails the test. Confirmation dialogs are accepted."""
     context = browser.new_context(viewport={"width": width, "height": height})
     page = context.new_page()
     errors: list[str] = []
@@ -86,11 +97,14 @@ def dashboard_page(
     def on_console(msg: ConsoleMessage) -> None:
         # Chromium drops requests in flight when the host's interfaces change, which other tests
         # do by making bridges; the app reads again, and that is no error of the app's.
-        if msg.type == "error" and "ERR_NETWORK_CHANGED" not in msg.text:
+        if msg.type != "error" or "ERR_NETWORK_CHANGED" in msg.text:
+            return
+        if expected is None or not expected.search(msg.text):
             errors.append(f"console: {msg.text} ({msg.location.get('url', '')})")
 
     page.on("console", on_console)
     page.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
+    page.on("dialog", lambda d: d.accept())  # the confirm() before deletes, reverts, check-ins
     try:
         sign_in(page, server, make_user(server))
         yield page

@@ -17,7 +17,7 @@ from playwright.sync_api import Browser, Locator, Page, expect
 
 from tests.helpers import free_port
 from tests.integration.conftest import Server
-from tests.integration.dashboard import chromium, make_user, shot, sign_in
+from tests.integration.dashboard import REFUSALS, chromium, dashboard_page, nav, shot
 from tests.integration.docker_images import BUSYBOX_REF, ensure_busybox_image
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -50,23 +50,8 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture(scope="module")
 def page(browser: Browser, sqlite_server: Server, engine: docker.DockerClient) -> Iterator[Page]:
-    """A signed-in page, as `dashboard_page` makes it, but failing only on console errors after
-    sign-in: before it the app's /auth/me probe answers 401, which Chromium logs as an error."""
-    context = browser.new_context(viewport={"width": 1280, "height": 860})
-    p = context.new_page()
-    errors: list[str] = []
-    try:
-        sign_in(p, sqlite_server, make_user(sqlite_server))
-        p.on(
-            "console",
-            lambda m: m.type == "error" and not EXPECTED.match(m.text) and errors.append(m.text),
-        )
-        p.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
-        p.on("dialog", lambda d: d.accept())  # the confirm() of delete buttons
+    with dashboard_page(browser, sqlite_server, expected=REFUSALS) as p:
         yield p
-        assert not errors, "the browser reported errors:\n" + "\n".join(errors)
-    finally:
-        context.close()
 
 
 # Elements of the page that reach past the main area's content edge, outside boxes that scroll.
@@ -80,15 +65,10 @@ WIDE_ELEMENTS = """(() => {
     .slice(0, 8)
     .map((e) => e.tagName + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right));
 })()"""
+
+
 # Problems the server answers on purpose (no registry; an image in use) still log a line in
 # Chromium's console; the page shows them, so they are not errors of the page.
-EXPECTED = re.compile(r"Failed to load resource: the server responded with a status of (409|502)")
-
-
-def nav(page: Page, name: str) -> None:
-    page.get_by_role("navigation", name="Main").get_by_role("link", name=name, exact=True).click()
-
-
 def state_of(page: Page) -> Locator:
     return page.locator(".page-header [data-state]")
 

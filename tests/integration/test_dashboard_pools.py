@@ -6,17 +6,16 @@ secret shown once), lists the audit log and edits a quota."""
 
 from __future__ import annotations
 
-import contextlib
 import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from tests.integration.conftest import Server, import_tiny, traversable_tmp
-from tests.integration.dashboard import chromium, make_user, shot, sign_in
+from tests.integration.dashboard import REFUSALS, chromium, dashboard_page, nav, shot
 
 pytestmark = pytest.mark.timeout(900)
 POOL = "webpool"
@@ -34,50 +33,8 @@ def browser() -> Iterator[Browser]:
 def page(browser: Browser, sqlite_server: Server, tiny_image: Path) -> Iterator[Page]:
     with sqlite_server.client() as c:
         import_tiny(c, tiny_image)
-    with strict_page(browser, sqlite_server) as p:
+    with dashboard_page(browser, sqlite_server) as p:
         yield p
-
-
-@contextlib.contextmanager
-def strict_page(browser: Browser, server: Server) -> Iterator[Page]:
-    """Like `dashboard_page`, but console errors count from the sign-in on: the sign-in page's
-    own probe of /auth/me (401) and of the session refresh (403) are logged by the browser."""
-    context = browser.new_context(viewport={"width": 1280, "height": 860})
-    p = context.new_page()
-    errors: list[str] = []
-    signed_in = False
-
-    def on_console(msg: ConsoleMessage) -> None:
-        if msg.type == "error" and signed_in:
-            errors.append(f"console: {msg.text} ({msg.location.get('url', '')})")
-
-    p.on("console", on_console)
-    p.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
-    p.on("dialog", lambda d: d.accept())  # the confirm() before deletes and check-ins
-    try:
-        sign_in(p, server, make_user(server))
-        signed_in = True
-        yield p
-        assert not errors, "the browser reported errors:\n" + "\n".join(errors)
-    finally:
-        context.close()
-
-
-def nav(p: Page, name: str) -> None:
-    p.get_by_role("navigation", name="Main").get_by_role("link", name=name).click()
-
-
-@contextlib.contextmanager
-def tolerant_page(browser: Browser, server: Server) -> Iterator[Page]:
-    """A signed-in page for answers the browser logs as errors (a 409 is one)."""
-    context = browser.new_context(viewport={"width": 1280, "height": 860})
-    try:
-        p = context.new_page()
-        p.on("dialog", lambda d: d.accept())
-        sign_in(p, server, make_user(server))
-        yield p
-    finally:
-        context.close()
 
 
 def test_create_a_pool_in_the_dialog_and_it_fills(page: Page) -> None:
@@ -154,7 +111,7 @@ def test_networks_create_show_and_delete(page: Page, sqlite_server: Server) -> N
 
 
 def test_a_network_or_image_in_use_is_not_deleted(browser: Browser, sqlite_server: Server) -> None:
-    with tolerant_page(browser, sqlite_server) as p:
+    with dashboard_page(browser, sqlite_server, expected=REFUSALS) as p:
         nav(p, "Networks")
         p.locator("tr[data-network=default]").get_by_role("button", name="Delete").click()
         expect(p.get_by_role("alert")).to_contain_text(re.compile("used by|in use", re.I))

@@ -6,16 +6,18 @@ export interface Me {
   workspace_id: string; role: string; permissions: string[]; workspaces: Membership[];
 }
 export interface Nic { network: string; network_id: string; ip: string; mac: string }
-export interface PortMapping { container_port: number; host_port?: number | null; protocol?: string; host_ip?: string | null }
-export interface ContainerInfo {
-  image: string; short_id: string | null; command: string[] | null; env: Record<string, string>;
-  ports: PortMapping[]; status: string | null; exit_code: number | null; started_at: string | null;
-  restart: string;
+export interface Port { host: number; container: number; protocol: "tcp" | "udp"; host_ip: string }
+export interface ContainerVolume { path: string; name: string | null; host_path: string | null; read_only: boolean }
+export interface ContainerSpec {
+  image: string; short_id: string | null; command: string[] | null; entrypoint: string[] | null;
+  env: Record<string, string>; ports: Port[]; volumes: ContainerVolume[]; cpus: number | null; memory: number | null;
+  restart: string; privileged: boolean; workdir: string | null; user: string | null; status: string | null;
+  exit_code: number | null; started_at: string | null; finished_at: string | null;
 }
 export interface Instance {
   id: string; name: string; kind: "vm" | "container"; state: string; cpus: number; memory: number;
   disk: number; hostname: string; image: string | null; network: string | null; ip: string | null;
-  mac: string | null; nics: Nic[]; host: string; error: string | null; container: ContainerInfo | null;
+  mac: string | null; nics: Nic[]; host: string; error: string | null; container: ContainerSpec | null;
   created_at: string; updated_at: string;
 }
 export interface Page<T> { items: T[]; total: number; limit: number; offset: number }

@@ -14,6 +14,17 @@ export interface TerminalProps {
   label: string;
 }
 
+/** The exec session's last message, `{"type": "exit", "code": N}`: N, else null. */
+function exitCode(text: string): number | null {
+  if (!text.startsWith("{")) return null;
+  try {
+    const msg = JSON.parse(text) as { type?: string; code?: number | null };
+    return msg.type === "exit" ? (msg.code ?? -1) : null;
+  } catch {
+    return null;
+  }
+}
+
 export default function Terminal({ url, encode, resizeMessage, label }: TerminalProps) {
   const host = useRef<HTMLDivElement>(null);
   const [status, setStatus] = useState("connecting…");
@@ -35,7 +46,12 @@ export default function Terminal({ url, encode, resizeMessage, label }: Terminal
       sendSize();
       term.focus();
     };
-    socket.onmessage = (e) => term.write(typeof e.data === "string" ? e.data : new Uint8Array(e.data as ArrayBuffer));
+    socket.onmessage = (e) => {
+      if (typeof e.data !== "string") return term.write(new Uint8Array(e.data as ArrayBuffer));
+      const exit = exitCode(e.data);
+      if (exit === null) term.write(e.data);
+      else term.write(`\r\n\x1b[2m[exited with code ${exit}]\x1b[0m\r\n`);
+    };
     socket.onclose = (e) => setStatus(`disconnected${e.reason ? `: ${e.reason}` : ""}`);
     const input = term.onData((data) => socket.readyState === WebSocket.OPEN && socket.send(encode ? encode(data) : data));
     const observer = new ResizeObserver(() => {

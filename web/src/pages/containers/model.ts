@@ -1,16 +1,8 @@
-// The container shapes as the API returns them (api/types.ts has an older PortMapping), and the
-// small helpers the container pages share.
-import type { Instance } from "../../api/types";
+// The small helpers the container pages share, and the shapes only they read.
+import type { Instance, Port } from "../../api/types";
 
-export interface Port { host: number; container: number; protocol: "tcp" | "udp"; host_ip: string }
-export interface Volume { path: string; name: string | null; host_path: string | null; read_only: boolean }
-export interface ContainerSpec {
-  image: string; short_id: string | null; command: string[] | null; entrypoint: string[] | null;
-  env: Record<string, string>; ports: Port[]; volumes: Volume[]; cpus: number | null; memory: number | null;
-  restart: string; privileged: boolean; workdir: string | null; user: string | null; status: string | null;
-  exit_code: number | null; started_at: string | null; finished_at: string | null;
-}
-export type Container = Omit<Instance, "container"> & { container: ContainerSpec | null };
+export type { Port } from "../../api/types";
+export type Container = Instance;
 
 export interface ContainerImage { id: string; short_id: string; tags: string[]; size: number; created: string; in_use: number }
 export interface RegistryImage { name: string; description: string; stars: number; official: boolean }
