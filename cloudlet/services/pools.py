@@ -621,7 +621,9 @@ class Pools:
         expired: list[str] = []
         became_available = False
         with transaction(self.sessions) as s:
-            for member, inst in self.members(s, pool.id):
+            members = self.members(s, pool.id)
+            before = {m.instance_id: m.status for m, _ in members}
+            for member, inst in members:
                 state = inst.state if inst is not None else None
                 if member.status == "provisioning":
                     if member.instance_id in reachable and state == "running":
@@ -669,6 +671,11 @@ class Pools:
                     to_destroy.append(member.instance_id)
                     spare -= 1
                     counts["available"] -= 1
+            after = {m.instance_id: m.status for m, _ in members}  # the session's same objects
+        # Pages showing the pool hear of each VM that became ready or went to be replaced.
+        for instance_id, status in after.items():
+            if before.get(instance_id) != status:
+                self._publish_member(pool.workspace_id, pool.id, instance_id, status)
         for instance_id in expired:
             try:
                 self.checkin(ctx, pool.id, instance_id, reason="expired")

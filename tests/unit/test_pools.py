@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 
 from cloudlet.db.models import PoolLease, PoolMember, utcnow
 from cloudlet.db.session import transaction
+from cloudlet.services.events import Event
 from cloudlet.services.pools import PoolExhausted
 from tests.helpers import eventually
 from tests.unit.conftest import SimCloud
@@ -278,3 +279,15 @@ def test_one_replica_at_a_time_runs_the_controller(sim: SimCloud, make_pool) -> 
     assert other.hold(LEADER_LOCK) and not first.hold(LEADER_LOCK)  # renewed just now: still held
     time.sleep(2.1)  # the other replica died: its lock lapses
     assert first.hold(LEADER_LOCK) and not other.hold(LEADER_LOCK)
+
+
+def test_a_vm_becoming_ready_is_announced(sim: SimCloud, make_pool, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Pages showing a pool hear when a VM is ready (the controller's change, not a request's)."""
+    published: list[Event] = []
+    publish = sim.cloud.bus.publish
+    monkeypatch.setattr(sim.cloud.bus, "publish", lambda e: (published.append(e), publish(e)))
+    make_pool(min_ready=1, max_size=1)
+    pool = settle(sim, "lab", 1)
+    vm_id = pool["vms"][0]["instance_id"]
+    ready = [e.data for e in published if e.type == "pool.vm" and e.data["status"] == "available"]
+    assert ready == [{"pool_id": pool["id"], "instance_id": vm_id, "status": "available"}]

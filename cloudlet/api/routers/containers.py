@@ -14,7 +14,13 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from cloudlet.api.deps import CanEditInstances, CanViewInstances, CloudDep
-from cloudlet.api.streams import accept_or_refuse, drain, pump_until_disconnect, serve_terminal
+from cloudlet.api.streams import (
+    accept_or_refuse,
+    drain,
+    drain_batches,
+    pump_until_disconnect,
+    serve_terminal,
+)
 from cloudlet.drivers.base import ComputeDriver, InstanceStats
 from cloudlet.drivers.containers import ContainerDriver, ContainerStats, ExecSession, Stream
 from cloudlet.errors import Invalid, InvalidState
@@ -142,8 +148,8 @@ async def container_logs(
     stream = await run_in_threadpool(open_)
 
     async def body() -> AsyncIterator[bytes]:
-        async for chunk in drain(stream):
-            yield chunk
+        async for lines in drain_batches(stream):
+            yield b"".join(lines)
 
     return StreamingResponse(body(), media_type="text/plain; charset=utf-8")
 
@@ -164,8 +170,8 @@ async def container_logs_ws(
         return
 
     async def produce() -> None:
-        async for chunk in drain(stream):
-            await websocket.send_text(chunk.decode("utf-8", "replace"))
+        async for lines in drain_batches(stream):  # a backlog leaves in a few big frames
+            await websocket.send_text(b"".join(lines).decode("utf-8", "replace"))
 
     try:
         await pump_until_disconnect(websocket, produce)

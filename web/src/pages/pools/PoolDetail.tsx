@@ -6,7 +6,7 @@ import { ago, countdown } from "../../format";
 import { useResource, useTick } from "../../hooks";
 import { useSession } from "../../session";
 import { MyLeases } from "./MyLeases";
-import { duration, POOL_EVENTS, settling, usePollWhile, type Checkout, type Lease, type Pool } from "./types";
+import { duration, POOL_EVENTS, type Checkout, type Lease, type Pool } from "./types";
 
 const VM_STATE: Record<string, string> = { available: "ready", "checked-out": "checked_out", resetting: "provisioning" };
 
@@ -84,7 +84,6 @@ export default function PoolDetail() {
   const now = useTick(1000);
   const res = useResource<Pool>(`/pools/${q(ref)}`, POOL_EVENTS);
   const pool = res.data;
-  usePollWhile(!!pool && settling([pool]), res.reload);
   if (res.error && !pool) return (<><PageHeader title={ref} /><ErrorBox error={res.error} /><Link to="/pools">All pools</Link></>);
   if (!pool) return <Loading />;
   const base = `/pools/${q(pool.id)}`;

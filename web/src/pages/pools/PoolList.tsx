@@ -6,7 +6,7 @@ import { useResource } from "../../hooks";
 import { useSession } from "../../session";
 import { MyLeases } from "./MyLeases";
 import { PoolCreate } from "./PoolCreate";
-import { duration, POOL_EVENTS, settling, usePollWhile, type Pool } from "./types";
+import { duration, POOL_EVENTS, type Pool } from "./types";
 
 export default function PoolList() {
   const { can } = useSession();
@@ -14,7 +14,6 @@ export default function PoolList() {
   const [creating, setCreating] = useState(false);
   const list = useResource<Pool[]>("/pools", POOL_EVENTS);
   const pools = list.data ?? [];
-  usePollWhile(settling(pools), list.reload);
   return (
     <>
       <PageHeader title="Pools">

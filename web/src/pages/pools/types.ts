@@ -1,5 +1,3 @@
-import { useEffect } from "react";
-
 // The pool API's shapes (cloudlet/api/routers/pools.py), as far as the pool pages read them.
 
 export interface PoolVm {
@@ -25,19 +23,4 @@ export function duration(seconds: number): string {
   if (seconds >= 3600) return `${Math.floor(seconds / 3600)} h ${Math.round((seconds % 3600) / 60)} min`;
   if (seconds % 60 === 0) return `${seconds / 60} min`;
   return `${seconds} s`;
-}
-
-/** Whether a pool has VMs on their way (booting or being reset). */
-export function settling(pools: Pool[]): boolean {
-  return pools.some((p) => p.vms.some((vm) => vm.status === "provisioning" || vm.status === "resetting"));
-}
-
-/** Read again every ``ms`` while ``active``: the server sends no event when a booted VM becomes
- * available (its controller only probes it), so a page with VMs on their way polls. */
-export function usePollWhile(active: boolean, reload: () => Promise<void>, ms = 3000): void {
-  useEffect(() => {
-    if (!active) return;
-    const id = setInterval(() => void reload(), ms);
-    return () => clearInterval(id);
-  }, [active, reload, ms]);
 }
