@@ -122,7 +122,9 @@ def test_metrics_and_events(page: Page) -> None:
     expect(metrics).to_contain_text("of 1 vCPU", timeout=20_000)
     expect(metrics).to_contain_text("128 MiB")
     shot(page, "vm-metrics")
-    page.get_by_role("tab", name="Events").click()
+    page.get_by_role("tab", name="Metrics").press("ArrowRight")  # keyboard: the next tab
+    expect(page.get_by_role("tab", name="Events")).to_have_attribute("aria-selected", "true")
+    expect(page.get_by_role("tab", name="Events")).to_be_focused()
     expect(page.get_by_role("list", name="Operations")).to_contain_text("Create instance")
     shot(page, "vm-events")
 

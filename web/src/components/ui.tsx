@@ -1,5 +1,5 @@
 // Small building blocks every page uses.
-import { useEffect, useRef, useState, type ReactNode } from "react";
+import { cloneElement, isValidElement, useEffect, useId, useRef, useState, type ReactNode } from "react";
 import { errorText } from "../api/client";
 
 export function ErrorBox({ error }: { error: unknown }) {
@@ -99,7 +99,23 @@ export function ActionButton({ onClick, children, className, confirm, disabled, 
   );
 }
 
+/** A labelled form control. A single control gets a real label (for/id) and its hint as its
+ * description, so its accessible name is the label alone; anything else is wrapped. */
 export function Field({ label, children, hint }: { label: string; children: ReactNode; hint?: string }) {
+  const id = useId();
+  if (isValidElement<{ id?: string; "aria-describedby"?: string }>(children)) {
+    const control = cloneElement(children, {
+      id: children.props.id ?? id,
+      "aria-describedby": hint ? `${id}-hint` : undefined,
+    });
+    return (
+      <div className="field">
+        <label htmlFor={children.props.id ?? id}>{label}</label>
+        {control}
+        {hint && <small id={`${id}-hint`}>{hint}</small>}
+      </div>
+    );
+  }
   return (
     <label className="field">
       <span>{label}</span>
@@ -117,13 +133,24 @@ export function Loading() {
   return <p className="muted" aria-live="polite">Loading…</p>;
 }
 
+/** WAI-ARIA tabs: one tab stop, arrow keys (and Home/End) move between the tabs. */
 export function Tabs<T extends string>({ tabs, current, onChange }: {
   tabs: [T, string][]; current: T; onChange: (tab: T) => void;
 }) {
+  const list = useRef<HTMLDivElement>(null);
+  const move = (e: React.KeyboardEvent) => {
+    const at = tabs.findIndex(([id]) => id === current);
+    const to = { ArrowRight: at + 1, ArrowLeft: at - 1, Home: 0, End: tabs.length - 1 }[e.key];
+    if (to === undefined) return;
+    e.preventDefault();
+    const next = (to + tabs.length) % tabs.length;
+    onChange(tabs[next][0]);
+    list.current?.querySelectorAll<HTMLButtonElement>("[role=tab]")[next]?.focus();
+  };
   return (
-    <div className="tabs" role="tablist">
+    <div className="tabs" role="tablist" ref={list} onKeyDown={move}>
       {tabs.map(([id, label]) => (
-        <button key={id} type="button" role="tab" aria-selected={current === id} onClick={() => onChange(id)}>
+        <button key={id} type="button" role="tab" aria-selected={current === id} tabIndex={current === id ? 0 : -1} onClick={() => onChange(id)}>
           {label}
         </button>
       ))}
