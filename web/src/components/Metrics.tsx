@@ -10,7 +10,8 @@ const KEEP = 60;
 
 function Chart({ values, max, label }: { values: number[]; max: number; label: string }) {
   const top = Math.max(max, ...values, 1);
-  const points = values.map((v, i) => `${(i / (KEEP - 1)) * 100},${100 - (v / top) * 100}`).join(" ");
+  const shown = values.length === 1 ? [values[0], values[0]] : values; // one sample: a level line
+  const points = shown.map((v, i) => `${(i / (KEEP - 1)) * 100},${100 - (v / top) * 100}`).join(" ");
   return (
     <svg className="chart" viewBox="0 0 100 100" preserveAspectRatio="none" role="img" aria-label={label}>
       <polyline points={points} />
