@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -307,3 +308,12 @@ def wait_state(client: Client, ref: str, state: str, timeout: float = 60) -> dic
         timeout=timeout,
         what=f"{ref} to be {state}",
     )
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's headless Chromium for a module's dashboard tests (Playwright loads only here)."""
+    from tests.integration.dashboard import chromium
+
+    with chromium() as (_, b):
+        yield b

@@ -17,7 +17,7 @@ from playwright.sync_api import Browser, Locator, Page, expect
 
 from tests.helpers import free_port
 from tests.integration.conftest import Server
-from tests.integration.dashboard import REFUSALS, chromium, dashboard_page, nav, shot
+from tests.integration.dashboard import REFUSALS, dashboard_page, nav, shot
 from tests.integration.docker_images import BUSYBOX_REF, ensure_busybox_image
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -40,12 +40,6 @@ def engine() -> Iterator[docker.DockerClient]:
     client = docker.from_env()
     yield client
     client.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as (_, b):
-        yield b
 
 
 @pytest.fixture(scope="module")

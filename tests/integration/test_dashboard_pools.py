@@ -15,18 +15,12 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.integration.conftest import Server, import_tiny, traversable_tmp
-from tests.integration.dashboard import REFUSALS, chromium, dashboard_page, nav, shot
+from tests.integration.dashboard import REFUSALS, dashboard_page, nav, shot
 
 pytestmark = pytest.mark.timeout(900)
 POOL = "webpool"
 NET = "webnet"
 IP = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as (_, b):
-        yield b
 
 
 @pytest.fixture(scope="module")

@@ -13,16 +13,10 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.integration.conftest import Server, import_tiny, ssh_run, wait_guest_ssh
-from tests.integration.dashboard import chromium, dashboard_page, nav, shot
+from tests.integration.dashboard import dashboard_page, nav, shot
 
 pytestmark = pytest.mark.timeout(600)
 VM = "webvm1"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as (_, b):
-        yield b
 
 
 @pytest.fixture(scope="module")
