@@ -70,6 +70,9 @@ export function Login() {
         </Field>
         <ErrorBox error={error} />
         <button type="submit" className="primary" disabled={busy}>{busy ? "Signing in…" : "Sign in"}</button>
+        <p className="muted small">
+          No account yet? On the server, <code>cloudlet admin create-user NAME --admin</code> makes one.
+        </p>
         {oidc?.enabled && (
           <a className="button sso" href={`/api/v1/auth/oidc/login?redirect=${encodeURIComponent(OIDC_LANDING)}`}>
             Sign in with {oidc.issuer ? new URL(oidc.issuer).host : "single sign-on"}
