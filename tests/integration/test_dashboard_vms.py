@@ -146,6 +146,8 @@ def test_vm_list_and_phone_width(page: Page) -> None:
     shot(page, "vm-list")
     page.set_viewport_size({"width": 390, "height": 844})
     expect(page.get_by_role("button", name="Menu")).to_be_visible()
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"the page is {overflow} px wider than a phone"
     page.get_by_role("button", name="Menu").click()
     expect(page.get_by_role("navigation", name="Main")).to_be_visible()
     shot(page, "vm-list-phone")
