@@ -104,10 +104,12 @@ def test_the_serial_console_shows_the_guest(page: Page) -> None:
     shot(page, "vm-serial-console")
 
 
-def test_the_vnc_console_connects(page: Page) -> None:
+def test_the_vnc_console_connects(page: Page, sqlite_server: Server) -> None:
     page.get_by_role("tab", name="Console", exact=True).click()
     expect(page.get_by_test_id("vnc-status")).to_have_text("connected", timeout=30_000)
     expect(page.locator(".vnc-screen canvas")).to_be_visible()
+    log = sqlite_server.log.read_text()
+    assert "/console/vnc" in log and "ticket=" not in log  # the ticket came as a subprotocol
     paste = page.get_by_label("Text to type")
     paste.fill("root")
     page.get_by_role("button", name="Type it").click()

@@ -295,3 +295,18 @@ def test_viewers_get_no_console(sim: SimCloud, create_vm) -> None:  # type: igno
         assert (resp.status_code, resp.json()["code"]) == (403, "permission_denied")
     code, _ = refused(sim, "/api/v1/instances/web/console/serial", headers=viewer)
     assert code == 4403
+
+
+def test_a_ticket_offered_as_a_subprotocol_stays_out_of_the_url(sim: SimCloud, create_vm) -> None:  # type: ignore[no-untyped-def]
+    create_vm("web")
+    secret = ticket(sim, "web")
+    url = "/api/v1/instances/web/console/vnc"
+    with sim.client.websocket_connect(url, subprotocols=["binary", f"ticket.{secret}"]) as ws:
+        assert ws.accepted_subprotocol == "binary"  # never the ticket echoed back
+        assert ws.receive_bytes() == b"RFB 003.008\n"
+    code, reason = refused(sim, url, subprotocols=["binary", f"ticket.{secret}"])
+    assert code == 4401 and reason.startswith("ticket_used")
+    serial = ticket(sim, "web", "serial")
+    path = "/api/v1/instances/web/console/serial"
+    with sim.client.websocket_connect(path, subprotocols=["binary", f"ticket.{serial}"]) as ws:
+        assert ws.accepted_subprotocol == "binary"

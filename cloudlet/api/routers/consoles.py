@@ -20,7 +20,21 @@ from cloudlet.services.context import RequestContext
 
 router = APIRouter(prefix="/instances/{ref}/console", tags=["consoles"])
 
-TicketParam = Query(None, description="A one-time ticket from `POST .../console/ticket`.")
+TicketParam = Query(
+    None,
+    description="A one-time ticket from `POST .../console/ticket`. Browsers may offer it as the "
+    "websocket subprotocol `ticket.<ticket>` instead (next to `binary`), which keeps it out of "
+    "URLs and access logs.",
+)
+TICKET_PROTOCOL = "ticket."
+
+
+def offered_ticket(websocket: WebSocket, ticket: str | None) -> str | None:
+    """The ticket from the query, else from an offered ``ticket.<secret>`` subprotocol."""
+    if ticket is not None:
+        return ticket
+    offered = websocket.scope.get("subprotocols") or []
+    return next((p[len(TICKET_PROTOCOL) :] for p in offered if p.startswith(TICKET_PROTOCOL)), None)
 
 
 class TicketRequest(BaseModel):
@@ -150,7 +164,9 @@ async def serial_console(websocket: WebSocket, ref: str, ticket: str | None = Ti
     Authenticate like every websocket (token header or `?token=`) or with a one-time `?ticket=`
     issued for `serial`. Binary frames carry the guest's output; binary or text frames from the
     client go to the guest. The socket closes with 1000 when the VM stops."""
-    stream = await _open(websocket, ref, ConsoleKind.SERIAL, ticket)
+    stream = await _open(
+        websocket, ref, ConsoleKind.SERIAL, offered_ticket(websocket, ticket), subprotocols=("binary",)
+    )
     if stream is not None:
         await _bridge(websocket, stream, text_input=True)
 
@@ -159,8 +175,9 @@ async def serial_console(websocket: WebSocket, ref: str, ticket: str | None = Ti
 async def vnc_console(websocket: WebSocket, ref: str, ticket: str | None = TicketParam) -> None:
     """The VM's screen for noVNC: raw RFB in binary frames, both ways, straight from the VM's VNC
     server (security type None: the ticket was the authentication). Needs a one-time `?ticket=`
-    issued for `vnc`; accepts the `binary` subprotocol noVNC offers. A used, expired or foreign
-    ticket is refused (4401/4403 and a reason)."""
+    issued for `vnc` (or the subprotocol `ticket.<ticket>`); accepts the `binary` subprotocol
+    noVNC offers. A used, expired or foreign ticket is refused (4401/4403 and a reason)."""
+    ticket = offered_ticket(websocket, ticket)
     if ticket is None:
         await websocket.close(code=4401, reason="missing_ticket: open the VNC console with ?ticket=")
         return

@@ -20,8 +20,9 @@ export default function VncConsole({ vm }: { vm: string }) {
       .post<Ticket>(`/instances/${q(vm)}/console/ticket`, { console: "vnc" })
       .then((ticket) => {
         if (cancelled || !screen.current) return;
-        const url = wsUrl(ticket.path.replace(/^\/api\/v1/, ""), { ticket: ticket.ticket });
-        const client = new RFB(screen.current, url, { wsProtocols: ["binary"] });
+        // The ticket travels as a subprotocol, not in the URL: access logs never see it.
+        const url = wsUrl(ticket.path.replace(/^\/api\/v1/, ""));
+        const client = new RFB(screen.current, url, { wsProtocols: ["binary", `ticket.${ticket.ticket}`] });
         client.scaleViewport = true;
         client.resizeSession = false;
         client.addEventListener("connect", () => setStatus("connected"));
