@@ -333,6 +333,10 @@ class Snapshot(Base):
     with_memory: Mapped[bool] = mapped_column(Boolean, default=False)
     status: Mapped[str] = mapped_column(String(16), default="creating")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # the VM's size when taken: a revert brings it back (None for snapshots older than 0011)
+    cpus: Mapped[int | None] = mapped_column(nullable=True)
+    memory_mb: Mapped[int | None] = mapped_column(nullable=True)
+    disk_gb: Mapped[int | None] = mapped_column(nullable=True)
 
 
 class ConsoleTicket(Base):

@@ -65,7 +65,14 @@ class Snapshots:
         with transaction(self.sessions) as s:
             vm = self._vm(s, ctx, vm_ref)
             self._check_state(vm)
-            snap = Snapshot(instance_id=vm.id, name=name, description=description or None)
+            snap = Snapshot(
+                instance_id=vm.id,
+                name=name,
+                description=description or None,
+                cpus=vm.cpus,
+                memory_mb=vm.memory_mb,
+                disk_gb=vm.disk_gb,
+            )
             insert_unique(s, snap, f"VM {vm.name!r} has a snapshot named {name!r}")
             op = self.instances.locked_operation(s, ctx, vm, "snapshot.create", vm.state)
             vm_id, snap_id = vm.id, snap.id
@@ -98,6 +105,7 @@ class Snapshots:
         def step(octx: OperationContext) -> dict[str, Any]:
             try:
                 octx.retry(lambda: self.instances.compute.revert_snapshot(vm_id, snap_id))
+                self._restore_sizes(vm_id, snap_id)
             finally:
                 self.instances.resync_one(vm_id)
             return {"snapshot_id": snap_id, "name": name}
@@ -124,6 +132,18 @@ class Snapshots:
 
         self.instances.ops.launch(op, step, finally_=lambda: self.instances.unlock(vm_id))
         return op.id
+
+    def _restore_sizes(self, vm_id: str, snap_id: str) -> None:
+        """The VM is back at the snapshot's vCPUs, memory and disk size (qcow2 restores the
+        disk's size, libvirt the definition): record them, or a disk grown since would still
+        count as grown, and the next resize would start from a size the disk no longer has."""
+        with transaction(self.sessions) as s:
+            vm, snap = s.get(Instance, vm_id), s.get(Snapshot, snap_id)
+            if vm is None or snap is None or snap.disk_gb is None:
+                return  # taken before sizes were recorded
+            vm.cpus = snap.cpus or vm.cpus
+            vm.memory_mb = snap.memory_mb or vm.memory_mb
+            vm.disk_gb = snap.disk_gb
 
     @staticmethod
     def _check_state(vm: Instance) -> None:

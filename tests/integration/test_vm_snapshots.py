@@ -28,6 +28,14 @@ def read_marker(key, ip: str, mib: int) -> str:  # type: ignore[no-untyped-def]
     return out.stdout
 
 
+GIB = 1024**3
+
+
+def disk_bytes(key, ip: str) -> int:  # type: ignore[no-untyped-def]
+    """The size of the guest's disk as its kernel sees it."""
+    return int(ssh_run(key, ip, "cat /sys/block/vda/size").stdout) * 512
+
+
 def test_snapshot_revert_loses_later_writes(sqlite_server, tiny_image, ssh_key) -> None:  # type: ignore[no-untyped-def]
     key, pub = ssh_key
     with sqlite_server.client() as c:
@@ -58,12 +66,17 @@ def test_snapshot_revert_loses_later_writes(sqlite_server, tiny_image, ssh_key) 
         c.action("snap1", "start")
         wait_guest_ssh(key, ip)
         write_marker(key, ip, 700, "three")
+        disk = c.instance("snap1")["disk"]
+        assert c.resize_instance("snap1", disk=disk + 1)["status"] == "succeeded"  # grown online
+        assert disk_bytes(key, ip) == (disk + 1) * GIB
         out = _cli(sqlite_server, "vm", "snapshot", "revert", "snap1", "cold")
         assert out.returncode == 0, out.stderr
         assert c.instance("snap1")["state"] == "stopped"
+        assert c.instance("snap1")["disk"] == disk  # the disk is back at its size then, and so is the record
         c.action("snap1", "start")
         wait_guest_ssh(key, ip)
         assert (read_marker(key, ip, 512), read_marker(key, ip, 700)) == ("one", "")
+        assert disk_bytes(key, ip) == disk * GIB
 
         assert c.delete_snapshot("snap1", "live")["status"] == "succeeded"
         assert [x["name"] for x in c.snapshots("snap1")] == ["cold"]

@@ -72,3 +72,24 @@ def test_deleting_the_vm_takes_its_snapshots(sim: SimCloud, create_vm) -> None: 
     with sim.cloud.db.reads() as s:
         assert s.scalar(select(func.count()).select_from(Snapshot)) == 0
     assert vm_id not in sim.driver.snapshots
+
+
+def size(body: dict[str, Any]) -> tuple[int, int, int]:
+    return body["cpus"], body["memory"], body["disk"]
+
+
+def test_a_revert_brings_back_the_size_the_vm_had(sim: SimCloud, create_vm) -> None:  # type: ignore[no-untyped-def]
+    create_vm("web")
+    sim.post("/api/v1/instances/web/actions/stop", params={"wait": 10})
+    before = sim.get("/api/v1/instances/web").json()
+    assert snap(sim, "web", "small").json()["status"] == "succeeded"
+    listed = sim.get("/api/v1/instances/web/snapshots").json()
+    assert size(listed[0]) == size(before)
+    grown = {"cpus": before["cpus"] + 1, "memory": before["memory"] * 2, "disk": before["disk"] + 2}
+    resized = sim.post("/api/v1/instances/web/resize", params={"wait": 10}, json=grown)
+    assert resized.json()["status"] == "succeeded", resized.text
+    assert sim.get("/api/v1/instances/web").json()["disk"] == before["disk"] + 2
+    back = sim.post("/api/v1/instances/web/snapshots/small/revert", params={"wait": 10})
+    assert back.json()["status"] == "succeeded"
+    after = sim.get("/api/v1/instances/web").json()
+    assert size(after) == size(before)

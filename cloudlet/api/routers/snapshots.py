@@ -26,6 +26,13 @@ class SnapshotPublic(BaseModel):
     with_memory: bool = Field(description="The VM ran when it was taken: reverting resumes it running.")
     status: str = Field(description="creating, ready or deleting")
     created_at: datetime
+    cpus: int | None = Field(description="The VM's vCPUs when taken: a revert brings them back.")
+    memory: int | None = Field(
+        validation_alias="memory_mb", description="Its memory (MiB) when taken: a revert brings it back."
+    )
+    disk: int | None = Field(
+        validation_alias="disk_gb", description="Its disk size (GB) when taken: a revert brings it back."
+    )
 
 
 @router.get("", response_model=list[SnapshotPublic])

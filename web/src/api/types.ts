@@ -35,7 +35,10 @@ export interface Operation {
   progress: number; message: string | null; error: { code?: string; detail?: string } | null;
   result: Record<string, unknown> | null; created_at: string; started_at: string | null; finished_at: string | null;
 }
-export interface Snapshot { id: string; name: string; description: string | null; with_memory: boolean; status: string; created_at: string }
+export interface Snapshot {
+  id: string; name: string; description: string | null; with_memory: boolean; status: string; created_at: string;
+  cpus: number | null; memory: number | null; disk: number | null;
+}
 export interface DriverInfo { name: string; version: string | null; ok: boolean; error: string | null; details: Record<string, unknown> }
 export interface ServerInfo { version: string; drivers: DriverInfo[]; host: Record<string, unknown> | null }
 export interface Workspace { id: string; name: string; role: string; created_at: string }

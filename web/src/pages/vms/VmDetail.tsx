@@ -69,14 +69,14 @@ function Snapshots({ vm, canEdit }: { vm: Instance; canEdit: boolean }) {
       {!!list.data?.length && (
         <div className="table-wrap">
           <table aria-label="Snapshots">
-            <thead><tr><th>Name</th><th>Memory</th><th>Taken</th><th>Status</th><th /></tr></thead>
+            <thead><tr><th>Name</th><th>Memory</th><th className="hide-narrow">Size then</th><th>Taken</th><th>Status</th><th /></tr></thead>
             <tbody>
               {list.data.map((s) => (
                 <tr key={s.id}>
-                  <td>{s.name}</td><td>{s.with_memory ? "yes" : "no"}</td><td>{ago(s.created_at)}</td><td><StateBadge state={s.status} /></td>
+                  <td>{s.name}</td><td>{s.with_memory ? "yes" : "no"}</td><td className="hide-narrow">{s.disk != null ? `${s.cpus} vCPU · ${s.memory} MiB · ${s.disk} GB` : "–"}</td><td>{ago(s.created_at)}</td><td><StateBadge state={s.status} /></td>
                   <td>{canEdit && (
                     <div className="row-actions">
-                      <ActionButton confirm={`Revert ${vm.name} to ${s.name}? Changes since then are lost.`} onClick={async () => { await api.post(`${base}/${q(s.name)}/revert`); await list.reload(); }}>Revert</ActionButton>
+                      <ActionButton confirm={`Revert ${vm.name} to ${s.name}? Changes since then are lost, and its size goes back to what it was then.`} onClick={async () => { await api.post(`${base}/${q(s.name)}/revert`); await list.reload(); }}>Revert</ActionButton>
                       <ActionButton className="danger" confirm={`Delete snapshot ${s.name}?`} onClick={async () => { await api.del(`${base}/${q(s.name)}`); await list.reload(); }}>Delete</ActionButton>
                     </div>
                   )}</td>
