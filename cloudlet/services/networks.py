@@ -82,9 +82,13 @@ def network_spec(session: Session, net: Network) -> NetworkSpec:
 def mac_for(address: str) -> str:
     """The MAC of whoever holds ``address``: always the same for one address. dnsmasq keeps a
     lease for an hour after a VM is gone; a new VM given the same address with another MAC would
-    be refused (DHCP NAK) until then, while with the same MAC it gets the lease at once."""
-    last3 = ipaddress.ip_address(address).packed[-3:]
-    return "52:54:00:" + ":".join(f"{b:02x}" for b in last3)
+    be refused (DHCP NAK) until then, while with the same MAC it gets the lease at once.
+
+    All four bytes of the address follow the locally administered prefix 52:54, so MACs are as
+    unique as addresses: networks never overlap, so a VM's NICs on several networks never share
+    one (the last three bytes alone clashed for 10.16.0.5 and 172.16.0.5, and network-config
+    matches NICs by MAC)."""
+    return "52:54:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(address).packed)
 
 
 class Networks:

@@ -10,6 +10,7 @@ import httpx
 import pytest
 import yaml
 
+from cloudlet.services.networks import mac_for
 from tests.unit.conftest import SimCloud
 from tests.unit.test_api_bad_input import assert_refused
 
@@ -89,3 +90,11 @@ def test_bad_nics_leave_nothing(
     before = footprint()
     assert_refused(create_vm("web", **fields), status, code)
     assert footprint() == before
+
+
+def test_macs_are_as_unique_as_addresses() -> None:
+    assert mac_for("10.16.0.5") == "52:54:0a:10:00:05"
+    assert mac_for("10.16.0.5") == mac_for("10.16.0.5")  # dnsmasq's lease follows the address
+    assert mac_for("10.16.0.5") != mac_for("172.16.0.5")  # same last three bytes, other networks
+    first = int(mac_for("192.168.1.1").split(":")[0], 16)
+    assert first & 0b10 and not first & 0b01  # locally administered, unicast
