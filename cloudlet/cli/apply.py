@@ -12,7 +12,15 @@ from cloudlet.cli.common import client, console, handle_errors, read_yaml_arg, r
 FileOption = typer.Option(
     ..., "--file", "-f", help="cloud.yaml (or JSON, or Launch-from-Config JSON); '-' is stdin."
 )
-SYMBOLS = {"create": "+", "replace": "±", "resize": "~", "start": "▶", "stop": "■", "conflict": "!"}
+SYMBOLS = {
+    "create": "+",
+    "replace": "±",
+    "resize": "~",
+    "update": "~",
+    "start": "▶",
+    "stop": "■",
+    "conflict": "!",
+}
 
 
 def show(changes: list[dict[str, Any]]) -> None:

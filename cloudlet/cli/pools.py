@@ -61,6 +61,49 @@ def create(
     console.print(f"created pool {pool['name']}: {min_ready} ready VM(s) on the way")
 
 
+@app.command("set")
+@handle_errors
+def set_(
+    name: str,
+    image: str | None = typer.Option(None, "--image", "-i"),
+    cpus: int | None = typer.Option(None),
+    memory: int | None = typer.Option(None, help="MiB"),
+    disk: int | None = typer.Option(None, help="GiB"),
+    min_ready: int | None = typer.Option(None, help="Booted VMs kept waiting."),
+    max_size: int | None = typer.Option(None, help="Hard limit; ready VMs above it are retired."),
+    lease: int | None = typer.Option(None, help="Default lease, seconds."),
+    lease_max: int | None = typer.Option(None, help="Longest lease, seconds from checkout."),
+    on_checkin: str | None = typer.Option(None, help="reset | reuse | destroy"),
+) -> None:
+    """Change a pool in place; what is not given stays. VMs made from now on follow a changed
+    template; the ones it holds keep theirs until they are checked in and reset."""
+    with client() as c:
+        pool = c.request("GET", f"/pools/{name}")
+        template = dict(pool["template"])
+        given = {"image": image, "cpus": cpus, "memory": memory, "disk": disk}
+        template.update({k: v for k, v in given.items() if v is not None})
+        settings = {
+            "min_ready": min_ready,
+            "max_size": max_size,
+            "lease_default": lease,
+            "lease_max": lease_max,
+            "on_checkin": on_checkin,
+        }
+        body = {
+            "name": pool["name"],
+            "template": template,
+            **{k: pool[k] for k in ("min_ready", "max_size", "lease_default", "lease_max", "on_checkin")},
+            "idle_timeout": pool["idle_timeout"],
+            "legacy_api": pool["legacy_api"],
+            **{k: v for k, v in settings.items() if v is not None},
+        }
+        changed = c.request("PUT", f"/pools/{pool['id']}", json=body)
+    console.print(
+        f"pool {changed['name']}: {changed['min_ready']}-{changed['max_size']} x "
+        f"{changed['template']['image']} ({changed['template']['memory']} MiB)"
+    )
+
+
 @app.command("list")
 @handle_errors
 def list_pools() -> None:

@@ -45,6 +45,7 @@ PERMISSIONS: dict[tuple[str, str], tuple[str, ...]] = {
     ("network", "create"): ("network:create",),
     ("image", "create"): ("image:create",),
     ("pool", "create"): ("pool:create",),
+    ("pool", "update"): ("pool:edit",),
     **{(kind, "create"): ("instance:create",) for kind in ("vm", "container")},
     **{(kind, a): ("instance:edit",) for kind in ("vm", "container") for a in ("resize", "start", "stop")},
     ("container", "replace"): ("instance:delete", "instance:create"),
@@ -91,7 +92,7 @@ class Change:
 
     kind: str  # network | image | vm | container | pool
     name: str
-    action: str  # create | resize | start | stop | replace | conflict
+    action: str  # create | resize | start | stop | replace | update | conflict
     detail: str = ""
     fields: dict[str, Any] = field(default_factory=dict)
 
@@ -254,15 +255,22 @@ class Apply:
                 "memory": (t.get("memory"), spec.memory),
                 "disk": (t.get("disk"), spec.disk),
                 "network": (t.get("network"), spec.network),
+                "ssh_keys": (t.get("ssh_keys"), [k.strip() for k in spec.ssh_keys]),  # stored stripped
+                "user_data": (t.get("user_data"), spec.user_data),
+                "ssh_user": (t.get("ssh_user"), spec.ssh_user),
+                "probe_port": (t.get("probe_port"), spec.probe_port),
                 "min_ready": (have.min_ready, spec.min_ready),
                 "max_size": (have.max_size, spec.max_size),
+                "lease_default": (have.lease_default, spec.lease_default),
+                "lease_max": (have.lease_max, spec.lease_max),
                 "on_checkin": (have.on_checkin, spec.on_checkin),
+                "idle_timeout": (have.idle_timeout, spec.idle_timeout),
+                "legacy_api": (have.legacy_api, spec.legacy_api),
             }
-            differs = _differences(wanted)
+            # A pool changes in place: VMs made from now on follow the new template.
+            differs = [f"{k} {have!r} -> {want!r}" for k, (have, want) in wanted.items() if have != want]
             if differs:
-                changes.append(
-                    Change("pool", spec.name, "conflict", "; ".join(differs) + "; delete it first")
-                )
+                changes.append(Change("pool", spec.name, "update", "; ".join(differs)))
         return changes
 
     # -- apply -----------------------------------------------------------------------------------
@@ -337,6 +345,8 @@ class Apply:
             return lambda: self.networks.create(ctx, net.name, net.cidr, net.mode)
         if kind == "image":
             return lambda: self.images.import_path(ctx, name, images[name].path)
+        if kind == "pool" and action == "update":
+            return lambda: self._update_pool(ctx, pools[name])
         if kind == "pool":
             return lambda: self._create_pool(ctx, pools[name])
         if action == "create":
@@ -353,6 +363,9 @@ class Apply:
 
     def _create_pool(self, ctx: RequestContext, spec: PoolSpec) -> None:
         self.pools.create(ctx, spec)  # made at once; its controller boots the VMs in the background
+
+    def _update_pool(self, ctx: RequestContext, spec: PoolSpec) -> None:
+        self.pools.update(ctx, spec.name, spec)  # at once; its controller follows in the background
 
     def _replace(self, ctx: RequestContext, req: containers.ContainerRequest) -> str:
         self._wait(ctx, self.instances.action(ctx, req.name, "delete", force=True), None)

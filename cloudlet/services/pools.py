@@ -153,6 +153,38 @@ class Pools:
     # -- pools -------------------------------------------------------------------------------------
     def create(self, ctx: RequestContext, spec: PoolSpec) -> Pool:
         ctx.require("pool:create")
+        template = self._validated_template(spec)
+        with transaction(self.sessions) as s:
+            pool = Pool(workspace_id=ctx.workspace_id, name=spec.name, template=template)
+            _set_settings(pool, spec)
+            insert_unique(s, pool, f"a pool named {spec.name!r} exists")
+            s.flush()
+            s.expunge(pool)
+        self._publish(pool.workspace_id, pool.id, pool.name)
+        return pool
+
+    def update(self, ctx: RequestContext, ref: str, spec: PoolSpec) -> Pool:
+        """Give a pool a new template and settings (its name too). VMs made from now on follow
+        the template; those it holds now keep theirs until they are checked in and reset. A
+        smaller ``max_size`` retires ready VMs above it (the controller's next round)."""
+        ctx.require("pool:edit")
+        template = self._validated_template(spec)
+        with transaction(self.sessions) as s:
+            pool = self.get(s, ctx, ref)
+            if spec.name != pool.name and s.scalar(
+                select(Pool.id).where(Pool.workspace_id == ctx.workspace_id, Pool.name == spec.name)
+            ):
+                raise Conflict(f"a pool named {spec.name!r} exists", code="name_taken")
+            pool.name, pool.template = spec.name, template
+            _set_settings(pool, spec)
+            s.flush()
+            s.expunge(pool)
+        self._publish(pool.workspace_id, pool.id, pool.name)
+        self._wake(pool.id)  # a waiter may now fit a longer lease or a bigger pool
+        return pool
+
+    def _validated_template(self, spec: PoolSpec) -> dict[str, Any]:
+        """Check a spec's name, settings and template; the template as stored."""
         check_name(spec.name, what="pool name")
         if spec.on_checkin not in ON_CHECKIN:
             raise Invalid(f"on_checkin must be one of {', '.join(ON_CHECKIN)}", code="invalid_pool")
@@ -167,7 +199,7 @@ class Pools:
         keys = [check_ssh_key(k) for k in spec.ssh_keys]
         if spec.user_data is not None:
             check_user_data(spec.user_data)
-        template = {
+        return {
             "image": spec.image,
             "cpus": spec.cpus,
             "memory": spec.memory,
@@ -178,24 +210,6 @@ class Pools:
             "ssh_user": spec.ssh_user,
             "probe_port": spec.probe_port,
         }
-        with transaction(self.sessions) as s:
-            pool = Pool(
-                workspace_id=ctx.workspace_id,
-                name=spec.name,
-                template=template,
-                min_ready=spec.min_ready,
-                max_size=spec.max_size,
-                lease_default=spec.lease_default,
-                lease_max=spec.lease_max,
-                on_checkin=spec.on_checkin,
-                idle_timeout=spec.idle_timeout,
-                legacy_api=spec.legacy_api,
-            )
-            insert_unique(s, pool, f"a pool named {spec.name!r} exists")
-            s.flush()
-            s.expunge(pool)
-        self._publish(pool.workspace_id, pool.id, pool.name)
-        return pool
 
     def get(self, session: Session, ctx: RequestContext, ref: str) -> Pool:
         return lookup(session, Pool, ctx.workspace_id, ref, "pool")
@@ -671,6 +685,18 @@ class Pools:
                     to_destroy.append(member.instance_id)
                     spare -= 1
                     counts["available"] -= 1
+            # a lowered max_size: ready VMs above it go, oldest idle first (checked-out ones stay)
+            excess = sum(n for status, n in counts.items() if status != "resetting") - pool.max_size
+            for member in s.scalars(
+                select(PoolMember)
+                .where(PoolMember.pool_id == pool.id, PoolMember.status == "available")
+                .order_by(PoolMember.idle_since)
+            ):
+                if excess <= 0:
+                    break
+                member.status = "resetting"
+                to_destroy.append(member.instance_id)
+                excess -= 1
             after = {m.instance_id: m.status for m, _ in members}  # the session's same objects
         # Pages showing the pool hear of each VM that became ready or went to be replaced.
         for instance_id, status in after.items():
@@ -726,6 +752,12 @@ class Pools:
         self.bus.publish(
             Event("pool.vm", workspace_id, {"pool_id": pool_id, "instance_id": instance_id, "status": status})
         )
+
+
+def _set_settings(pool: Pool, spec: PoolSpec) -> None:
+    pool.min_ready, pool.max_size = spec.min_ready, spec.max_size
+    pool.lease_default, pool.lease_max = spec.lease_default, spec.lease_max
+    pool.on_checkin, pool.idle_timeout, pool.legacy_api = spec.on_checkin, spec.idle_timeout, spec.legacy_api
 
 
 def ctx_for(workspace_id: str) -> RequestContext:

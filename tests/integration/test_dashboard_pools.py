@@ -84,6 +84,20 @@ def test_check_in(page: Page) -> None:
     expect(page.locator(f"tr[data-pool={POOL}] [data-count=available]")).to_have_text("1", timeout=60_000)
 
 
+def test_edit_the_pool_in_place(page: Page, sqlite_server: Server) -> None:
+    page.get_by_role("link", name=POOL).first.click()
+    page.get_by_role("button", name="Edit").click()
+    form = page.get_by_role("form", name=f"Edit pool {POOL}")
+    form.get_by_label("Most VMs (max_size)").fill("2")
+    form.get_by_label("Default lease (minutes)").fill("30")
+    shot(page, "pool-edit-dialog")
+    form.get_by_role("button", name="Save").click()
+    expect(page.get_by_text("at most 2; lease 30 min")).to_be_visible()
+    with sqlite_server.client() as c:
+        pool = c.request("GET", f"/pools/{POOL}")
+    assert (pool["max_size"], pool["lease_default"], pool["template"]["image"]) == (2, 1800, "tiny")
+
+
 def test_networks_create_show_and_delete(page: Page, sqlite_server: Server) -> None:
     nav(page, "Networks")
     expect(page.locator("tr[data-network=default]")).to_be_visible()

@@ -39,6 +39,9 @@ class SimCloud:
     def get(self, path: str, **kw: object):  # type: ignore[no-untyped-def]
         return self.client.get(path, headers=self.headers, **kw)  # type: ignore[arg-type]
 
+    def put(self, path: str, **kw: object):  # type: ignore[no-untyped-def]
+        return self.client.put(path, headers=self.headers, **kw)  # type: ignore[arg-type]
+
     def delete(self, path: str, **kw: object):  # type: ignore[no-untyped-def]
         return self.client.delete(path, headers=self.headers, **kw)  # type: ignore[arg-type]
 

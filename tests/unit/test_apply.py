@@ -168,3 +168,18 @@ def test_a_viewer_cannot_apply(sim: SimCloud, qcow2_image: Path) -> None:
         sim.get("/api/v1/networks").json()[0]["name"] == "default"
         and len(sim.get("/api/v1/networks").json()) == 1
     )
+
+
+def test_a_changed_pool_is_updated_in_place(sim: SimCloud, qcow2_image: Path) -> None:
+    doc = document(qcow2_image, vms=[], containers=[])
+    assert post_apply(sim, doc).json()["operation"]["status"] == "succeeded"
+    pool_id = sim.get("/api/v1/pools/lab").json()["id"]
+    doc["pools"][0].update(max_size=3, lease_default=600, template={"image": "base", "memory": 128})
+    plan = post_apply(sim, doc, dry_run=True).json()["changes"]
+    assert [(c["action"], c["name"]) for c in plan] == [("update", "lab")]
+    assert "memory 64 -> 128" in plan[0]["detail"] and "max_size 2 -> 3" in plan[0]["detail"]
+    assert post_apply(sim, doc).json()["operation"]["status"] == "succeeded"
+    pool = sim.get("/api/v1/pools/lab").json()
+    assert pool["id"] == pool_id  # the same pool, changed
+    assert (pool["max_size"], pool["lease_default"], pool["template"]["memory"]) == (3, 600, 128)
+    assert actions(post_apply(sim, doc)) == []  # and applying again changes nothing

@@ -291,3 +291,62 @@ def test_a_vm_becoming_ready_is_announced(sim: SimCloud, make_pool, monkeypatch)
     vm_id = pool["vms"][0]["instance_id"]
     ready = [e.data for e in published if e.type == "pool.vm" and e.data["status"] == "available"]
     assert ready == [{"pool_id": pool["id"], "instance_id": vm_id, "status": "available"}]
+
+
+def test_a_pool_is_changed_in_place(sim: SimCloud, make_pool) -> None:  # type: ignore[no-untyped-def]
+    made = make_pool(min_ready=3, max_size=4)
+    settle(sim, "lab", 3)
+    body = {
+        "name": "lab",
+        "template": {**made["template"], "memory": 128},
+        "min_ready": 1,
+        "max_size": 1,
+        "lease_default": 600,
+        "lease_max": 7200,
+        "on_checkin": "reuse",
+    }
+    resp = sim.put("/api/v1/pools/lab", json=body)
+    assert resp.status_code == 200, resp.text
+    changed = resp.json()
+    assert (changed["min_ready"], changed["max_size"], changed["on_checkin"]) == (1, 1, "reuse")
+    assert changed["template"]["memory"] == 128 and changed["lease_default"] == 600
+    pool = settle(sim, "lab", 1)  # the two ready VMs above the new maximum are retired
+
+    def shrunk() -> bool:
+        sim.cloud.pools.reconcile()
+        return len(sim.get("/api/v1/pools/lab").json()["vms"]) == 1
+
+    eventually(shrunk, timeout=20, interval=0.1, what="the pool to shrink to its new maximum")
+    assert len(pool["vms"]) >= 1
+    bad = sim.put("/api/v1/pools/lab", json={**body, "min_ready": 5})
+    assert bad.status_code == 422 and bad.json()["code"] == "invalid_pool"
+    make_pool("other", min_ready=0, max_size=1)
+    taken = sim.put("/api/v1/pools/lab", json={**body, "name": "other"})
+    assert taken.status_code == 409
+    assert sim.get("/api/v1/pools/lab").json()["min_ready"] == 1  # refusals changed nothing
+
+
+def test_cli_pool_set_changes_only_what_is_given(  # type: ignore[no-untyped-def]
+    sim: SimCloud, make_pool, monkeypatch
+) -> None:
+    from fastapi.testclient import TestClient
+    from typer.testing import CliRunner
+
+    from cloudlet.cli import pools as pools_cli
+    from cloudlet.client import Client
+
+    def in_process_client() -> Client:
+        c = Client("http://testserver", sim.token)
+        c.http.close()
+        c.http = TestClient(sim.client.app, headers=sim.headers)
+        return c
+
+    monkeypatch.setattr(pools_cli, "client", in_process_client)
+    make_pool(min_ready=0, max_size=2, lease_default=900)
+    out = CliRunner().invoke(pools_cli.app, ["set", "lab", "--max-size", "4", "--memory", "128"])
+    assert out.exit_code == 0, out.output
+    assert "0-4 x" in out.output and "128 MiB" in out.output
+    pool = sim.get("/api/v1/pools/lab").json()
+    assert (pool["max_size"], pool["template"]["memory"], pool["lease_default"]) == (4, 128, 900)
+    bad = CliRunner().invoke(pools_cli.app, ["set", "lab", "--min-ready", "9"])
+    assert bad.exit_code != 0 and "min_ready" in bad.output

@@ -75,7 +75,7 @@ class ApplyRequest(BaseModel):
 class ChangePublic(BaseModel):
     kind: str
     name: str
-    action: str = Field(description="create | resize | start | stop | replace | conflict")
+    action: str = Field(description="create | resize | start | stop | replace | update | conflict")
     detail: str = ""
 
 

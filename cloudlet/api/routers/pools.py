@@ -200,6 +200,14 @@ def get_pool(ref: str, cloud: CloudDep, ctx: Ctx) -> PoolPublic:
     return pools_public(cloud, [pool])[0]
 
 
+@router.put("/{ref}", response_model=PoolPublic)
+def update_pool(ref: str, body: PoolCreate, cloud: CloudDep, ctx: Ctx) -> PoolPublic:
+    """Replace a pool's template and settings (and name). VMs made from now on follow the new
+    template; VMs it holds keep theirs until they are checked in and reset. A smaller `max_size`
+    retires ready VMs above it; checked-out VMs are never taken away."""
+    return pools_public(cloud, [cloud.pools.update(ctx, ref, pool_spec(body))])[0]
+
+
 @router.delete("/{ref}", status_code=204)
 def delete_pool(ref: str, cloud: CloudDep, ctx: Ctx) -> Response:
     """Delete a pool and its VMs (refused while a VM is checked out)."""

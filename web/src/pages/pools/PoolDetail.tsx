@@ -1,11 +1,12 @@
 import { useState } from "react";
 import { Link, useNavigate, useParams } from "react-router-dom";
 import { api, q } from "../../api/client";
-import { ActionButton, Empty, ErrorBox, Field, Loading, PageHeader, StateBadge } from "../../components/ui";
+import { ActionButton, Empty, ErrorBox, Field, Loading, Modal, PageHeader, StateBadge } from "../../components/ui";
 import { ago, countdown } from "../../format";
 import { useResource, useTick } from "../../hooks";
 import { useSession } from "../../session";
 import { MyLeases } from "./MyLeases";
+import { PoolForm } from "./PoolForm";
 import { duration, POOL_EVENTS, type Checkout, type Lease, type Pool } from "./types";
 
 const VM_STATE: Record<string, string> = { available: "ready", "checked-out": "checked_out", resetting: "provisioning" };
@@ -80,6 +81,7 @@ function History({ pool }: { pool: Pool }) {
 export default function PoolDetail() {
   const { ref = "" } = useParams();
   const navigate = useNavigate();
+  const [editing, setEditing] = useState(false);
   const { can, me } = useSession();
   const now = useTick(1000);
   const res = useResource<Pool>(`/pools/${q(ref)}`, POOL_EVENTS);
@@ -99,6 +101,7 @@ export default function PoolDetail() {
             await res.reload();
           }}>Add VM</ActionButton>
         )}
+        {canEdit && <button type="button" onClick={() => setEditing(true)}>Edit</button>}
         {can("pool:delete") && (
           <ActionButton className="danger" confirm={`Delete pool ${pool.name} and its VMs?`} onClick={async () => {
             await api.del(base);
@@ -106,6 +109,13 @@ export default function PoolDetail() {
           }}>Delete pool</ActionButton>
         )}
       </PageHeader>
+      <Modal title={`Edit pool ${pool.name}`} open={editing} onClose={() => setEditing(false)} wide>
+        <PoolForm pool={pool} onSaved={(saved) => {
+          setEditing(false);
+          if (saved.name !== pool.name) navigate(`/pools/${q(saved.name)}`, { replace: true });
+          else void res.reload();
+        }} />
+      </Modal>
       <div className="cards">
         <div className="card"><h2>Ready</h2><p className="big" data-testid="count-available">{pool.counts.available ?? 0}</p></div>
         <div className="card"><h2>Checked out</h2><p className="big" data-testid="count-checked-out">{pool.counts["checked-out"] ?? 0}</p></div>

@@ -5,7 +5,7 @@ import { Empty, ErrorBox, Loading, Modal, PageHeader } from "../../components/ui
 import { useResource } from "../../hooks";
 import { useSession } from "../../session";
 import { MyLeases } from "./MyLeases";
-import { PoolCreate } from "./PoolCreate";
+import { PoolForm } from "./PoolForm";
 import { duration, POOL_EVENTS, type Pool } from "./types";
 
 export default function PoolList() {
@@ -49,7 +49,7 @@ export default function PoolList() {
       )}
       <MyLeases pools={pools} onChange={() => void list.reload()} />
       <Modal title="New pool" open={creating} onClose={() => setCreating(false)} wide>
-        <PoolCreate onCreated={(pool) => {
+        <PoolForm onSaved={(pool) => {
           setCreating(false);
           navigate(`/pools/${q(pool.name)}`);
         }} />

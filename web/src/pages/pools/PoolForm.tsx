@@ -5,15 +5,19 @@ import { ErrorBox, Field } from "../../components/ui";
 import { useResource } from "../../hooks";
 import type { Pool } from "./types";
 
-/** The create-pool form (shown in a dialog): the VM template and the pool's policy. */
-export function PoolCreate({ onCreated }: { onCreated: (pool: Pool) => void }) {
+/** The pool form (shown in a dialog): the VM template and the pool's policy. With ``pool``
+ * it edits that pool in place (VMs made from then on follow the new template). */
+export function PoolForm({ pool, onSaved }: { pool?: Pool; onSaved: (pool: Pool) => void }) {
   const images = useResource<Image[]>("/images");
   const networks = useResource<Network[]>("/networks");
   const [error, setError] = useState<unknown>(null);
   const [busy, setBusy] = useState(false);
+  const t = (pool?.template ?? {}) as Record<string, unknown>;
   const [f, setF] = useState({
-    name: "", image: "", cpus: 1, memory: 512, disk: 1, network: "default", sshKeys: "",
-    minReady: 1, maxSize: 5, leaseDefault: 60, leaseMax: 1440, onCheckin: "reset",
+    name: pool?.name ?? "", image: String(t.image ?? ""), cpus: Number(t.cpus ?? 1), memory: Number(t.memory ?? 512),
+    disk: Number(t.disk ?? 1), network: String(t.network ?? "default"), sshKeys: ((t.ssh_keys as string[]) ?? []).join("\n"),
+    minReady: pool?.min_ready ?? 1, maxSize: pool?.max_size ?? 5, leaseDefault: (pool?.lease_default ?? 3600) / 60,
+    leaseMax: (pool?.lease_max ?? 86400) / 60, onCheckin: pool?.on_checkin ?? "reset",
   });
   const set = <K extends keyof typeof f>(key: K, value: (typeof f)[K]) => setF((old) => ({ ...old, [key]: value }));
   const ready = (images.data ?? []).filter((i) => i.status === "ready" && i.format !== "iso");
@@ -23,16 +27,18 @@ export function PoolCreate({ onCreated }: { onCreated: (pool: Pool) => void }) {
     setBusy(true);
     setError(null);
     try {
-      const pool = await api.post<Pool>("/pools", {
+      const body = {
         name: f.name.trim(),
         template: {
+          ...t, // what the form does not show (user-data, SSH user, probe port) stays
           image: f.image || ready[0]?.name, cpus: f.cpus, memory: f.memory, disk: f.disk, network: f.network,
           ssh_keys: f.sshKeys.split("\n").map((k) => k.trim()).filter(Boolean),
         },
-        min_ready: f.minReady, max_size: f.maxSize, lease_default: f.leaseDefault * 60,
-        lease_max: f.leaseMax * 60, on_checkin: f.onCheckin,
-      });
-      onCreated(pool);
+        min_ready: f.minReady, max_size: f.maxSize, lease_default: Math.round(f.leaseDefault * 60),
+        lease_max: Math.round(f.leaseMax * 60), on_checkin: f.onCheckin,
+        idle_timeout: pool?.idle_timeout ?? null, legacy_api: pool?.legacy_api ?? false,
+      };
+      onSaved(pool ? await api.put<Pool>(`/pools/${pool.id}`, body) : await api.post<Pool>("/pools", body));
     } catch (err) {
       setError(err);
     } finally {
@@ -41,7 +47,7 @@ export function PoolCreate({ onCreated }: { onCreated: (pool: Pool) => void }) {
   };
 
   return (
-    <form onSubmit={submit} aria-label="New pool">
+    <form onSubmit={submit} aria-label={pool ? `Edit pool ${pool.name}` : "New pool"}>
       <Field label="Name">
         <input name="name" required pattern="[a-zA-Z0-9][a-zA-Z0-9\-]{0,62}" value={f.name} onChange={(e) => set("name", e.target.value)} autoFocus />
       </Field>
@@ -83,7 +89,8 @@ export function PoolCreate({ onCreated }: { onCreated: (pool: Pool) => void }) {
       </div>
       <ErrorBox error={error} />
       <div className="form-actions">
-        <button type="submit" className="primary" disabled={busy}>{busy ? "Creating…" : "Create pool"}</button>
+        {pool && <p className="muted small">VMs made from now on follow the template; the ones held now keep theirs until they are checked in.</p>}
+        <button type="submit" className="primary" disabled={busy}>{busy ? "Saving…" : pool ? "Save" : "Create pool"}</button>
       </div>
     </form>
   );
