@@ -117,6 +117,26 @@ def test_the_vnc_console_connects(page: Page, sqlite_server: Server) -> None:
     shot(page, "vm-vnc-console")
 
 
+def test_disks_tab_attaches_and_detaches_a_new_volume(page: Page, ssh_key: tuple[Path, str]) -> None:
+    key, _ = ssh_key
+    page.get_by_role("tab", name="Disks").click()
+    disks = page.get_by_role("table", name="Disks")
+    expect(disks).to_contain_text("root (tiny)")
+    page.get_by_label("Volume name").fill("webdata")
+    page.get_by_role("button", name="Create and attach").click()
+    row = disks.locator("tr[data-volume=webdata]")
+    expect(row).to_contain_text("vdc", timeout=60_000)  # hot-plugged (vdb is the seed disk)
+    page.get_by_role("tab", name="Summary").click()
+    address = page.get_by_test_id("vm-ip").inner_text()
+    sectors = ssh_run(key, address, "cat /sys/block/vdc/size").stdout.strip()
+    assert sectors == str(1024**3 // 512)  # the guest sees the new 1 GB disk
+    page.get_by_role("tab", name="Disks").click()
+    shot(page, "vm-disks")
+    row.get_by_role("button", name="Detach").click()
+    expect(row).to_have_count(0, timeout=60_000)
+    expect(page.get_by_label("Free volume")).to_contain_text("webdata")
+
+
 def test_snapshots_tab(page: Page) -> None:
     page.get_by_role("tab", name="Snapshots").click()
     page.get_by_label("Snapshot name").fill("before")

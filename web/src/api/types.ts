@@ -32,7 +32,7 @@ export interface Network {
 }
 export interface Operation {
   id: string; kind: string; target_type: string; target_id: string | null; status: string;
-  progress: number; message: string | null; error: { code?: string; detail?: string } | null;
+  progress: number; message: string | null; error: { code?: string; detail?: string; status?: number } | null;
   result: Record<string, unknown> | null; created_at: string; started_at: string | null; finished_at: string | null;
 }
 export interface Snapshot {
@@ -50,3 +50,8 @@ export interface Stats {
   block_read_bytes: number; block_write_bytes: number; pids: number; read_at: string;
 }
 export interface Ticket { ticket: string; console: string; expires_at: string; path: string }
+export interface Volume {
+  id: string; name: string; size: number; allocation: number | null; pool: string; pool_id: string;
+  status: string; attached_to: string | null; attached_to_id: string | null; target: string | null;
+  serial: string; created_at: string;
+}

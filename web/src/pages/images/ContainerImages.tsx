@@ -2,7 +2,8 @@
 // in use), pull by reference, search the registry, delete, prune dangling ones.
 import { useState, type FormEvent } from "react";
 import { Link } from "react-router-dom";
-import { api, ApiError, q } from "../../api/client";
+import { api, q } from "../../api/client";
+import { succeeded } from "../../api/operations";
 import type { Operation } from "../../api/types";
 import { ActionButton, Empty, ErrorBox, Field, Loading } from "../../components/ui";
 import { ago, bytes } from "../../format";
@@ -10,11 +11,6 @@ import { useResource, useTick } from "../../hooks";
 import { useLive } from "../../live";
 import { useSession } from "../../session";
 import type { ContainerImage, RegistryImage } from "../containers/model";
-
-/** A failed operation as an error the ErrorBox shows like a problem+json one. */
-function opError(op: Operation): ApiError {
-  return new ApiError(502, op.error?.code ?? "failed", `${op.kind.replace(/[._]/g, " ")} failed`, op.error?.detail ?? op.message ?? "");
-}
 
 function PullForm({ initial, onDone }: { initial: string; onDone: () => void }) {
   const [ref, setRef] = useState(initial);
@@ -28,12 +24,8 @@ function PullForm({ initial, onDone }: { initial: string; onDone: () => void }) 
     setError(null);
     setLog("");
     try {
-      let op = await api.post<Operation>("/container-images/pull?wait=5", { image: ref.trim() });
-      while (op.status !== "succeeded" && op.status !== "failed" && op.status !== "cancelled") {
-        op = await api.get<Operation>(`/operations/${q(op.id)}?wait=10`);
-        setLog(op.message ?? "");
-      }
-      if (op.status !== "succeeded") throw opError(op);
+      const op = await api.post<Operation>("/container-images/pull?wait=5", { image: ref.trim() });
+      await succeeded(op, (now) => setLog(now.message ?? ""));
       notify("ok", `Pulled ${ref.trim()}`);
       onDone();
     } catch (err) {

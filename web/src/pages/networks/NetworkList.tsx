@@ -1,18 +1,15 @@
 import { useState, type FormEvent } from "react";
 import { Link } from "react-router-dom";
 import { api, q } from "../../api/client";
+import { succeeded } from "../../api/operations";
 import type { Instance, Network, Operation, Page } from "../../api/types";
 import { ActionButton, Empty, ErrorBox, Field, Loading, Modal, PageHeader, StateBadge } from "../../components/ui";
 import { useResource } from "../../hooks";
 import { useSession } from "../../session";
 
-class OperationFailed extends Error {}
-
-/** Run an operation-returning call, waiting a little; a failed operation becomes an error. */
+/** Run an operation-returning call and follow it to its end; a failure is thrown. */
 async function finished(path: string, body?: unknown, method: "post" | "del" = "post"): Promise<Operation> {
-  const op = method === "post" ? await api.post<Operation>(`${path}?wait=30`, body) : await api.del<Operation>(`${path}?wait=30`);
-  if (op.status === "failed") throw new OperationFailed(op.error?.detail ?? op.error?.code ?? `${op.kind} failed`);
-  return op;
+  return succeeded(method === "post" ? await api.post<Operation>(`${path}?wait=30`, body) : await api.del<Operation>(`${path}?wait=30`));
 }
 
 function CreateNetwork({ onDone }: { onDone: () => void }) {

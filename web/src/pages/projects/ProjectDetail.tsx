@@ -2,6 +2,7 @@
 import { lazy, Suspense, useEffect, useRef, useState, type FormEvent } from "react";
 import { Link, useNavigate, useParams } from "react-router-dom";
 import { api, API, ApiError, currentWorkspace, q } from "../../api/client";
+import { settled } from "../../api/operations";
 import type { Operation } from "../../api/types";
 import { ActionButton, Empty, ErrorBox, Loading, PageHeader, StateBadge } from "../../components/ui";
 import { bytes } from "../../format";
@@ -68,9 +69,7 @@ function Build({ project, beforeBuild }: { project: string; beforeBuild: () => P
           await new Promise((r) => setTimeout(r, 300));
         }
       }
-      while (!["succeeded", "failed", "cancelled"].includes(started.status)) {
-        started = await api.get<Operation>(`/operations/${q(started.id)}?wait=10`);
-      }
+      started = await settled(started);
       setOp(started);
     } catch (err) {
       if (!controller.signal.aborted) setError(err);

@@ -1,7 +1,8 @@
 import { lazy, Suspense, useState } from "react";
 import { Link, useNavigate, useParams } from "react-router-dom";
 import { api, q, wsUrl } from "../../api/client";
-import type { CloudEvent, Instance, Operation, Page, Snapshot } from "../../api/types";
+import { succeeded } from "../../api/operations";
+import type { CloudEvent, Instance, Operation, Page, Snapshot, Volume } from "../../api/types";
 import { Metrics } from "../../components/Metrics";
 import { ActionButton, Empty, ErrorBox, Field, Loading, Modal, PageHeader, Progress, StateBadge, Tabs } from "../../components/ui";
 import { ago, opLabel } from "../../format";
@@ -13,7 +14,7 @@ import { vmActions } from "./actions";
 const Terminal = lazy(() => import("../../components/Terminal"));
 const VncConsole = lazy(() => import("../../components/VncConsole"));
 
-type Tab = "summary" | "console" | "serial" | "snapshots" | "metrics" | "events";
+type Tab = "summary" | "console" | "serial" | "disks" | "snapshots" | "metrics" | "events";
 
 function ResizeForm({ vm, onDone }: { vm: Instance; onDone: () => void }) {
   const [cpus, setCpus] = useState(vm.cpus);
@@ -44,6 +45,77 @@ function ResizeForm({ vm, onDone }: { vm: Instance; onDone: () => void }) {
       <ErrorBox error={error} />
       <div className="form-actions"><button type="submit" className="primary">Resize</button></div>
     </form>
+  );
+}
+
+/** The VM's root disk and its extra volumes: attach a free volume or a new one (hot-plugged
+ * while it runs), detach. */
+function Disks({ vm, canEdit }: { vm: Instance; canEdit: boolean }) {
+  const base = `/instances/${q(vm.id)}/volumes`;
+  const attached = useResource<Volume[]>(base, ["operation."]);
+  const all = useResource<Volume[]>("/volumes", ["operation."]);
+  const free = (all.data ?? []).filter((v) => !v.attached_to_id && v.status === "ready");
+  const [pick, setPick] = useState("");
+  const [name, setName] = useState("");
+  const [size, setSize] = useState(1);
+  const reload = async () => {
+    await Promise.all([attached.reload(), all.reload()]);
+  };
+  const attach = async (volume: string) => {
+    const op = await api.post<Operation>(base, { volume });
+    await succeeded(op);
+    await reload();
+  };
+  return (
+    <div>
+      <div className="table-wrap">
+        <table aria-label="Disks">
+          <thead><tr><th>Disk</th><th>Size</th><th>Device</th><th className="hide-narrow">Serial</th><th /></tr></thead>
+          <tbody>
+            <tr><td>root ({vm.image ?? "installer"})</td><td>{vm.disk} GB</td><td className="mono">vda</td><td className="hide-narrow">–</td><td /></tr>
+            {(attached.data ?? []).map((v) => (
+              <tr key={v.id} data-volume={v.name}>
+                <td>{v.name} <span className="muted small">({v.pool})</span></td><td>{v.size} GB</td><td className="mono">{v.target ?? "–"}</td>
+                <td className="mono small hide-narrow">{v.serial}</td>
+                <td>{canEdit && (
+                  <ActionButton confirm={`Detach ${v.name} from ${vm.name}?`} onClick={async () => {
+                    await succeeded(await api.del<Operation>(`${base}/${q(v.id)}`));
+                    await reload();
+                  }}>Detach</ActionButton>
+                )}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </div>
+      <ErrorBox error={attached.error} />
+      {canEdit && (
+        <div className="cards two" style={{ marginTop: "1rem" }}>
+          <form className="card" onSubmit={(e) => e.preventDefault()} aria-label="Attach a volume">
+            <h3>Attach a volume</h3>
+            <Field label="Free volume">
+              <select value={pick} onChange={(e) => setPick(e.target.value)}>
+                <option value="">{free.length ? "choose…" : "no free volumes"}</option>
+                {free.map((v) => <option key={v.id} value={v.id}>{v.name} ({v.size} GB)</option>)}
+              </select>
+            </Field>
+            <ActionButton disabled={!pick} onClick={async () => { await attach(pick); setPick(""); }}>Attach</ActionButton>
+          </form>
+          <form className="card" onSubmit={(e) => e.preventDefault()} aria-label="New volume">
+            <h3>New volume</h3>
+            <div className="grid-2">
+              <Field label="Volume name"><input value={name} onChange={(e) => setName(e.target.value)} /></Field>
+              <Field label="Size (GB)"><input type="number" min={1} value={size} onChange={(e) => setSize(Number(e.target.value))} /></Field>
+            </div>
+            <ActionButton disabled={!name} onClick={async () => {
+              const made = await succeeded(await api.post<Operation>("/volumes", { name, size }));
+              await attach(String(made.result?.volume_id ?? name));
+              setName("");
+            }}>Create and attach</ActionButton>
+          </form>
+        </div>
+      )}
+    </div>
   );
 }
 
@@ -163,7 +235,7 @@ export default function VmDetail() {
         )}
       </PageHeader>
       {vm.error && <div className="error">{vm.error}</div>}
-      <Tabs<Tab> current={tab} onChange={setTab} tabs={[["summary", "Summary"], ["console", "Console"], ["serial", "Serial console"], ["snapshots", "Snapshots"], ["metrics", "Metrics"], ["events", "Events"]]} />
+      <Tabs<Tab> current={tab} onChange={setTab} tabs={[["summary", "Summary"], ["console", "Console"], ["serial", "Serial console"], ["disks", "Disks"], ["snapshots", "Snapshots"], ["metrics", "Metrics"], ["events", "Events"]]} />
       {tab === "summary" && (
         <div className="detail-grid">
           <section className="panel">
@@ -189,6 +261,7 @@ export default function VmDetail() {
         {tab === "console" && (running ? <VncConsole vm={vm.id} /> : <Empty>The screen shows while the VM runs.</Empty>)}
         {tab === "serial" && (running ? <Terminal url={serialUrl} label="Serial console" /> : <Empty>The serial console opens while the VM runs.</Empty>)}
       </Suspense>
+      {tab === "disks" && <Disks vm={vm} canEdit={canEdit} />}
       {tab === "snapshots" && <Snapshots vm={vm} canEdit={canEdit} />}
       {tab === "metrics" && <Metrics instance={vm.id} running={running} />}
       {tab === "events" && <Activity vm={vm} />}
