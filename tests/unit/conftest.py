@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from cloudlet.api.app import create_app
+from cloudlet.client import Client
 from cloudlet.config import Settings
 from cloudlet.db.models import AuditEntry, Instance, IPAllocation
 from cloudlet.drivers.sim import SimDriver
@@ -44,6 +45,15 @@ class SimCloud:
 
     def delete(self, path: str, **kw: object):  # type: ignore[no-untyped-def]
         return self.client.delete(path, headers=self.headers, **kw)  # type: ignore[arg-type]
+
+    def cli_client(self) -> Client:
+        """A ``cloudlet.client.Client`` on this app, in-process: what CLI tests patch in. A second
+        TestClient on the same app shares the running cloud, and closing it (as every command
+        does) leaves the fixture's client open."""
+        c = Client("http://testserver", self.token)
+        c.http.close()
+        c.http = TestClient(self.client.app, headers=self.headers)
+        return c
 
 
 @contextmanager

@@ -9,12 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 from cloudlet.cli import images as images_cli
 from cloudlet.cli import vms as vms_cli
-from cloudlet.client import Client
 from tests.unit.conftest import SimCloud
 from tests.unit.test_image_import import FileServer, files  # noqa: F401 - the fixture
 from tests.unit.test_image_media import make_iso
@@ -27,14 +25,8 @@ Run = Callable[..., Any]
 def cli(sim: SimCloud, monkeypatch: pytest.MonkeyPatch) -> Run:
     """``cli("image", ...)`` or ``cli("vm", ...)``."""
 
-    def in_process_client() -> Client:
-        c = Client("http://testserver", sim.token)
-        c.http.close()
-        c.http = TestClient(sim.client.app, headers=sim.headers)
-        return c
-
-    monkeypatch.setattr(images_cli, "client", in_process_client)
-    monkeypatch.setattr(vms_cli, "client", in_process_client)
+    monkeypatch.setattr(images_cli, "client", sim.cli_client)
+    monkeypatch.setattr(vms_cli, "client", sim.cli_client)
     runner = CliRunner()
     apps = {"image": images_cli.app, "vm": vms_cli.app}
 

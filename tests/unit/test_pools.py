@@ -329,19 +329,11 @@ def test_a_pool_is_changed_in_place(sim: SimCloud, make_pool) -> None:  # type: 
 def test_cli_pool_set_changes_only_what_is_given(  # type: ignore[no-untyped-def]
     sim: SimCloud, make_pool, monkeypatch
 ) -> None:
-    from fastapi.testclient import TestClient
     from typer.testing import CliRunner
 
     from cloudlet.cli import pools as pools_cli
-    from cloudlet.client import Client
 
-    def in_process_client() -> Client:
-        c = Client("http://testserver", sim.token)
-        c.http.close()
-        c.http = TestClient(sim.client.app, headers=sim.headers)
-        return c
-
-    monkeypatch.setattr(pools_cli, "client", in_process_client)
+    monkeypatch.setattr(pools_cli, "client", sim.cli_client)
     make_pool(min_ready=0, max_size=2, lease_default=900)
     out = CliRunner().invoke(pools_cli.app, ["set", "lab", "--max-size", "4", "--memory", "128"])
     assert out.exit_code == 0, out.output

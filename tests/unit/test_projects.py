@@ -14,11 +14,9 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from cloudlet.cli import projects as cli
-from cloudlet.client import Client
 from cloudlet.errors import CloudletError, Conflict, Invalid, NotFound
 from cloudlet.services import projects as projects_module
 from cloudlet.services.context import RequestContext
@@ -671,15 +669,7 @@ def test_api_service_is_wired_to_the_data_dir(sim: SimCloud) -> None:
 def run_cli(sim: SimCloud, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
     """Run ``cloudlet ct project ...`` with its client talking to ``sim`` in-process."""
 
-    def in_process_client() -> Client:
-        c = Client("http://testserver", sim.token)
-        c.http.close()
-        # A second TestClient on the same app: it shares the running cloud, and closing it (as
-        # every command does) leaves the fixture's client open.
-        c.http = TestClient(sim.client.app, headers=sim.headers)
-        return c
-
-    monkeypatch.setattr(cli, "client", in_process_client)
+    monkeypatch.setattr(cli, "client", sim.cli_client)
     runner = CliRunner()
 
     def run(*args: str, input: bytes | str | None = None) -> Any:
