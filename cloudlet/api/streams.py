@@ -91,23 +91,23 @@ async def drain_batches(stream: Stream[T], max_items: int = 2000) -> AsyncIterat
 
     reader = asyncio.ensure_future(in_stream_thread(read))
     try:
-        ended = False
-        while not ended:
+        last: Any = None  # _END or a _Failed, once the reader is done
+        while last is None:
             batch: list[T] = []
             item = await queue.get()
             while True:
-                if item is _END:
-                    ended = True
+                if item is _END or isinstance(item, _Failed):
+                    last = item
                     break
-                if isinstance(item, _Failed):
-                    raise item.exc
                 batch.append(item)
                 room.release()
                 if len(batch) >= max_items or queue.empty():
                     break
                 item = queue.get_nowait()
-            if batch:
+            if batch:  # what came before a failure still goes out
                 yield batch
+        if isinstance(last, _Failed):
+            raise last.exc
     finally:
         stop.set()
         stream.close()  # wakes a reader blocked on the stream

@@ -180,7 +180,6 @@ class Pools:
             s.flush()
             s.expunge(pool)
         self._publish(pool.workspace_id, pool.id, pool.name)
-        self._wake(pool.id)  # a waiter may now fit a longer lease or a bigger pool
         return pool
 
     def _validated_template(self, spec: PoolSpec) -> dict[str, Any]:
@@ -671,32 +670,23 @@ class Pools:
                     .group_by(PoolMember.status)
                 ).all()
             )
-            # idle VMs above min_ready go, oldest idle first
-            if pool.idle_timeout is not None:
-                spare = counts.get("available", 0) + counts.get("provisioning", 0) - pool.min_ready
-                for member in s.scalars(
-                    select(PoolMember)
-                    .where(PoolMember.pool_id == pool.id, PoolMember.status == "available")
-                    .order_by(PoolMember.idle_since)
-                ):
-                    if spare <= 0 or member.idle_since > now - timedelta(seconds=pool.idle_timeout):
-                        break
-                    member.status = "resetting"
-                    to_destroy.append(member.instance_id)
-                    spare -= 1
-                    counts["available"] -= 1
-            # a lowered max_size: ready VMs above it go, oldest idle first (checked-out ones stay)
+            # Ready VMs go, oldest idle first: those above a lowered max_size (checked-out ones
+            # stay), and idle ones above min_ready once they waited idle_timeout.
             excess = sum(n for status, n in counts.items() if status != "resetting") - pool.max_size
+            spare = counts.get("available", 0) + counts.get("provisioning", 0) - pool.min_ready
+            idle_before = now - timedelta(seconds=pool.idle_timeout or 0)
             for member in s.scalars(
                 select(PoolMember)
                 .where(PoolMember.pool_id == pool.id, PoolMember.status == "available")
                 .order_by(PoolMember.idle_since)
             ):
-                if excess <= 0:
+                idle = pool.idle_timeout is not None and spare > 0 and member.idle_since <= idle_before
+                if excess <= 0 and not idle:
                     break
                 member.status = "resetting"
                 to_destroy.append(member.instance_id)
                 excess -= 1
+                spare -= 1
             after = {m.instance_id: m.status for m, _ in members}  # the session's same objects
         # Pages showing the pool hear of each VM that became ready or went to be replaced.
         for instance_id, status in after.items():

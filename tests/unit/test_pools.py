@@ -342,3 +342,21 @@ def test_cli_pool_set_changes_only_what_is_given(  # type: ignore[no-untyped-def
     assert (pool["max_size"], pool["template"]["memory"], pool["lease_default"]) == (4, 128, 900)
     bad = CliRunner().invoke(pools_cli.app, ["set", "lab", "--min-ready", "9"])
     assert bad.exit_code != 0 and "min_ready" in bad.output
+
+
+def test_idle_vms_above_min_ready_are_retired(sim: SimCloud, make_pool) -> None:  # type: ignore[no-untyped-def]
+    make_pool(min_ready=1, max_size=3, idle_timeout=60)
+    settle(sim, "lab", 1)
+    assert sim.post("/api/v1/pools/lab/vms", json={"count": 2}).status_code == 201
+    settle(sim, "lab", 3)
+    with transaction(sim.cloud.db.sessions) as s:  # all three waited unused for two minutes
+        s.execute(update(PoolMember).values(idle_since=utcnow() - timedelta(seconds=120)))
+
+    def down_to_min_ready() -> bool:
+        sim.cloud.pools.reconcile()
+        return len(sim.get("/api/v1/pools/lab").json()["vms"]) == 1
+
+    eventually(down_to_min_ready, timeout=20, interval=0.1, what="the idle VMs to go")
+    for _ in range(3):
+        sim.cloud.pools.reconcile()
+    assert sim.get("/api/v1/pools/lab").json()["counts"] == {"available": 1}  # min_ready stays

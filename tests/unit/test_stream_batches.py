@@ -33,13 +33,21 @@ def test_a_backlog_arrives_whole_in_order_and_in_few_lists() -> None:
     assert len(batches) < 2_000  # one per line would be 20,000
 
 
-def test_a_failing_stream_raises_in_the_consumer() -> None:
+def test_a_failing_stream_raises_in_the_consumer_after_what_it_sent() -> None:
     def items() -> Iterator[bytes]:
         yield b"one\n"
+        yield b"two\n"
         raise OSError("engine went away")
 
+    got: list[bytes] = []
+
+    async def run() -> None:
+        async for batch in drain_batches(Stream(items())):
+            got.extend(batch)
+
     with pytest.raises(OSError, match="engine went away"):
-        collect(Stream(items()))
+        asyncio.run(run())
+    assert got == [b"one\n", b"two\n"]  # the lines before the failure were not lost
 
 
 def test_a_consumer_leaving_closes_a_followed_stream() -> None:

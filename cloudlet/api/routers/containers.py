@@ -33,14 +33,19 @@ DEFAULT_SHELL = ["/bin/sh"]
 VM_STATS_INTERVAL = 2.0  # seconds between the samples of a VM's live stats
 
 
+def _instance(cloud: Cloud, ctx: RequestContext, ref: str, permission: str) -> tuple[str, str, str, str]:
+    """(kind, state, id, name) of a workspace's instance, read once."""
+    ctx.require(permission)
+    with cloud.db.reads() as s:
+        row = cloud.instances.get(s, ctx, ref)
+        return row.kind, row.state, row.id, row.name
+
+
 def running_container(
     cloud: Cloud, ctx: RequestContext, ref: str, *, running: bool, permission: str = "instance:view"
 ) -> tuple[ContainerDriver, str]:
     """The engine and the instance id of a workspace's container (running, when asked)."""
-    ctx.require(permission)
-    with cloud.db.reads() as s:
-        row = cloud.instances.get(s, ctx, ref)
-        kind, state, instance_id, name = row.kind, row.state, row.id, row.name
+    kind, state, instance_id, name = _instance(cloud, ctx, ref, permission)
     if kind != "container":
         raise Invalid(f"{name!r} is a {kind}, not a container", code="not_a_container")
     if running and state != "running":
@@ -50,14 +55,10 @@ def running_container(
 
 def running_instance(cloud: Cloud, ctx: RequestContext, ref: str) -> tuple[ComputeDriver, str]:
     """The driver and instance id of a workspace's running container or VM (for stats)."""
-    ctx.require("instance:view")
-    with cloud.db.reads() as s:
-        row = cloud.instances.get(s, ctx, ref)
-        kind, state, instance_id, name = row.kind, row.state, row.id, row.name
-    if kind == "container":
-        return running_container(cloud, ctx, ref, running=True)
+    kind, state, instance_id, name = _instance(cloud, ctx, ref, "instance:view")
     if state != "running":
-        raise InvalidState(f"VM {name!r} is {state}, not running", code="instance_not_running", state=state)
+        what, code = ("container", "not_running") if kind == "container" else ("VM", "instance_not_running")
+        raise InvalidState(f"{what} {name!r} is {state}, not running", code=code, state=state)
     return cloud.instances.driver(kind), instance_id
 
 

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from cloudlet.api.deps import CloudDep, Ctx, ReadSession
 from cloudlet.api.schemas import OperationPublic, Page
-from cloudlet.api.streams import drain
+from cloudlet.api.streams import drain_batches
 from cloudlet.db.models import Operation
 from cloudlet.drivers.containers import Stream
 from cloudlet.errors import NotFound
@@ -96,7 +96,7 @@ async def operation_log(
     lines = Stream(cloud.oplogs.read(op_id, follow=follow, is_final=is_final))
 
     async def body() -> AsyncIterator[bytes]:
-        async for chunk in drain(lines):
-            yield chunk
+        async for batch in drain_batches(lines):  # a long build log leaves in a few big chunks
+            yield b"".join(batch)
 
     return StreamingResponse(body(), media_type="text/plain; charset=utf-8")

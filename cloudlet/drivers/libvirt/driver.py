@@ -9,6 +9,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -351,7 +352,7 @@ class LibvirtDriver(ComputeDriver, NetworkDriver, LibvirtStorage):
             return self._on_running("reading domain stats", instance_id, one)
 
         record, percent = self._cpu.measure(instance_id, read)
-        return stats.parse(record, percent, stats.now_utc())
+        return stats.parse(record, percent, datetime.now(UTC))
 
     def pause(self, instance_id: str) -> None:
         self.host.call("pausing domain", lambda c: self._domain(c, instance_id).suspend())

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import libvirt
@@ -45,8 +45,9 @@ def memory_of(record: Mapping[str, Any]) -> tuple[int, int]:
     """(used bytes, limit bytes). The limit is the guest's memory now (``balloon.current``, plugged
     DIMMs included; else ``balloon.maximum``). Used is what the guest itself reports when it has
     a balloon device and driver with statistics (``available - usable``, else ``available -
-    unused``: without the page cache, as ``docker stats`` shows). Otherwise (cloudlet's VMs have no
-    balloon device) it is the host's view: the resident memory of the VM's QEMU process
+    unused``: without the page cache, as ``docker stats`` shows); cloudlet defines VMs with a
+    balloon that reports every few seconds. Otherwise (older definitions, a guest without the
+    driver, the first seconds of a boot) it is the host's view: the resident memory of the QEMU process
     (``balloon.rss``), which counts the guest pages it touched plus QEMU's own memory, so it can
     pass the limit (under TCG by a lot): it is not capped, a capped figure would show every small
     VM at 100 %."""
@@ -129,7 +130,3 @@ class CpuMeter:
     def forget(self, key: str) -> None:
         with self._lock:
             self._last.pop(key, None)
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
