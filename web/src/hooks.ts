@@ -56,3 +56,29 @@ export function useTick(ms: number): number {
   }, [ms]);
   return now;
 }
+
+export interface Action {
+  busy: boolean;
+  error: unknown;
+  setError: (error: unknown) => void;
+  /** Run ``fn`` marked busy; what it throws is kept in ``error`` (for an ErrorBox). */
+  run: (fn: () => Promise<unknown>) => Promise<void>;
+}
+
+/** The busy flag and error of a form's or button's async action, in one place. */
+export function useAction(): Action {
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<unknown>(null);
+  const run = useCallback(async (fn: () => Promise<unknown>) => {
+    setBusy(true);
+    setError(null);
+    try {
+      await fn();
+    } catch (err) {
+      setError(err);
+    } finally {
+      setBusy(false);
+    }
+  }, []);
+  return { busy, error, setError, run };
+}

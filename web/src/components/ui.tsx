@@ -1,6 +1,7 @@
 // Small building blocks every page uses.
-import { cloneElement, isValidElement, useEffect, useId, useRef, useState, type ReactNode } from "react";
+import { cloneElement, isValidElement, useEffect, useId, useRef, type ReactNode } from "react";
 import { errorText } from "../api/client";
+import { useAction } from "../hooks";
 
 export function ErrorBox({ error }: { error: unknown }) {
   if (!error) return null;
@@ -69,8 +70,7 @@ export function ActionButton({ onClick, children, className, confirm, disabled, 
   onClick: () => Promise<unknown>; children: ReactNode; className?: string; confirm?: string;
   disabled?: boolean; title?: string;
 }) {
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<unknown>(null);
+  const { busy, error, run } = useAction();
   return (
     <>
       <button
@@ -81,15 +81,7 @@ export function ActionButton({ onClick, children, className, confirm, disabled, 
         aria-busy={busy}
         onClick={async () => {
           if (confirm && !window.confirm(confirm)) return;
-          setBusy(true);
-          setError(null);
-          try {
-            await onClick();
-          } catch (err) {
-            setError(err);
-          } finally {
-            setBusy(false);
-          }
+          await run(onClick);
         }}
       >
         {children}

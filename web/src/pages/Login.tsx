@@ -2,6 +2,7 @@ import { useEffect, useState, type FormEvent } from "react";
 import { api } from "../api/client";
 import { ErrorBox, Field } from "../components/ui";
 import { useSession } from "../session";
+import { useAction } from "../hooks";
 
 /** Where the OpenID Connect sign-in returns to: it hands the page a token pair in the URL
  * fragment, which the server turns into a cookie session (spending the pair). */
@@ -37,8 +38,7 @@ export function Login() {
   const { signIn } = useSession();
   const [username, setUsername] = useState("");
   const [password, setPassword] = useState("");
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
+  const { busy, error, run } = useAction();
   const [oidc, setOidc] = useState<{ enabled: boolean; issuer: string | null } | null>(null);
   useEffect(() => {
     api.get<{ enabled: boolean; issuer: string | null }>("/auth/oidc/config").then(setOidc, () => setOidc(null));
@@ -46,15 +46,9 @@ export function Login() {
 
   const submit = async (e: FormEvent) => {
     e.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
+    await run(async () => {
       await signIn(username, password);
-    } catch (err) {
-      setError(err);
-    } finally {
-      setBusy(false);
-    }
+    });
   };
 
   return (

@@ -5,7 +5,7 @@ import { Link } from "react-router-dom";
 import { api } from "../../api/client";
 import type { Network } from "../../api/types";
 import { ErrorBox, Field } from "../../components/ui";
-import { useResource } from "../../hooks";
+import { useAction, useResource } from "../../hooks";
 import { splitCommand, type ContainerImage, type Port } from "./model";
 
 interface PortRow { host: string; container: string; protocol: "tcp" | "udp" }
@@ -47,27 +47,20 @@ export function RunContainer({ onCreated, initialImage }: { onCreated: (name: st
   const [restart, setRestart] = useState("no");
   const [network, setNetwork] = useState("default");
   const [memory, setMemory] = useState("");
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
+  const { busy, error, run } = useAction();
   const chosen = image || tags[0] || "";
 
   const submit = async (e: FormEvent) => {
     e.preventDefault();
-    setError(null);
-    try {
+    await run(async () => {
       const body: Record<string, unknown> = {
         kind: "container", name: name.trim(), image: chosen, env: parseEnv(env), ports: ports(rows), restart, network,
       };
       if (command.trim()) body.command = splitCommand(command);
       if (memory.trim()) body.memory = Number(memory);
-      setBusy(true);
       await api.post("/instances", body);
       onCreated(name.trim());
-    } catch (err) {
-      setError(err);
-    } finally {
-      setBusy(false);
-    }
+    });
   };
   const setRow = (i: number, patch: Partial<PortRow>) => setRows(rows.map((r, j) => (j === i ? { ...r, ...patch } : r)));
 

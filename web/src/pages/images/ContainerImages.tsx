@@ -7,32 +7,25 @@ import { succeeded } from "../../api/operations";
 import type { Operation } from "../../api/types";
 import { ActionButton, Empty, ErrorBox, Field, Loading } from "../../components/ui";
 import { ago, bytes } from "../../format";
-import { useResource, useTick } from "../../hooks";
+import { useAction, useResource, useTick } from "../../hooks";
 import { useLive } from "../../live";
 import { useSession } from "../../session";
 import type { ContainerImage, RegistryImage } from "../containers/model";
 
 function PullForm({ initial, onDone }: { initial: string; onDone: () => void }) {
   const [ref, setRef] = useState(initial);
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<unknown>(null);
+  const { busy, error, run } = useAction();
   const [log, setLog] = useState("");
   const { notify } = useLive();
   const submit = async (e: FormEvent) => {
     e.preventDefault();
-    setBusy(true);
-    setError(null);
     setLog("");
-    try {
+    await run(async () => {
       const op = await api.post<Operation>("/container-images/pull?wait=5", { image: ref.trim() });
       await succeeded(op, (now) => setLog(now.message ?? ""));
       notify("ok", `Pulled ${ref.trim()}`);
       onDone();
-    } catch (err) {
-      setError(err);
-    } finally {
-      setBusy(false);
-    }
+    });
   };
   return (
     <form className="panel" onSubmit={submit} aria-label="Pull an image">
@@ -49,21 +42,14 @@ function PullForm({ initial, onDone }: { initial: string; onDone: () => void }) 
 
 function RegistrySearch({ onPick }: { onPick: (name: string) => void }) {
   const [term, setTerm] = useState("");
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<unknown>(null);
+  const { busy, error, run } = useAction();
   const [found, setFound] = useState<RegistryImage[] | null>(null);
   const submit = async (e: FormEvent) => {
     e.preventDefault();
-    setBusy(true);
-    setError(null);
     setFound(null);
-    try {
+    await run(async () => {
       setFound(await api.get<RegistryImage[]>(`/container-images/search?q=${q(term.trim())}&limit=25`));
-    } catch (err) {
-      setError(err);
-    } finally {
-      setBusy(false);
-    }
+    });
   };
   return (
     <form className="panel" onSubmit={submit} aria-label="Search the registry">

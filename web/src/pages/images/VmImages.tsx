@@ -5,7 +5,7 @@ import { API, api, ApiError, currentWorkspace, q } from "../../api/client";
 import type { Image, Operation } from "../../api/types";
 import { ActionButton, Empty, ErrorBox, Field, Loading, Modal, Progress, StateBadge } from "../../components/ui";
 import { bytes } from "../../format";
-import { useResource } from "../../hooks";
+import { useAction, useResource } from "../../hooks";
 import { useEvents } from "../../live";
 import { useSession } from "../../session";
 
@@ -105,15 +105,12 @@ function ImportForm({ mode }: { mode: "url" | "upload" }) {
   const [minMemory, setMinMemory] = useState("");
   const [sent, setSent] = useState<number | null>(null);
   const [op, setOp] = useState<Operation | null>(null);
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
+  const { busy, error, run } = useAction();
 
   const submit = async (e: FormEvent) => {
     e.preventDefault();
-    setBusy(true);
-    setError(null);
     setOp(null);
-    try {
+    await run(async () => {
       if (mode === "url") {
         setOp(await api.post<Operation>("/images", {
           name: name.trim(), url: url.trim(), sha256: sha.trim() || null, format: format || null,
@@ -128,11 +125,7 @@ function ImportForm({ mode }: { mode: "url" | "upload" }) {
         setSent(0);
         setOp(await upload(`/images/upload?${params.toString()}`, file, setSent));
       }
-    } catch (err) {
-      setError(err);
-    } finally {
-      setBusy(false);
-    }
+    });
   };
 
   return (

@@ -4,7 +4,7 @@ import { api, q } from "../../api/client";
 import { succeeded } from "../../api/operations";
 import type { Instance, Network, Operation, Page } from "../../api/types";
 import { ActionButton, Empty, ErrorBox, Field, Loading, Modal, PageHeader, StateBadge } from "../../components/ui";
-import { useResource } from "../../hooks";
+import { useAction, useResource } from "../../hooks";
 import { useSession } from "../../session";
 
 /** Run an operation-returning call and follow it to its end; a failure is thrown. */
@@ -16,20 +16,13 @@ function CreateNetwork({ onDone }: { onDone: () => void }) {
   const [name, setName] = useState("");
   const [cidr, setCidr] = useState("");
   const [mode, setMode] = useState("nat");
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
+  const { busy, error, run } = useAction();
   const submit = async (e: FormEvent) => {
     e.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
+    await run(async () => {
       await finished("/networks", { name: name.trim(), cidr: cidr.trim(), mode });
       onDone();
-    } catch (err) {
-      setError(err);
-    } finally {
-      setBusy(false);
-    }
+    });
   };
   return (
     <form onSubmit={submit} aria-label="New network">

@@ -3,7 +3,7 @@ import { Link, useNavigate, useParams } from "react-router-dom";
 import { api, q } from "../../api/client";
 import { ActionButton, Empty, ErrorBox, Field, Loading, Modal, PageHeader, StateBadge } from "../../components/ui";
 import { ago, countdown } from "../../format";
-import { useResource, useTick } from "../../hooks";
+import { useAction, useResource, useTick } from "../../hooks";
 import { useSession } from "../../session";
 import { MyLeases } from "./MyLeases";
 import { PoolForm } from "./PoolForm";
@@ -14,24 +14,17 @@ const VM_STATE: Record<string, string> = { available: "ready", "checked-out": "c
 function CheckoutForm({ pool, onDone }: { pool: Pool; onDone: () => void }) {
   const [minutes, setMinutes] = useState("");
   const [got, setGot] = useState<Checkout | null>(null);
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
+  const { busy, error, run } = useAction();
   return (
     <section className="panel" aria-labelledby="checkout-h">
       <h2 id="checkout-h">Check out a VM</h2>
       <form className="toolbar" onSubmit={async (e) => {
         e.preventDefault();
-        setBusy(true);
-        setError(null);
-        try {
+        await run(async () => {
           const body = minutes ? { lease: Math.round(Number(minutes) * 60) } : {};
           setGot(await api.post<Checkout>(`/pools/${q(pool.id)}/checkout?wait=30`, body));
           onDone();
-        } catch (err) {
-          setError(err);
-        } finally {
-          setBusy(false);
-        }
+        });
       }}>
         <Field label="Lease (minutes)" hint={`Default ${duration(pool.lease_default)}, at most ${duration(pool.lease_max)}.`}>
           <input name="lease" type="number" min={1} max={Math.floor(pool.lease_max / 60)} value={minutes} placeholder={String(pool.lease_default / 60)} onChange={(e) => setMinutes(e.target.value)} />

@@ -2,7 +2,7 @@ import { useState, type FormEvent } from "react";
 import { api } from "../../api/client";
 import type { Image, Network } from "../../api/types";
 import { ErrorBox, Field } from "../../components/ui";
-import { useResource } from "../../hooks";
+import { useAction, useResource } from "../../hooks";
 import type { Pool } from "./types";
 
 /** The pool form (shown in a dialog): the VM template and the pool's policy. With ``pool``
@@ -10,8 +10,7 @@ import type { Pool } from "./types";
 export function PoolForm({ pool, onSaved }: { pool?: Pool; onSaved: (pool: Pool) => void }) {
   const images = useResource<Image[]>("/images");
   const networks = useResource<Network[]>("/networks");
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
+  const { busy, error, run } = useAction();
   const t = (pool?.template ?? {}) as Record<string, unknown>;
   const [f, setF] = useState({
     name: pool?.name ?? "", image: String(t.image ?? ""), cpus: Number(t.cpus ?? 1), memory: Number(t.memory ?? 512),
@@ -24,9 +23,7 @@ export function PoolForm({ pool, onSaved }: { pool?: Pool; onSaved: (pool: Pool)
 
   const submit = async (e: FormEvent) => {
     e.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
+    await run(async () => {
       const body = {
         name: f.name.trim(),
         template: {
@@ -39,11 +36,7 @@ export function PoolForm({ pool, onSaved }: { pool?: Pool; onSaved: (pool: Pool)
         idle_timeout: pool?.idle_timeout ?? null, legacy_api: pool?.legacy_api ?? false,
       };
       onSaved(pool ? await api.put<Pool>(`/pools/${pool.id}`, body) : await api.post<Pool>("/pools", body));
-    } catch (err) {
-      setError(err);
-    } finally {
-      setBusy(false);
-    }
+    });
   };
 
   return (

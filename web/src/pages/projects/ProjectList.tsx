@@ -3,27 +3,20 @@ import { Link, useNavigate } from "react-router-dom";
 import { api, q } from "../../api/client";
 import { ActionButton, Empty, ErrorBox, Field, Loading, Modal, PageHeader } from "../../components/ui";
 import { ago, bytes } from "../../format";
-import { useResource, useTick } from "../../hooks";
+import { useAction, useResource, useTick } from "../../hooks";
 import { useSession } from "../../session";
 import { STARTER, type Project } from "./model";
 
 function CreateProject({ onCreated }: { onCreated: (name: string) => void }) {
   const [name, setName] = useState("");
   const [starter, setStarter] = useState(true);
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
+  const { busy, error, run } = useAction();
   const submit = async (e: FormEvent) => {
     e.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
+    await run(async () => {
       await api.post("/projects", { name: name.trim(), dockerfile: starter ? STARTER : "" });
       onCreated(name.trim());
-    } catch (err) {
-      setError(err);
-    } finally {
-      setBusy(false);
-    }
+    });
   };
   return (
     <form onSubmit={submit} aria-label="New project">

@@ -4,7 +4,7 @@ import { useNavigate } from "react-router-dom";
 import { api, q } from "../../api/client";
 import type { Image, Network, Operation } from "../../api/types";
 import { ErrorBox, Field, PageHeader } from "../../components/ui";
-import { useResource } from "../../hooks";
+import { useAction, useResource } from "../../hooks";
 
 const STEPS = ["Image", "Size", "Network", "Access", "Review"] as const;
 const SIZES: [string, number, number][] = [["small", 1, 256], ["medium", 2, 1024], ["large", 4, 4096]];
@@ -34,8 +34,7 @@ export default function VmCreate() {
   const images = useResource<Image[]>("/images", ["operation."]);
   const networks = useResource<Network[]>("/networks");
   const [step, setStep] = useState(0);
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
+  const { busy, error, setError, run } = useAction();
   const [d, setD] = useState<Draft>({
     name: "", image: "", cpus: 1, memory: 256, disk: 2, network: "", ip: "", staticIp: false,
     sshKeys: "", user: "", password: "", sudo: true, userData: "",
@@ -52,17 +51,11 @@ export default function VmCreate() {
     else void create();
   };
 
-  const create = async () => {
-    setBusy(true);
-    try {
+  const create = () =>
+    run(async () => {
       const op = await api.post<Operation>("/instances", requestFor(d));
       navigate(`/vms/${q(d.name.trim())}`, { state: { operation: op.id } });
-    } catch (err) {
-      setError(err);
-    } finally {
-      setBusy(false);
-    }
-  };
+    });
 
   return (
     <>
