@@ -232,7 +232,11 @@ class ContainerPublic(BaseModel):
     short_id: str | None = Field(None, description="The engine's short container id.")
     command: list[str] | None = None
     entrypoint: list[str] | None = None
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str | None] = Field(
+        default_factory=dict,
+        description="Environment variables. Values are often secrets: callers who cannot edit the "
+        "container (`instance:edit`) get the names with null values.",
+    )
     ports: list[PortMapping] = Field(default_factory=list)
     volumes: list[VolumeMount] = Field(default_factory=list)
     cpus: float | None = None

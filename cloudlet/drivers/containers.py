@@ -196,8 +196,18 @@ class ContainerDriver(ComputeDriver):
     def search_images(self, term: str, limit: int = 25) -> list[RegistryImage]: ...
 
     @abc.abstractmethod
+    def image_users(self, image_id: str) -> list[str | None]:
+        """The workspace of every container (any state) made from the image ``image_id``: a
+        workspace id for this deployment's containers, None for anyone else's."""
+
+    @abc.abstractmethod
+    def tag_image(self, image_id: str, ref: str) -> None:
+        """Give the image ``image_id`` the tag ``ref`` (moved from any image that had it)."""
+
+    @abc.abstractmethod
     def remove_image(self, ref: str, *, force: bool = False) -> None:
-        """``InUse`` while a container uses it (unless ``force``)."""
+        """Untag ``ref``, or remove the image when it is its last name or its id. ``InUse`` when
+        that would remove an image a container uses (unless ``force``)."""
 
     @abc.abstractmethod
     def prune_images(self) -> tuple[list[str], int]:
@@ -207,8 +217,9 @@ class ContainerDriver(ComputeDriver):
     def build_image(
         self, context: Path, tags: list[str], log: ProgressCallback, *, dockerfile: str = "Dockerfile"
     ) -> ContainerImage:
-        """Build from a folder; each line of build output goes to ``log`` as it comes.
-        Raises ``BuildFailed`` naming the failing step."""
+        """Build from a folder, tagged with ``tags`` (none: an untagged image, known by its id);
+        each line of build output goes to ``log`` as it comes. Raises ``BuildFailed`` naming the
+        failing step."""
 
     def ports_in_use(self, ports: list[PortSpec]) -> list[PortSpec]:
         """The host ports of ``ports`` that something holds now (best effort: the engine has the

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -38,6 +38,7 @@ from cloudlet.errors import Conflict, InUse, Invalid, NotFound, RegistryUnreacha
 class _SimContainer:
     spec: InstanceSpec
     short_id: str
+    image_id: str
     state: PowerState = PowerState.STOPPED
     logs: list[bytes] = field(default_factory=list)
     created: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -47,10 +48,13 @@ class SimContainerDriver(ContainerDriver):
     name = "sim-containers"
     capabilities = DriverCapabilities(pause=True)
 
-    def __init__(self, images: tuple[str, ...] = ("local/busybox:latest",)) -> None:
+    def __init__(
+        self, images: tuple[str, ...] = ("local/busybox:latest",), registry: tuple[str, ...] = ()
+    ) -> None:
         self._lock = threading.Lock()
         self.containers: dict[str, _SimContainer] = {}
-        self.images: dict[str, ContainerImage] = {}
+        self.images: dict[str, ContainerImage] = {}  # tag -> the image it names (tags share ids)
+        self.registry = set(registry)  # refs a pull can fetch (none: no registry answers)
         self._callbacks: list[StateCallback] = []
         for ref in images:
             self.add_image(ref)
@@ -60,6 +64,11 @@ class SimContainerDriver(ContainerDriver):
         image = ContainerImage(digest, (ref,), size, datetime.now(UTC))
         self.images[ref] = image
         return image
+
+    def _whole(self, image: ContainerImage) -> ContainerImage:
+        """The image with every tag that names it (the engine lists an image once)."""
+        tags = tuple(sorted(t for t, i in self.images.items() if i.id == image.id))
+        return replace(image, tags=tags)
 
     def _container(self, instance_id: str) -> _SimContainer:
         try:
@@ -84,7 +93,7 @@ class SimContainerDriver(ContainerDriver):
             if spec.container.image not in self.images:
                 raise Invalid(f"no such image: {spec.container.image}", code="unknown_image")
             short = hashlib.sha256(spec.id.encode()).hexdigest()[:12]
-            self.containers[spec.id] = _SimContainer(spec, short)
+            self.containers[spec.id] = _SimContainer(spec, short, self.images[spec.container.image].id)
 
     def start(self, instance_id: str) -> None:
         with self._lock:
@@ -147,7 +156,7 @@ class SimContainerDriver(ContainerDriver):
         with self._lock:
             c = self._container(instance_id)
             assert c.spec.container is not None
-            image = self.images.get(c.spec.container.image)
+            image = next((i for i in self.images.values() if i.id == c.image_id), None)
             return ContainerDetails(
                 short_id=c.short_id,
                 status={PowerState.RUNNING: "running", PowerState.PAUSED: "paused"}.get(c.state, "exited"),
@@ -207,34 +216,47 @@ class SimContainerDriver(ContainerDriver):
 
     def list_images(self) -> list[ContainerImage]:
         with self._lock:
-            users = [c.spec.container.image for c in self.containers.values() if c.spec.container]
-            out = [
-                ContainerImage(i.id, i.tags, i.size, i.created, in_use=users.count(ref))
-                for ref, i in self.images.items()
-            ]
+            users = [c.image_id for c in self.containers.values()]
+            whole = {i.id: self._whole(i) for i in self.images.values()}
+            out = [replace(i, in_use=users.count(i.id)) for i in whole.values()]
         return sorted(out, key=lambda i: i.created, reverse=True)
 
     def image(self, ref: str) -> ContainerImage:
         with self._lock:
             for key, image in self.images.items():
                 if ref in (key, image.id):
-                    return image
+                    return self._whole(image)
         raise NotFound(f"no such image: {ref}", code="backend_not_found")
 
+    def image_users(self, image_id: str) -> list[str | None]:
+        with self._lock:
+            return [c.spec.workspace_id for c in self.containers.values() if c.image_id == image_id]
+
     def pull_image(self, ref: str, progress: ProgressCallback) -> ContainerImage:
-        raise RegistryUnreachable(f"pulling {ref}: the simulated driver has no registry")
+        if ref not in self.registry:
+            raise RegistryUnreachable(f"pulling {ref}: the simulated driver has no registry")
+        progress(f"{ref}: Pull complete")
+        with self._lock:
+            return self._whole(self.images.get(ref) or self.add_image(ref))
 
     def search_images(self, term: str, limit: int = 25) -> list[RegistryImage]:
         raise RegistryUnreachable(f"searching {term!r}: the simulated driver has no registry")
 
+    def tag_image(self, image_id: str, ref: str) -> None:
+        image = self.image(image_id)
+        with self._lock:
+            self.images[ref] = image
+
     def remove_image(self, ref: str, *, force: bool = False) -> None:
         image = self.image(ref)
         with self._lock:
-            key = next(k for k, i in self.images.items() if i is image)
-            in_use = any(c.spec.container and c.spec.container.image == key for c in self.containers.values())
-            if in_use and not force:
+            refs = [ref] if ref in self.images else [t for t, i in self.images.items() if i.id == image.id]
+            last = len(refs) == len([t for t, i in self.images.items() if i.id == image.id])
+            in_use = any(c.image_id == image.id for c in self.containers.values())
+            if last and in_use and not force:
                 raise InUse(f"image {ref} is being used by a container", code="image_in_use")
-            del self.images[key]
+            for key in refs:
+                del self.images[key]
 
     def prune_images(self) -> tuple[list[str], int]:
         return [], 0

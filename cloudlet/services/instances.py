@@ -437,7 +437,7 @@ class Instances:
         config = containers.to_config(req)
         with transaction(self.sessions) as s:
             net = self._active_network(s, ctx, req.network)
-            self._check_host_ports(s, req.ports)
+            self._check_host_ports(s, ctx, req.ports)
             quotas.claim(
                 s,
                 ctx.workspace_id,
@@ -480,19 +480,25 @@ class Instances:
         )
         return instance_id, op.id
 
-    def _check_host_ports(self, session: Session, ports: tuple[containers.PortRequest, ...]) -> None:
+    def _check_host_ports(
+        self, session: Session, ctx: RequestContext, ports: tuple[containers.PortRequest, ...]
+    ) -> None:
         """A host port another cloudlet container maps, or that something on the host holds now,
-        is refused before anything is made (the engine would only say so at start)."""
+        is refused before anything is made (the engine would only say so at start). Host ports
+        are host-wide: a container of another workspace holding one is not named."""
         if not ports:
             return
         wanted = {(p.host, p.protocol) for p in ports}
-        for name, config in session.execute(
-            select(Instance.name, Instance.config).where(Instance.kind == "container")
+        for name, workspace_id, config in session.execute(
+            select(Instance.name, Instance.workspace_id, Instance.config).where(Instance.kind == "container")
         ):
             for p in (config or {}).get("ports") or []:
                 if (p["host"], p["protocol"]) in wanted:
+                    holder = (
+                        f"container {name!r}" if workspace_id == ctx.workspace_id else "another container"
+                    )
                     raise Conflict(
-                        f"host port {p['host']}/{p['protocol']} is already mapped by container {name!r}",
+                        f"host port {p['host']}/{p['protocol']} is already mapped by {holder}",
                         code="port_in_use",
                     )
         for p in self.container_engine().ports_in_use([containers.port_spec(p) for p in ports]):

@@ -91,6 +91,16 @@ def mac_for(address: str) -> str:
     return "52:54:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(address).packed)
 
 
+def _overlap(cidr: str, other: Network, workspace_id: str) -> Conflict:
+    """Address ranges are host-wide, so a clash with another workspace's network is reported
+    without naming it or its range: those are that workspace's business."""
+    if other.workspace_id == workspace_id:
+        return Conflict(f"{cidr} overlaps network {other.name!r} ({other.cidr})", code="cidr_overlap")
+    return Conflict(
+        f"{cidr} overlaps an address range already in use on this host; pick another", code="cidr_overlap"
+    )
+
+
 class Networks:
     def __init__(
         self,
@@ -126,7 +136,7 @@ class Networks:
         quotas.claim(session, ctx.workspace_id, networks=1)
         for other in session.scalars(select(Network)):
             if ipaddress.ip_network(other.cidr).overlaps(net):
-                raise Conflict(f"{cidr} overlaps network {other.name!r} ({other.cidr})", code="cidr_overlap")
+                raise _overlap(cidr, other, ctx.workspace_id)
         if session.scalar(
             select(Network.id).where(Network.workspace_id == ctx.workspace_id, Network.name == name)
         ):

@@ -35,6 +35,7 @@ from cloudlet.services.clones import CloneRequest
 from cloudlet.services.cloud import Cloud
 from cloudlet.services.cloudinit import GuestUser
 from cloudlet.services.containers import ContainerRequest, PortRequest, VolumeRequest
+from cloudlet.services.context import RequestContext
 from cloudlet.services.instances import CreateRequest, NicRequest
 from cloudlet.services.networks import instance_nics
 
@@ -44,8 +45,13 @@ Action = Literal["start", "stop", "force-stop", "reboot", "restart", "kill", "pa
 SIGNAL = r"^(SIG)?[A-Z0-9]{2,8}$|^[0-9]{1,2}$"
 
 
-def container_public(config: dict[str, Any], details: ContainerDetails | None = None) -> ContainerPublic:
+def container_public(
+    config: dict[str, Any], details: ContainerDetails | None = None, *, reveal_env: bool = False
+) -> ContainerPublic:
+    """A container's settings; environment values only for who may edit it (``reveal_env``)."""
     view = ContainerPublic.model_validate(config)
+    if not reveal_env:
+        view.env = dict.fromkeys(view.env)
     if details is not None:
         view.short_id = details.short_id
         view.status = details.status
@@ -68,9 +74,14 @@ def live_details(cloud: Cloud, row: Instance, *, size: bool) -> ContainerDetails
 
 
 def instances_public(
-    session: Session, rows: list[Instance], details: dict[str, ContainerDetails] | None = None
+    session: Session,
+    ctx: RequestContext,
+    rows: list[Instance],
+    details: dict[str, ContainerDetails] | None = None,
 ) -> list[InstancePublic]:
-    """Public views of instances, with image/network names and addresses in three queries."""
+    """Public views of instances, with image/network names and addresses in three queries.
+    Container environment values are shown only to callers who may edit the instance."""
+    reveal_env = ctx.can("instance:edit")
     ids = [r.id for r in rows]
     nics = instance_nics(session, ids)
     image_ids = {r.image_id for r in rows}
@@ -103,7 +114,7 @@ def instances_public(
                 host=r.host,
                 error=r.error,
                 container=(
-                    container_public(r.config or {}, (details or {}).get(r.id))
+                    container_public(r.config or {}, (details or {}).get(r.id), reveal_env=reveal_env)
                     if r.kind == "container"
                     else None
                 ),
@@ -130,7 +141,7 @@ def list_instances(
     rows, total = cloud.instances.search(
         session, ctx, state=state, name=name, kind=kind, limit=limit, offset=offset
     )
-    items = instances_public(session, rows)
+    items = instances_public(session, ctx, rows)
     if size and any(r.kind == "container" for r in rows):
         try:  # one engine call for every container's disk use, not one per row
             sizes = cloud.instances.container_engine().sizes()
@@ -223,7 +234,7 @@ def get_instance(
     """Show an instance by name or id; a container's view includes the engine's live status."""
     row = cloud.instances.get(session, ctx, ref)
     found = live_details(cloud, row, size=size)
-    return instances_public(session, [row], {row.id: found} if found else None)[0]
+    return instances_public(session, ctx, [row], {row.id: found} if found else None)[0]
 
 
 @router.post("/{ref}/actions/{action}", status_code=202, response_model=OperationPublic)
@@ -275,7 +286,7 @@ def update_instance(body: InstanceUpdate, cloud: CloudDep, ctx: CanEditInstances
     """Rename an instance."""
     instance_id = cloud.instances.rename(ctx, ref, body.name)
     with cloud.db.sessions() as session:  # the primary: a read replica may not have the new name yet
-        return instances_public(session, [cloud.instances.get(session, ctx, instance_id)])[0]
+        return instances_public(session, ctx, [cloud.instances.get(session, ctx, instance_id)])[0]
 
 
 class Clone(BaseModel):

@@ -569,6 +569,20 @@ class DockerDriver(ContainerDriver):
     def search_images(self, term: str, limit: int = 25) -> list[RegistryImage]:
         return images.search_images(self._api, term, limit)
 
+    def image_users(self, image_id: str) -> list[str | None]:
+        with docker_errors("listing the containers of an image"):
+            rows = self._api.containers(all=True)
+        return [
+            (r.get("Labels") or {}).get(LABEL_WORKSPACE)
+            if (r.get("Labels") or {}).get(LABEL_DEPLOYMENT) == self.deployment
+            else None
+            for r in rows
+            if r.get("ImageID") == image_id
+        ]
+
+    def tag_image(self, image_id: str, ref: str) -> None:
+        images.tag_image(self._api, image_id, ref)
+
     def remove_image(self, ref: str, *, force: bool = False) -> None:
         images.remove_image(self._api, ref, force)
 

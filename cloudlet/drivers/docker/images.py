@@ -85,6 +85,12 @@ def search_images(api: APIClient, term: str, limit: int) -> list[RegistryImage]:
     ]
 
 
+def tag_image(api: APIClient, image_id: str, ref: str) -> None:
+    repository, tag = parse_repository_tag(ref)
+    with docker_errors(f"tagging image {ref}"):
+        api.tag(image_id, repository, tag or "latest", force=True)
+
+
 def remove_image(api: APIClient, ref: str, force: bool) -> None:
     with docker_errors(f"removing image {ref}"):
         api.remove_image(ref, force=force)

@@ -10,7 +10,7 @@ export interface Port { host: number; container: number; protocol: "tcp" | "udp"
 export interface ContainerVolume { path: string; name: string | null; host_path: string | null; read_only: boolean }
 export interface ContainerSpec {
   image: string; short_id: string | null; command: string[] | null; entrypoint: string[] | null;
-  env: Record<string, string>; ports: Port[]; volumes: ContainerVolume[]; cpus: number | null; memory: number | null;
+  env: Record<string, string | null>; ports: Port[]; volumes: ContainerVolume[]; cpus: number | null; memory: number | null;
   restart: string; privileged: boolean; workdir: string | null; user: string | null; status: string | null;
   exit_code: number | null; started_at: string | null; finished_at: string | null;
 }

@@ -74,7 +74,11 @@ function Summary({ c }: { c: Container }) {
         <section className="panel">
           <h2>Environment</h2>
           {env.length ? (
-            <ul className="plain">{env.map(([k, v]) => <li key={k} className="mono small"><strong>{k}</strong>={v}</li>)}</ul>
+            <ul className="plain">{env.map(([k, v]) => (
+              <li key={k} className="mono small">
+                <strong>{k}</strong>={v ?? <span className="muted" title="Values are shown to those who may edit this container">hidden</span>}
+              </li>
+            ))}</ul>
           ) : <p className="muted">No variables set.</p>}
         </section>
         {!!spec?.volumes.length && (
