@@ -48,10 +48,11 @@ def run(argv: list[str]) -> None:
         )
     ]
     if settings.oscloud_listen:
+        from cloudlet.api.limits import BodyLimit
         from cloudlet.compat.oscloud import create_oscloud_app
 
         oc_host, _, oc_port = settings.oscloud_listen.rpartition(":")
-        oscloud = create_oscloud_app(app, settings)
+        oscloud = BodyLimit(create_oscloud_app(app, settings))
         config_ = uvicorn.Config(
             oscloud,
             host=oc_host or "127.0.0.1",

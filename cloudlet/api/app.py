@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from cloudlet import __version__
 from cloudlet.api import dashboard, errors
 from cloudlet.api.audit import AuditMiddleware
-from cloudlet.api.limits import JsonBodyLimit
+from cloudlet.api.limits import BodyLimit, streamed_routes
 from cloudlet.api.routers import (
     apply,
     auth,
@@ -73,15 +73,6 @@ def create_app(
         lifespan=lifespan,
     )
     errors.install(app)
-    app.add_middleware(JsonBodyLimit)
-    app.add_middleware(AuditMiddleware)  # added last, so outermost: refused calls are recorded too
-    if settings.cors_origins:  # none by default: the dashboard is served from the same origin
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "X-Cloudlet-Workspace"],
-        )
     # Each module's router is included straight into the app: one level of included routers less
     # to match through on every request (FastAPI matches an included router's routes twice).
     routers = (
@@ -106,8 +97,20 @@ def create_app(
         events,
     )
     extra = (pools.leases_router, pool_legacy.router, storage.pools_router, storage.instance_router)
-    for router in (*(m.router for m in routers), *extra):
+    api_routers = (*(m.router for m in routers), *extra)
+    for router in api_routers:
         app.include_router(router, prefix=API_PREFIX)
+
+    # Every body is limited before anything reads it, but for the routes that stream theirs.
+    app.add_middleware(BodyLimit, streamed=streamed_routes(api_routers, API_PREFIX))
+    app.add_middleware(AuditMiddleware)  # added after, so around it: refused calls are recorded too
+    if settings.cors_origins:  # none by default: the dashboard is served from the same origin
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-Cloudlet-Workspace"],
+        )
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

@@ -218,7 +218,8 @@ class _Unreachable(Exception):
     """A failure the user sees only as ``UNREACHABLE``; the message is for the log."""
 
 
-def _too_big(size: int, max_bytes: int) -> InsufficientResources:
+def too_big(size: int, max_bytes: int) -> InsufficientResources:
+    """An image of ``size`` bytes (or more) does not fit in ``max_bytes``."""
     return InsufficientResources(
         f"the image ({size} bytes or more) does not fit: {max_bytes} bytes are free for images",
         code="insufficient_storage",
@@ -319,14 +320,14 @@ def _save(response: httpx.Response, dest: Path, progress: Progress | None, max_b
     digest, done = hashlib.sha256(), 0
     total = _content_length(response)
     if max_bytes is not None and total is not None and total > max_bytes:
-        raise _too_big(total, max_bytes)
+        raise too_big(total, max_bytes)
     last_report = 0.0
     with dest.open("wb") as out:
         for chunk in response.iter_bytes(CHUNK):
             digest.update(chunk)
             done += len(chunk)
             if max_bytes is not None and done > max_bytes:
-                raise _too_big(done, max_bytes)
+                raise too_big(done, max_bytes)
             out.write(chunk)
             now = time.monotonic()
             if progress is not None and now - last_report >= PROGRESS_INTERVAL:
