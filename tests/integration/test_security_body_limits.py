@@ -7,6 +7,7 @@ while the answer is read, as a client that does not wait for a refusal would."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -109,7 +110,8 @@ def send(
         pass
     seconds = time.monotonic() - started
     answered.set()
-    sock.shutdown(socket.SHUT_RDWR)  # wakes a sender blocked on a full buffer
+    with contextlib.suppress(OSError):  # the server may have closed it already
+        sock.shutdown(socket.SHUT_RDWR)  # wakes a sender blocked on a full buffer
     sock.close()
     sender.join(30)
     parts = head.split()
