@@ -13,7 +13,6 @@ import contextlib
 import ipaddress
 import json
 import os
-import re
 import secrets
 import shutil
 import socket
@@ -100,10 +99,10 @@ class Server:
                 if httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).status_code == 200:
                     break
             time.sleep(0.1)
-        match = re.search(r"clt_[A-Za-z0-9_-]+", self.log.read_text())  # printed by the first start only
-        if not match:
-            raise RuntimeError("the first start printed no admin token")
-        self.token = match.group(0)
+        token_file = self.data_dir / "admin-token"  # saved by the first start (stdout is a log file)
+        if not token_file.is_file():
+            raise RuntimeError("the first start saved no admin token")
+        self.token = token_file.read_text().strip()
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it has not exited after 30 s."""

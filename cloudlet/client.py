@@ -301,7 +301,7 @@ class Client:
     # -- VM consoles -----------------------------------------------------------------------------
     def console_ticket(self, ref: str, console: str = "vnc") -> dict[str, Any]:
         """A one-time ticket (valid ~30 s) for a running VM's ``vnc`` or ``serial`` console: open
-        ``ws_url(result["path"], ticket=result["ticket"])``."""
+        ``ws_url(result["path"])`` offering ``ticket_protocols(result["ticket"], "binary")``."""
         result: dict[str, Any] = self.request(
             "POST", f"/instances/{ref}/console/ticket", json={"console": console}
         )
@@ -453,13 +453,24 @@ class Client:
             yield from resp.iter_bytes()
 
     def ws_url(self, path: str, **params: Any) -> tuple[str, dict[str, str]]:
-        """The websocket URL of an API path, and the headers that authenticate it."""
+        """The websocket URL of an API path, and the headers that authenticate it. No secret goes
+        in the URL (the server refuses ``token``/``ticket`` there): a console ticket is offered
+        as a subprotocol, see ``ticket_protocols``."""
         from urllib.parse import urlencode
 
+        in_url = sorted({"token", "ticket", "access_token"} & set(params))
+        if in_url:
+            raise ValueError(f"no secret in a URL ({', '.join(in_url)}): use headers or subprotocols")
         base = self.url.replace("http", "ws", 1) + "/api/v1" + path
         query = urlencode(params, doseq=True)
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         return (f"{base}?{query}" if query else base), headers
+
+    @staticmethod
+    def ticket_protocols(ticket: str, *plain: str) -> list[str]:
+        """The websocket subprotocols to offer with a console ticket: ``plain`` ones the endpoint
+        speaks (``binary``), then ``ticket.<ticket>``, which the server reads and never echoes."""
+        return [*plain, f"ticket.{ticket}"]
 
     def container_logs(
         self, ref: str, *, follow: bool = False, tail: int | None = None, timestamps: bool = False

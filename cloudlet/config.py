@@ -12,8 +12,10 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cloudlet.services.outbound import parse_allow_entry
 
 DEFAULT_CONFIG_FILE = Path("/etc/cloudlet/cloudlet.toml")
 
@@ -61,13 +63,24 @@ class Settings(BaseSettings):
         description="Server-side folders images may be imported from by path (plus <data_dir>/import). "
         "Anything else must be uploaded: a path import must not let API users read arbitrary host files.",
     )
+    outbound_allow: list[str] = Field(
+        default_factory=list,
+        description="Internal hosts (names) and networks (CIDR, or single addresses) image downloads "
+        'may reach, e.g. ["mirror.lan", "10.9.0.0/16"]. Everything else that is not a public address '
+        "(loopback, private, link-local, multicast, reserved...) is refused, redirects included.",
+    )
     image_url_block_link_local: bool = Field(
         default=True,
-        description="Refuse image downloads from link-local addresses (169.254.0.0/16, fe80::/10), where "
-        "cloud metadata services answer: an image URL must not reach them from the server.",
+        description="Deprecated (use outbound_allow): false allows link-local sources (169.254.0.0/16, "
+        "fe80::/10), as it did before every internal address was refused.",
     )
     image_download_timeout: float = Field(
         default=30.0, gt=0, description="Seconds an image download may wait for the server to answer or send."
+    )
+    image_download_max_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Seconds a whole image download may take, however steadily the source sends.",
     )
     memory_reserve_mb: int = Field(default=512, ge=0, description="Host memory never given to guests.")
     default_network_cidr: str = "10.47.0.0/24"
@@ -128,6 +141,13 @@ class Settings(BaseSettings):
         default=None, description="host:port for the OS Cloud API, e.g. 127.0.0.1:5000"
     )
     oscloud_workspace: str = "default"
+
+    @field_validator("outbound_allow")
+    @classmethod
+    def _check_outbound_allow(cls, entries: list[str]) -> list[str]:
+        for entry in entries:
+            parse_allow_entry(entry)  # a typo must stop the server, not silently allow nothing
+        return entries
 
     @property
     def effective_database_url(self) -> str:

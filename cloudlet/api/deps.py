@@ -80,10 +80,23 @@ def get_context(
     return ctx
 
 
+TOKEN_PROTOCOL = "bearer."  # a websocket subprotocol carrying a token: "bearer.<token>"
+
+
+def offered_secret(websocket: WebSocket, prefix: str) -> str | None:
+    """The secret of the first offered subprotocol ``<prefix><secret>``; such a subprotocol is
+    never chosen when the socket is accepted, so the secret is not echoed back."""
+    offered = websocket.scope.get("subprotocols") or []
+    return next((p[len(prefix) :] for p in offered if p.startswith(prefix)), None)
+
+
 def websocket_context(websocket: WebSocket) -> RequestContext:
-    """Browsers cannot set headers on websockets, so ``?token=`` is accepted there too."""
+    """Who opens a websocket: an ``Authorization: Bearer`` header (the CLI, the SDK), a
+    ``bearer.<token>`` subprotocol (clients that cannot set headers), or the session cookie
+    (browsers, from this server's own pages only). Never a URL parameter: URLs end up in logs,
+    and ``UrlSecretGuard`` closes such sockets before they get here."""
     header = websocket.headers.get("authorization", "")
-    secret = header[7:] if header.lower().startswith("bearer ") else websocket.query_params.get("token")
+    secret = header[7:] if header.lower().startswith("bearer ") else offered_secret(websocket, TOKEN_PROTOCOL)
     cloud: Cloud = websocket.app.state.cloud
     if secret is None and ACCESS_COOKIE in websocket.cookies:
         # Browsers send cookies with any site's websocket: only our own pages (or allowed

@@ -43,12 +43,14 @@ def serial_console(c: Client, ref: str, announce: bool = True) -> bool:
     VM, a container, no permission) come back as API errors before anything connects."""
     from websockets.exceptions import ConnectionClosedError
     from websockets.sync.client import connect
+    from websockets.typing import Subprotocol
 
     ticket = c.console_ticket(ref, "serial")
-    url, headers = c.ws_url(f"/instances/{ref}/console/serial", ticket=ticket["ticket"])
+    url, headers = c.ws_url(f"/instances/{ref}/console/serial")
+    protocols = [Subprotocol(p) for p in c.ticket_protocols(ticket["ticket"], "binary")]
     stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
     escaped = threading.Event()
-    with connect(url, additional_headers=headers, max_size=None) as ws:
+    with connect(url, additional_headers=headers, subprotocols=protocols, max_size=None) as ws:
         if announce:
             sys.stderr.write(f"Connected to {ref} (escape character is ^])\r\n")
             sys.stderr.flush()

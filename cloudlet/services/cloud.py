@@ -25,6 +25,7 @@ from cloudlet.services.container_images import ContainerImages
 from cloudlet.services.context import RequestContext
 from cloudlet.services.deployment import deployment_id
 from cloudlet.services.events import EventBus
+from cloudlet.services.image_download import Downloader
 from cloudlet.services.images import Images
 from cloudlet.services.instance_images import InstanceImages
 from cloudlet.services.instances import Instances
@@ -101,8 +102,7 @@ class Cloud:
             ops,
             settings.images_dir,
             settings.allowed_import_dirs,
-            block_link_local=settings.image_url_block_link_local,
-            download_timeout=settings.image_download_timeout,
+            downloader=Downloader.from_settings(settings),
         )
         oplogs = OperationLogs(settings.operation_logs_dir, bus)
         storage = compute if isinstance(compute, StorageDriver) else None  # VM drivers with volumes
@@ -110,7 +110,6 @@ class Cloud:
         drivers: dict[str, ComputeDriver] = {"vm": compute}
         if containers is not None:
             drivers["container"] = containers
-        images = Images(db.sessions, ops, settings.images_dir, settings.allowed_import_dirs)
         pools = Pools(
             db.sessions,
             db.reads,

@@ -146,15 +146,13 @@ class Images:
         images_dir: Path,
         import_dirs: list[Path],
         *,
-        block_link_local: bool = True,
-        download_timeout: float = 30.0,
+        downloader: image_download.Downloader | None = None,
     ) -> None:
         self.sessions = sessions
         self.ops = ops
         self.dir = images_dir
         self.import_dirs = [d.resolve() for d in import_dirs]
-        self.block_link_local = block_link_local
-        self.download_timeout = download_timeout
+        self.downloader = downloader or image_download.Downloader()
 
     def get(self, session: Session, ctx: RequestContext, ref: str) -> Image:
         """The workspace's own image, or one a system admin published to all."""
@@ -257,12 +255,10 @@ class Images:
             octx.on_undo("remove downloaded file", lambda: staging.unlink(missing_ok=True))
             self.dir.mkdir(parents=True, exist_ok=True)
             octx.progress(0, "connecting")
-            got = image_download.download(
+            got = self.downloader.fetch(
                 url,
                 staging,
                 progress=report,
-                timeout=self.download_timeout,
-                block_link_local=self.block_link_local,
                 max_bytes=shutil.disk_usage(self.dir).free - FREE_SPACE_RESERVE,
             )
             if expected is not None and got.sha256 != expected:

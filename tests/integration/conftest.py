@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from cloudlet.api.app import ADMIN_TOKEN_FILE
 from cloudlet.client import Client
 from tests.helpers import eventually, free_port, require_real, require_service
 
@@ -120,10 +121,10 @@ class Server:
             return httpx.get(self.url + "/healthz", timeout=2).status_code == 200
 
         eventually(healthy, timeout=60, interval=0.2, what="the server to answer")
-        if not self.token:
-            match = re.search(r"clt_[A-Za-z0-9_-]+", self.log.read_text())
-            assert match, "the first start printed no admin token"
-            self.token = match.group(0)
+        if not self.token:  # the first start keeps it in a 0600 file (stdout is no terminal here)
+            token_file = self.data_dir / ADMIN_TOKEN_FILE
+            assert token_file.is_file(), f"the first start saved no admin token: {self.log.read_text()}"
+            self.token = token_file.read_text().strip()
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is None:

@@ -40,14 +40,10 @@ def labelled(engine, instance_id: str) -> list[object]:  # type: ignore[no-untyp
     return engine.containers.list(all=True, filters={"label": f"cloudlet.instance={instance_id}"})
 
 
-def ws_url(server, path: str) -> str:  # type: ignore[no-untyped-def]
-    return (
-        server.url.replace("http", "ws", 1)
-        + "/api/v1"
-        + path
-        + ("&" if "?" in path else "?")
-        + f"token={server.token}"
-    )
+def ws_connect(server, path: str, **kw):  # type: ignore[no-untyped-def]
+    """A websocket of the API, authenticated by header (never a token in the URL)."""
+    url = server.url.replace("http", "ws", 1) + "/api/v1" + path
+    return connect(url, additional_headers={"Authorization": f"Bearer {server.token}"}, **kw)
 
 
 def follow_log(server, op_id: str, lines: list[tuple[float, str]]) -> None:  # type: ignore[no-untyped-def]
@@ -124,7 +120,7 @@ def test_build_run_use_and_remove_a_container(sqlite_server, engine):  # type: i
         # logs: httpd -v logs each request
         logs = c.http.get("/api/v1/instances/web/logs", params={"tail": 50, "timestamps": True}).text
         assert "url:/index.html" in logs and logs.split(" ", 1)[0].startswith("20")
-        with connect(ws_url(sqlite_server, "/instances/web/logs/ws?tail=0")) as ws:
+        with ws_connect(sqlite_server, "/instances/web/logs/ws?tail=0") as ws:
             time.sleep(0.3)
             httpx.get(f"http://127.0.0.1:{port}/again.html", timeout=5)
             seen = ""
@@ -134,7 +130,7 @@ def test_build_run_use_and_remove_a_container(sqlite_server, engine):  # type: i
         stats = c.request("GET", "/instances/web/stats")
         assert stats["memory_bytes"] > 0 and stats["memory_limit_bytes"] == 64 * 2**20 and stats["pids"] >= 1
         assert stats["network_rx_bytes"] > 0
-        with connect(ws_url(sqlite_server, "/instances/web/stats/ws")) as ws:
+        with ws_connect(sqlite_server, "/instances/web/stats/ws") as ws:
             samples = [json.loads(ws.recv(timeout=10)) for _ in range(2)]
             assert samples[1]["read_at"] > samples[0]["read_at"]
 
@@ -147,7 +143,7 @@ def test_build_run_use_and_remove_a_container(sqlite_server, engine):  # type: i
         tty = c.request("POST", "/instances/web/exec", json={"command": ["tty"], "tty": True})
         assert tty["exit_code"] == 0 and tty["output"].startswith("/dev/pts/")
 
-        with connect(ws_url(sqlite_server, "/instances/web/exec/ws?command=/bin/sh&rows=30&cols=100")) as ws:
+        with ws_connect(sqlite_server, "/instances/web/exec/ws?command=/bin/sh&rows=30&cols=100") as ws:
             ws.send(json.dumps({"type": "resize", "rows": 40, "cols": 132}))
             ws.send(b"stty size; echo $((6*7)); exit 3\n")
             output, ended = b"", None

@@ -44,8 +44,9 @@ def test_events_stream_operations_and_states(sqlite_server, tiny_image):  # type
 def test_events_refuse_bad_tokens(sqlite_server):  # type: ignore[no-untyped-def]
     from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-    ws_url = sqlite_server.url.replace("http", "ws") + "/api/v1/events?token=clt_wrong"
-    with pytest.raises((ConnectionClosed, InvalidStatus)), connect(ws_url) as ws:
+    ws_url = sqlite_server.url.replace("http", "ws") + "/api/v1/events"
+    wrong = {"Authorization": "Bearer clt_wrong"}
+    with pytest.raises((ConnectionClosed, InvalidStatus)), connect(ws_url, additional_headers=wrong) as ws:
         ws.recv(timeout=5)
 
 

@@ -199,8 +199,8 @@ def test_lease_expiry_returns_the_vm(libvirt_conn, tiny_image, ssh_key):  # type
         c.request("POST", "/pools", json=body)
         with SizeWatch(server, "short") as watch:
             wait_pool(c, "short", lambda p: p["counts"] == {"available": 1}, timeout=180, what="a ready VM")
-            ws_url = server.url.replace("http", "ws") + f"/api/v1/events?token={server.token}"
-            with connect(ws_url) as ws:
+            ws_url = server.url.replace("http", "ws") + "/api/v1/events"
+            with connect(ws_url, additional_headers={"Authorization": f"Bearer {server.token}"}) as ws:
                 got = c.request("POST", "/pools/short/checkout")
                 ends = parse_time(got["lease_expires_at"])
                 assert 10 < (ends - datetime.now(UTC)).total_seconds() <= 15.5, got

@@ -152,8 +152,9 @@ class Rfb:
 def test_vnc_ticket_opens_an_rfb_session_once(sqlite_server, vm) -> None:  # type: ignore[no-untyped-def]
     with sqlite_server.client() as c:
         ticket = c.console_ticket(VM)
-        url, _ = c.ws_url(f"/instances/{VM}/console/vnc", ticket=ticket["ticket"])
-    with connect(url, subprotocols=["binary"], max_size=None) as ws:  # type: ignore[list-item]
+        url, _ = c.ws_url(f"/instances/{VM}/console/vnc")
+        protocols = c.ticket_protocols(ticket["ticket"], "binary")
+    with connect(url, subprotocols=protocols, max_size=None) as ws:  # type: ignore[arg-type]
         assert ws.subprotocol == "binary"
         rfb = Rfb(ws)
         version = rfb.read(12)
@@ -171,7 +172,7 @@ def test_vnc_ticket_opens_an_rfb_session_once(sqlite_server, vm) -> None:  # typ
         assert width > 0 and height > 0, (width, height)
         print(f"VNC ServerInit: {width}x{height} {name!r}")
     # the second use: the server refuses before accepting
-    with pytest.raises(InvalidStatus) as refused, connect(url, subprotocols=["binary"]):  # type: ignore[list-item]
+    with pytest.raises(InvalidStatus) as refused, connect(url, subprotocols=protocols):  # type: ignore[arg-type]
         pass
     assert refused.value.response.status_code == 403
 
@@ -265,15 +266,15 @@ def test_tickets_work_once_across_replicas_sharing_postgresql(libvirt_conn, tiny
                 first = ca.console_ticket("rep1")
                 races = [ca.console_ticket("rep1") for _ in range(3)]
             with replica.client() as cb:
-                url, _ = cb.ws_url("/instances/rep1/console/vnc", ticket=first["ticket"])
-            with connect(url, max_size=None) as ws:
+                url, _ = cb.ws_url("/instances/rep1/console/vnc")
+            with connect(url, subprotocols=[f"ticket.{first['ticket']}"], max_size=None) as ws:  # type: ignore[list-item]
                 assert Rfb(ws).read(12).startswith(b"RFB 003.00")
 
             def attempt(server: Server, secret: str) -> bool:
                 with server.client() as c:
-                    url, _ = c.ws_url("/instances/rep1/console/vnc", ticket=secret)
+                    url, _ = c.ws_url("/instances/rep1/console/vnc")
                 try:
-                    with connect(url, max_size=None) as ws:
+                    with connect(url, subprotocols=[f"ticket.{secret}"], max_size=None) as ws:  # type: ignore[list-item]
                         return Rfb(ws).read(12).startswith(b"RFB ")
                 except InvalidStatus as err:
                     assert err.response.status_code == 403

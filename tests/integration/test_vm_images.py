@@ -19,12 +19,20 @@ from typing import Any
 import pytest
 
 from cloudlet.client import ApiError
-from tests.integration.conftest import ssh_run, wait_guest_ssh
+from tests.integration.conftest import Server, running_server, ssh_run, traversable_tmp, wait_guest_ssh
 from tests.integration.test_events_and_cli import _cli
 from tests.integration.test_vm_snapshots import read_marker, write_marker
 from tests.integration.tiny_iso import ISO_MARK, build_tiny_iso, tiny_raw_disk
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def sqlite_server(libvirt_conn) -> Iterator[Server]:  # type: ignore[no-untyped-def]
+    """The module's server, allowed to download images from loopback (the test's file server)."""
+    allow = {"CLOUDLET_OUTBOUND_ALLOW": json.dumps(["127.0.0.1"])}
+    with running_server(libvirt_conn, traversable_tmp("server-sqlite-"), extra_env=allow) as s:
+        yield s
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):

@@ -19,8 +19,12 @@ MIB = 1024 * 1024
 COUNTERS = ("network_rx_bytes", "network_tx_bytes", "block_read_bytes", "block_write_bytes")
 
 
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
 def ws_url(server, path: str) -> str:  # type: ignore[no-untyped-def]
-    return server.url.replace("http", "ws", 1) + f"/api/v1{path}?token={server.token}"
+    return server.url.replace("http", "ws", 1) + f"/api/v1{path}"
 
 
 def test_stats_of_a_running_and_a_stopped_vm(sqlite_server, tiny_image) -> None:  # type: ignore[no-untyped-def]
@@ -57,7 +61,8 @@ def test_stats_of_a_running_and_a_stopped_vm(sqlite_server, tiny_image) -> None:
             for key in COUNTERS:
                 assert second[key] >= first[key], key
 
-            with connect(ws_url(sqlite_server, "/instances/stats1/stats/ws"), open_timeout=30) as ws:
+            url, auth = ws_url(sqlite_server, "/instances/stats1/stats/ws"), bearer(sqlite_server.token)
+            with connect(url, additional_headers=auth, open_timeout=30) as ws:
                 live = json.loads(ws.recv(timeout=30))
             assert live["memory_limit_bytes"] == 128 * MIB and live["online_cpus"] == 1
             assert all(live[key] >= second[key] for key in COUNTERS)

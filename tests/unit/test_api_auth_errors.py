@@ -99,7 +99,7 @@ def test_events_websocket_without_token_is_closed_4401(sim: SimCloud) -> None:
 def test_events_websocket_with_bad_token_is_closed_4401(sim: SimCloud) -> None:
     with (
         pytest.raises(WebSocketDisconnect) as info,
-        sim.client.websocket_connect("/api/v1/events?token=clt_wrong"),
+        sim.client.websocket_connect("/api/v1/events", headers={"Authorization": "Bearer clt_wrong"}),
     ):
         pass
     assert info.value.code == 4401

@@ -135,13 +135,13 @@ def refused(sim: SimCloud, path: str, **kw: Any) -> tuple[int, str]:
 def test_a_vnc_ticket_works_once_and_speaks_rfb(sim: SimCloud, create_vm) -> None:  # type: ignore[no-untyped-def]
     create_vm("web")
     secret = ticket(sim, "web")
-    url = f"/api/v1/instances/web/console/vnc?ticket={secret}"
-    with sim.client.websocket_connect(url, subprotocols=["binary"]) as ws:
-        assert ws.accepted_subprotocol == "binary"
+    url = "/api/v1/instances/web/console/vnc"
+    with sim.client.websocket_connect(url, subprotocols=["binary", f"ticket.{secret}"]) as ws:
+        assert ws.accepted_subprotocol == "binary"  # the ticket is never echoed back
         assert ws.receive_bytes() == b"RFB 003.008\n"
         ws.send_bytes(b"RFB 003.008\n")
         assert ws.receive_bytes() == b"RFB 003.008\n"  # the loopback echoes
-    code, reason = refused(sim, url)
+    code, reason = refused(sim, url, subprotocols=[f"ticket.{secret}"])
     assert code == 4401 and reason.startswith("ticket_used")
     # only a hash is kept, and the audit log names the session
     with sim.cloud.db.reads() as s:
@@ -157,14 +157,14 @@ def test_a_vnc_ticket_works_once_and_speaks_rfb(sim: SimCloud, create_vm) -> Non
 def test_tickets_are_refused_when_unknown_expired_or_missing(sim: SimCloud, create_vm) -> None:  # type: ignore[no-untyped-def]
     create_vm("web")
     assert refused(sim, "/api/v1/instances/web/console/vnc")[0] == 4401
-    code, reason = refused(sim, "/api/v1/instances/web/console/vnc?ticket=cct_nonsense")
+    code, reason = refused(sim, "/api/v1/instances/web/console/vnc", subprotocols=["ticket.cct_nonsense"])
     assert (code, reason.split(":")[0]) == (4401, "invalid_ticket")
-    code, reason = refused(sim, f"/api/v1/instances/web/console/vnc?ticket={sim.token}")
+    code, reason = refused(sim, "/api/v1/instances/web/console/vnc", subprotocols=[f"ticket.{sim.token}"])
     assert (code, reason.split(":")[0]) == (4401, "invalid_ticket")  # an API token is not a ticket
     secret = ticket(sim, "web")
     with transaction(sim.cloud.db.sessions) as s:
         s.scalars(select(ConsoleTicket)).one().expires_at = utcnow() - timedelta(seconds=1)
-    code, reason = refused(sim, f"/api/v1/instances/web/console/vnc?ticket={secret}")
+    code, reason = refused(sim, "/api/v1/instances/web/console/vnc", subprotocols=[f"ticket.{secret}"])
     assert (code, reason.split(":")[0]) == (4401, "ticket_expired")
 
 
@@ -173,18 +173,19 @@ def test_a_ticket_is_bound_to_its_instance_console_and_workspace(sim: SimCloud, 
     create_vm("db")
     secret = ticket(sim, "web")
     for path in ("db/console/vnc", "nope/console/vnc", "web/console/serial"):
-        code, reason = refused(sim, f"/api/v1/instances/{path}?ticket={secret}")
+        code, reason = refused(sim, f"/api/v1/instances/{path}", subprotocols=[f"ticket.{secret}"])
         assert (code, reason.split(":")[0]) == (4403, "ticket_mismatch"), path
     # a ticket issued in another workspace does not reach this workspace's VM of that name
     with transaction(sim.cloud.db.sessions) as s:
         s.scalars(select(ConsoleTicket)).one().workspace_id = "another-workspace"
-    code, _ = refused(sim, f"/api/v1/instances/web/console/vnc?ticket={secret}")
+    code, _ = refused(sim, "/api/v1/instances/web/console/vnc", subprotocols=[f"ticket.{secret}"])
     assert code == 4403
     with transaction(sim.cloud.db.sessions) as s:
         web = s.scalars(select(Instance).where(Instance.name == "web")).one()
         s.scalars(select(ConsoleTicket)).one().workspace_id = web.workspace_id
     # refusals did not use it up
-    with sim.client.websocket_connect(f"/api/v1/instances/web/console/vnc?ticket={secret}") as ws:
+    vnc = "/api/v1/instances/web/console/vnc"
+    with sim.client.websocket_connect(vnc, subprotocols=[f"ticket.{secret}"]) as ws:
         assert ws.receive_bytes().startswith(b"RFB ")
 
 
@@ -211,9 +212,10 @@ def test_serial_console_with_a_token_or_a_serial_ticket(sim: SimCloud, create_vm
         ws.send_text('{"type": "input", "data": "ls\\n"}')  # the exec terminal's input message
         assert ws.receive_bytes() == b"ls\n"
     secret = ticket(sim, "web", "serial")
-    with sim.client.websocket_connect(f"/api/v1/instances/web/console/serial?ticket={secret}") as ws:
+    serial = "/api/v1/instances/web/console/serial"
+    with sim.client.websocket_connect(serial, subprotocols=[f"ticket.{secret}"]) as ws:
         assert ws.receive_bytes().endswith(b"login: ")
-    assert refused(sim, f"/api/v1/instances/web/console/serial?ticket={secret}")[0] == 4401
+    assert refused(sim, "/api/v1/instances/web/console/serial", subprotocols=[f"ticket.{secret}"])[0] == 4401
     assert refused(sim, "/api/v1/instances/web/console/serial")[0] == 4401  # no credentials
 
 

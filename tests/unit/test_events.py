@@ -15,7 +15,7 @@ CreateVm = Callable[..., httpx.Response]
 
 @pytest.mark.timeout(20)  # a missing event would block receive_json for good
 def test_event_stream_reports_operation_and_instance_changes(sim: SimCloud, create_vm: CreateVm) -> None:
-    with sim.client.websocket_connect(f"/api/v1/events?token={sim.token}") as ws:
+    with sim.client.websocket_connect("/api/v1/events", subprotocols=[f"bearer.{sim.token}"]) as ws:
         op_id = create_vm("web1").json()["id"]
         events: list[dict[str, Any]] = []
         while not any(

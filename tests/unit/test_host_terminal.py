@@ -18,7 +18,7 @@ from tests.unit.conftest import SimCloud, sim_cloud
 def test_off_unless_enabled(sim: SimCloud) -> None:
     with (
         pytest.raises(WebSocketDisconnect) as info,
-        sim.client.websocket_connect(f"/api/v1/host/terminal?token={sim.token}"),
+        sim.client.websocket_connect("/api/v1/host/terminal", headers=sim.headers),
     ):
         pass
     assert info.value.code == 4404
@@ -26,7 +26,9 @@ def test_off_unless_enabled(sim: SimCloud) -> None:
 
 def test_a_system_admin_gets_a_shell_and_it_is_audited(tmp_path: Path) -> None:
     with sim_cloud(tmp_path, host_terminal=True) as sim:
-        with sim.client.websocket_connect(f"/api/v1/host/terminal?token={sim.token}&rows=30&cols=100") as ws:
+        with sim.client.websocket_connect(
+            "/api/v1/host/terminal?rows=30&cols=100", headers=sim.headers
+        ) as ws:
             ws.send_text(json.dumps({"type": "resize", "rows": 40, "cols": 120}))
             ws.send_bytes(b"stty size; echo marker-$((40+2)); exit 7\n")
             output, ended = b"", None
@@ -54,7 +56,7 @@ def test_a_system_admin_gets_a_shell_and_it_is_audited(tmp_path: Path) -> None:
         access = pair.json()["access_token"]
         with (
             pytest.raises(WebSocketDisconnect) as info,
-            sim.client.websocket_connect(f"/api/v1/host/terminal?token={access}"),
+            sim.client.websocket_connect("/api/v1/host/terminal", subprotocols=[f"bearer.{access}"]),
         ):
             pass
         assert info.value.code == 4403

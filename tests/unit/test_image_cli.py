@@ -4,7 +4,7 @@ sim server (the client talks to it through a TestClient)."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +13,19 @@ from typer.testing import CliRunner
 
 from cloudlet.cli import images as images_cli
 from cloudlet.cli import vms as vms_cli
-from tests.unit.conftest import SimCloud
-from tests.unit.test_image_import import FileServer, files  # noqa: F401 - the fixture
+from tests.unit.conftest import SimCloud, sim_cloud
+from tests.unit.test_image_import import LOOPBACK, FileServer, files  # noqa: F401 - the fixture
 from tests.unit.test_image_media import make_iso
 from tests.unit.test_images import stored_files
 
 Run = Callable[..., Any]
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> Iterator[SimCloud]:
+    """The sim server, allowed to download from loopback (where the test's file server is)."""
+    with sim_cloud(tmp_path, outbound_allow=LOOPBACK) as cloud:
+        yield cloud
 
 
 @pytest.fixture

@@ -139,7 +139,7 @@ def test_leases_extend_expire_and_warn(sim: SimCloud, make_pool) -> None:  # typ
     assert too_long.status_code == 422
     assert sim.post("/api/v1/pools/lab/extend", json={"id": got["id"], "seconds": 900}).status_code == 200
     assert [x["instance_id"] for x in sim.get("/api/v1/leases").json()] == [got["id"]]
-    with sim.client.websocket_connect(f"/api/v1/events?token={sim.token}") as ws:
+    with sim.client.websocket_connect("/api/v1/events", headers=sim.headers) as ws:
         with transaction(sim.cloud.db.sessions) as s:
             s.execute(update(PoolMember).values(lease_expires_at=utcnow() + timedelta(minutes=2)))
         sim.cloud.pools.reconcile()

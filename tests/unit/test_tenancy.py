@@ -475,7 +475,7 @@ def test_events_reach_only_their_workspace(sim: SimCloud, create_vm) -> None:  #
         sim.client.post("/api/v1/workspaces", json={"name": "team-o"}, headers=bearer(otto)).status_code
         == 201
     )
-    with sim.client.websocket_connect(f"/api/v1/events?token={otto}&workspace=team-o") as ws:
+    with sim.client.websocket_connect("/api/v1/events?workspace=team-o", headers=bearer(otto)) as ws:
         assert create_vm("noisy").json()["status"] == "succeeded"  # the default workspace: many events
         mine = {"name": "onet", "cidr": "10.96.0.0/24"}
         made = sim.client.post(

@@ -1,5 +1,8 @@
 """A running VM's consoles: /instances/{vm}/console/... (serial and VNC websockets, one-time tickets
-for clients that cannot send headers, typed text, screenshots). All need `instance:edit`."""
+for clients that cannot send headers, typed text, screenshots). All need `instance:edit`.
+
+A ticket travels as the websocket subprotocol ``ticket.<ticket>``, never in the URL (URLs end up
+in access logs); it is not echoed back when the socket is accepted."""
 
 from __future__ import annotations
 
@@ -7,11 +10,11 @@ from collections.abc import MutableMapping
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Query, Response, WebSocket
+from fastapi import APIRouter, Response, WebSocket
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from cloudlet.api.deps import CanEditInstances, CloudDep, websocket_context
+from cloudlet.api.deps import CanEditInstances, CloudDep, offered_secret, websocket_context
 from cloudlet.api.streams import accept_or_refuse, in_stream_thread, parse_json, pump_until_disconnect
 from cloudlet.drivers.base import ConsoleStream
 from cloudlet.services.cloud import Cloud
@@ -20,21 +23,7 @@ from cloudlet.services.context import RequestContext
 
 router = APIRouter(prefix="/instances/{ref}/console", tags=["consoles"])
 
-TicketParam = Query(
-    None,
-    description="A one-time ticket from `POST .../console/ticket`. Browsers may offer it as the "
-    "websocket subprotocol `ticket.<ticket>` instead (next to `binary`), which keeps it out of "
-    "URLs and access logs.",
-)
 TICKET_PROTOCOL = "ticket."
-
-
-def offered_ticket(websocket: WebSocket, ticket: str | None) -> str | None:
-    """The ticket from the query, else from an offered ``ticket.<secret>`` subprotocol."""
-    if ticket is not None:
-        return ticket
-    offered = websocket.scope.get("subprotocols") or []
-    return next((p[len(TICKET_PROTOCOL) :] for p in offered if p.startswith(TICKET_PROTOCOL)), None)
 
 
 class TicketRequest(BaseModel):
@@ -42,7 +31,10 @@ class TicketRequest(BaseModel):
 
 
 class TicketPublic(BaseModel):
-    ticket: str = Field(description="Pass as `?ticket=`; works once, for this VM and console only.")
+    ticket: str = Field(
+        description="Offer it as the websocket subprotocol `ticket.<ticket>`; works once, for this VM "
+        "and console only."
+    )
     console: ConsoleKind
     expires_at: datetime
     path: str = Field(
@@ -159,27 +151,28 @@ def serial_input(text: str) -> bytes:
 
 
 @router.websocket("/serial")
-async def serial_console(websocket: WebSocket, ref: str, ticket: str | None = TicketParam) -> None:
+async def serial_console(websocket: WebSocket, ref: str) -> None:
     """The VM's first serial port (what xterm.js needs), taken over from any other client.
-    Authenticate like every websocket (token header or `?token=`) or with a one-time `?ticket=`
-    issued for `serial`. Binary frames carry the guest's output; binary or text frames from the
-    client go to the guest. The socket closes with 1000 when the VM stops."""
-    stream = await _open(
-        websocket, ref, ConsoleKind.SERIAL, offered_ticket(websocket, ticket), subprotocols=("binary",)
-    )
+    Authenticate like every websocket (token header, `bearer.<token>` subprotocol, session cookie)
+    or with a one-time ticket issued for `serial`, offered as the subprotocol `ticket.<ticket>`.
+    Binary frames carry the guest's output; binary or text frames from the client go to the
+    guest. The socket closes with 1000 when the VM stops."""
+    ticket = offered_secret(websocket, TICKET_PROTOCOL)
+    stream = await _open(websocket, ref, ConsoleKind.SERIAL, ticket, subprotocols=("binary",))
     if stream is not None:
         await _bridge(websocket, stream, text_input=True)
 
 
 @router.websocket("/vnc")
-async def vnc_console(websocket: WebSocket, ref: str, ticket: str | None = TicketParam) -> None:
+async def vnc_console(websocket: WebSocket, ref: str) -> None:
     """The VM's screen for noVNC: raw RFB in binary frames, both ways, straight from the VM's VNC
-    server (security type None: the ticket was the authentication). Needs a one-time `?ticket=`
-    issued for `vnc` (or the subprotocol `ticket.<ticket>`); accepts the `binary` subprotocol
-    noVNC offers. A used, expired or foreign ticket is refused (4401/4403 and a reason)."""
-    ticket = offered_ticket(websocket, ticket)
+    server (security type None: the ticket was the authentication). Needs a one-time ticket
+    issued for `vnc`, offered as the subprotocol `ticket.<ticket>` (next to `binary`, which noVNC
+    offers and which is accepted). A used, expired or foreign ticket is refused."""
+    ticket = offered_secret(websocket, TICKET_PROTOCOL)
     if ticket is None:
-        await websocket.close(code=4401, reason="missing_ticket: open the VNC console with ?ticket=")
+        reason = "missing_ticket: offer the VNC console ticket as the subprotocol ticket.<ticket>"
+        await websocket.close(code=4401, reason=reason)
         return
     stream = await _open(websocket, ref, ConsoleKind.VNC, ticket, subprotocols=("binary",))
     if stream is not None:

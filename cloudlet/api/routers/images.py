@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -13,10 +15,12 @@ from cloudlet.api.deps import (
     CloudDep,
     ReadSession,
 )
+from cloudlet.api.limits import streamed_body
 from cloudlet.api.routers.operations import WaitParam, accepted
 from cloudlet.api.schemas import ImageFormat, ImageImport, ImagePublic, ImageUpdate, OperationPublic
 from cloudlet.errors import Invalid
-from cloudlet.services.images import ImageProperties
+from cloudlet.services.image_download import too_big
+from cloudlet.services.images import FREE_SPACE_RESERVE, ImageProperties
 
 router = APIRouter(prefix="/images", tags=["images"])
 
@@ -60,6 +64,7 @@ def import_image(
         }
     },
 )
+@streamed_body
 async def upload_image(
     request: Request,
     cloud: CloudDep,
@@ -73,11 +78,20 @@ async def upload_image(
     wait: float | None = WaitParam,
 ) -> OperationPublic:
     """Import an image streamed as the request body (application/octet-stream), never held in memory."""
+    # Authenticated by now (dependencies run first, and no byte of the body has been read).
     props = ImageProperties(os=os, min_disk=min_disk, min_memory=min_memory).checked()
     staging = cloud.images.staging_path(name)
+    room = shutil.disk_usage(staging.parent).free - FREE_SPACE_RESERVE
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > room:
+        raise too_big(int(declared), max(room, 0))
     try:
         with staging.open("wb") as fh:
+            size = 0
             async for chunk in request.stream():
+                size += len(chunk)
+                if size > room:
+                    raise too_big(size, max(room, 0))
                 fh.write(chunk)
         op_id = await run_in_threadpool(
             lambda: cloud.images.import_staged(ctx, name, staging, fmt=format, props=props)

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from cloudlet.api.deps import CanCreateImages, CanDeleteImages, CanEditImages, CanViewImages, CloudDep
+from cloudlet.api.limits import streamed_body
 from cloudlet.api.schemas import ProjectCreate, ProjectDetail, ProjectFilePublic, ProjectPublic
 from cloudlet.errors import Invalid
 from cloudlet.services.projects import MAX_FILE_BYTES, split_path
@@ -71,11 +72,12 @@ def read_file(cloud: CloudDep, ctx: CanViewImages, name: str, path: str) -> Resp
         }
     },
 )
+@streamed_body
 async def write_file(
     request: Request, cloud: CloudDep, ctx: CanEditImages, name: str, path: str
 ) -> ProjectFilePublic:
     """Create or replace a file with the raw request body; missing folders are made."""
-    # A bad path or an unknown project fails before any byte is read.
+    # Authenticated by now; a bad path or an unknown project fails before any byte is read.
     split_path(path)
     await run_in_threadpool(cloud.projects.context_dir, ctx, name)
     too_large = Invalid(f"a file may hold at most {MAX_FILE_BYTES // 2**20} MiB", code="too_large")
