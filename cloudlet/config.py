@@ -7,12 +7,13 @@ servers with different settings in one process.
 from __future__ import annotations
 
 import enum
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_CONFIG_FILE = Path("/etc/cloudlet/cloudlet.toml")
@@ -117,10 +118,19 @@ class Settings(BaseSettings):
         description="Browser origins allowed to call the API (JSON list); none by default.",
     )
     login_attempts: int = Field(
-        default=10, ge=1, description="Failed sign-ins per account and per address before a pause."
+        default=5,
+        ge=1,
+        description="Failed sign-ins of one account from one address before each further attempt "
+        "waits (1 s, doubling); an address gets 5 times as many across all accounts.",
     )
     login_window: float = Field(
-        default=300.0, gt=0, description="Seconds the failed sign-ins are counted over."
+        default=300.0, gt=0, description="The longest wait between failed sign-ins, in seconds."
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description='Addresses or networks (JSON list, e.g. ["10.0.0.5", "10.1.0.0/24"]) of reverse '
+        "proxies whose X-Forwarded-For and X-Forwarded-Proto headers are believed, on every listener. "
+        "None by default, loopback included: the client's address is the connection's.",
     )
     log_level: str = "info"
     # The OS Cloud API of the system cloudlet replaces: off unless a listen address is given.
@@ -128,6 +138,17 @@ class Settings(BaseSettings):
         default=None, description="host:port for the OS Cloud API, e.g. 127.0.0.1:5000"
     )
     oscloud_workspace: str = "default"
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: list[str]) -> list[str]:
+        """Each entry must be an address or a network: a name or '*' would trust anyone."""
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted_proxies: {entry!r} is not an IP address or network") from None
+        return value
 
     @property
     def effective_database_url(self) -> str:

@@ -9,7 +9,10 @@ import argparse
 import asyncio
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cloudlet.config import Settings
 
 
 def parse_args(argv: list[str]) -> dict[str, Any]:
@@ -20,6 +23,15 @@ def parse_args(argv: list[str]) -> dict[str, Any]:
     parser.add_argument("--database-url", help="SQLAlchemy database URL.")
     parser.add_argument("--config", type=Path, help="TOML config file.")
     return vars(parser.parse_args(argv))
+
+
+def proxy_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's forwarded-header options for every listener: X-Forwarded-For/-Proto are believed
+    only from ``trusted_proxies``. uvicorn's own default trusts them from loopback, which would
+    let any local client pick the address that sign-in throttling and the audit log see."""
+    if not settings.trusted_proxies:
+        return {"proxy_headers": False, "forwarded_allow_ips": []}
+    return {"proxy_headers": True, "forwarded_allow_ips": list(settings.trusted_proxies)}
 
 
 def run(argv: list[str]) -> None:
@@ -43,7 +55,12 @@ def run(argv: list[str]) -> None:
     servers = [
         uvicorn.Server(
             uvicorn.Config(
-                app, host=settings.host, port=settings.port, log_level=settings.log_level, lifespan="on"
+                app,
+                host=settings.host,
+                port=settings.port,
+                log_level=settings.log_level,
+                lifespan="on",
+                **proxy_options(settings),
             )
         )
     ]
@@ -58,6 +75,7 @@ def run(argv: list[str]) -> None:
             port=int(oc_port),
             log_level=settings.log_level,
             lifespan="off",
+            **proxy_options(settings),
         )
         servers.append(uvicorn.Server(config_))
     print(f"cloudlet listening on http://{settings.host}:{settings.port} (API docs at /docs)", flush=True)
