@@ -202,8 +202,9 @@ def change_password(
     body: PasswordChange, request: Request, response: Response, cloud: CloudDep, ctx: Ctx
 ) -> PasswordChanged:
     """Change your own password (the current one is asked again; wrong guesses are slowed as
-    sign-ins are). The caller gets a fresh sign-in in the answer (a token pair), or new cookies
-    for a browser session."""
+    sign-ins are). Everything issued under the old one is revoked: every sign-in of the account
+    (their refresh and access tokens), every API token and unused console ticket. The caller
+    gets a fresh sign-in in the answer (a token pair), or new cookies for a browser session."""
     if ctx.user_id is None:
         raise Forbidden("only users have passwords", code="permission_denied")
     account, source = f"user:{ctx.principal}", _source(request)
@@ -247,8 +248,10 @@ def create_user(body: UserCreate, cloud: CloudDep, ctx: Ctx) -> UserPublic:
 
 @router.patch("/users/{ref}", response_model=UserPublic, tags=["users"])
 def update_user(ref: str, body: UserUpdate, cloud: CloudDep, ctx: Ctx) -> UserPublic:
-    """Disable or enable an account (it stops working at once), make or unmake a system admin,
-    rename it, or set a new password (system admins only)."""
+    """Disable or enable an account, make or unmake a system admin, rename it, or set a new
+    password (system admins only). Disabling it or setting a password revokes every sign-in, API
+    token and console ticket it had, at once (yours too, if you set your own: use
+    `POST /auth/password` to keep a session); enabling it again revives none of them."""
     _require_admin(ctx)
     with transaction(cloud.db.sessions) as s:
         user = users.get_user(s, ref)
@@ -261,7 +264,7 @@ def update_user(ref: str, body: UserUpdate, cloud: CloudDep, ctx: Ctx) -> UserPu
         if body.display_name is not None:
             user.display_name = body.display_name
         if body.password is not None:
-            user.password_hash = users.hash_password(body.password)
+            users.set_password(s, user, body.password)
         return user_public(user)
 
 
