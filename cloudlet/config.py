@@ -135,9 +135,22 @@ class Settings(BaseSettings):
     log_level: str = "info"
     # The OS Cloud API of the system cloudlet replaces: off unless a listen address is given.
     oscloud_listen: str | None = Field(
-        default=None, description="host:port for the OS Cloud API, e.g. 127.0.0.1:5000"
+        default=None,
+        description="host:port for the OS Cloud API, e.g. 127.0.0.1:5000; a bare port means loopback. "
+        "An address other than loopback needs oscloud_token.",
     )
     oscloud_workspace: str = "default"
+    oscloud_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host header names the OS Cloud API answers besides localhost, 127.0.0.1, [::1] and "
+        "its listen address (JSON list); any other is refused, so a web page cannot reach it through "
+        "DNS rebinding.",
+    )
+    oscloud_token: str | None = Field(
+        default=None,
+        min_length=16,
+        description="When set, OS Cloud API requests need 'Authorization: Bearer <token>'.",
+    )
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import uvicorn
+
+    from cloudlet.compat.guard import Listen
     from cloudlet.config import Settings
 
 
@@ -34,6 +37,35 @@ def proxy_options(settings: Settings) -> dict[str, Any]:
     return {"proxy_headers": True, "forwarded_allow_ips": list(settings.trusted_proxies)}
 
 
+def oscloud_address(settings: Settings) -> Listen:
+    """Where the OS Cloud API will listen; the server does not start on an unsafe setting."""
+    from cloudlet.compat.guard import UnsafeListener
+    from cloudlet.compat.oscloud import oscloud_listen
+
+    try:
+        return oscloud_listen(settings)
+    except UnsafeListener as err:
+        raise SystemExit(f"cloudlet: {err}") from None
+
+
+def oscloud_server(app: Any, settings: Settings) -> uvicorn.Server:
+    """The OS Cloud API's listener: loopback unless configured otherwise, behind its guard."""
+    import uvicorn
+
+    from cloudlet.compat.oscloud import create_oscloud_app
+
+    listen = oscloud_address(settings)
+    config = uvicorn.Config(
+        create_oscloud_app(app, settings),
+        host=listen.host,
+        port=listen.port,
+        log_level=settings.log_level,
+        lifespan="off",
+        **proxy_options(settings),
+    )
+    return uvicorn.Server(config)
+
+
 def run(argv: list[str]) -> None:
     import uvicorn
 
@@ -47,6 +79,8 @@ def run(argv: list[str]) -> None:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    if settings.oscloud_listen:
+        oscloud_address(settings)  # refuse an unsafe listener before touching anything
 
     def show_token(token: str) -> None:
         print(f"Admin API token (shown once; only its hash is stored):\n  {token}", flush=True)
@@ -65,19 +99,7 @@ def run(argv: list[str]) -> None:
         )
     ]
     if settings.oscloud_listen:
-        from cloudlet.compat.oscloud import create_oscloud_app
-
-        oc_host, _, oc_port = settings.oscloud_listen.rpartition(":")
-        oscloud = create_oscloud_app(app, settings)
-        config_ = uvicorn.Config(
-            oscloud,
-            host=oc_host or "127.0.0.1",
-            port=int(oc_port),
-            log_level=settings.log_level,
-            lifespan="off",
-            **proxy_options(settings),
-        )
-        servers.append(uvicorn.Server(config_))
+        servers.append(oscloud_server(app, settings))
     print(f"cloudlet listening on http://{settings.host}:{settings.port} (API docs at /docs)", flush=True)
 
     async def serve_all() -> None:
