@@ -7,6 +7,7 @@ servers with different settings in one process.
 from __future__ import annotations
 
 import enum
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
@@ -130,17 +131,50 @@ class Settings(BaseSettings):
         description="Browser origins allowed to call the API (JSON list); none by default.",
     )
     login_attempts: int = Field(
-        default=10, ge=1, description="Failed sign-ins per account and per address before a pause."
+        default=5,
+        ge=1,
+        description="Failed sign-ins of one account from one address before each further attempt "
+        "waits (1 s, doubling); an address gets 5 times as many across all accounts.",
     )
     login_window: float = Field(
-        default=300.0, gt=0, description="Seconds the failed sign-ins are counted over."
+        default=300.0, gt=0, description="The longest wait between failed sign-ins, in seconds."
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description='Addresses or networks (JSON list, e.g. ["10.0.0.5", "10.1.0.0/24"]) of reverse '
+        "proxies whose X-Forwarded-For and X-Forwarded-Proto headers are believed, on every listener. "
+        "None by default, loopback included: the client's address is the connection's.",
     )
     log_level: str = "info"
     # The OS Cloud API of the system cloudlet replaces: off unless a listen address is given.
     oscloud_listen: str | None = Field(
-        default=None, description="host:port for the OS Cloud API, e.g. 127.0.0.1:5000"
+        default=None,
+        description="host:port for the OS Cloud API, e.g. 127.0.0.1:5000; a bare port means loopback. "
+        "An address other than loopback needs oscloud_token.",
     )
     oscloud_workspace: str = "default"
+    oscloud_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host header names the OS Cloud API answers besides localhost, 127.0.0.1, [::1] and "
+        "its listen address (JSON list); any other is refused, so a web page cannot reach it through "
+        "DNS rebinding.",
+    )
+    oscloud_token: str | None = Field(
+        default=None,
+        min_length=16,
+        description="When set, OS Cloud API requests need 'Authorization: Bearer <token>'.",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: list[str]) -> list[str]:
+        """Each entry must be an address or a network: a name or '*' would trust anyone."""
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted_proxies: {entry!r} is not an IP address or network") from None
+        return value
 
     @field_validator("outbound_allow")
     @classmethod

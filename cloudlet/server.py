@@ -11,7 +11,13 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import uvicorn
+
+    from cloudlet.compat.guard import Listen
+    from cloudlet.config import Settings
 
 
 def parse_args(argv: list[str]) -> dict[str, Any]:
@@ -64,6 +70,45 @@ def deliver_admin_token(data_dir: Path) -> Callable[[str], None]:
     return deliver
 
 
+def proxy_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's forwarded-header options for every listener: X-Forwarded-For/-Proto are believed
+    only from ``trusted_proxies``. uvicorn's own default trusts them from loopback, which would
+    let any local client pick the address that sign-in throttling and the audit log see."""
+    if not settings.trusted_proxies:
+        return {"proxy_headers": False, "forwarded_allow_ips": []}
+    return {"proxy_headers": True, "forwarded_allow_ips": list(settings.trusted_proxies)}
+
+
+def oscloud_address(settings: Settings) -> Listen:
+    """Where the OS Cloud API will listen; the server does not start on an unsafe setting."""
+    from cloudlet.compat.guard import UnsafeListener
+    from cloudlet.compat.oscloud import oscloud_listen
+
+    try:
+        return oscloud_listen(settings)
+    except UnsafeListener as err:
+        raise SystemExit(f"cloudlet: {err}") from None
+
+
+def oscloud_server(app: Any, settings: Settings) -> uvicorn.Server:
+    """The OS Cloud API's listener: loopback unless configured otherwise, behind its guard."""
+    import uvicorn
+
+    from cloudlet.api.limits import BodyLimit
+    from cloudlet.compat.oscloud import create_oscloud_app
+
+    listen = oscloud_address(settings)
+    config = uvicorn.Config(
+        BodyLimit(create_oscloud_app(app, settings)),
+        host=listen.host,
+        port=listen.port,
+        log_level=settings.log_level,
+        lifespan="off",
+        **proxy_options(settings),
+    )
+    return uvicorn.Server(config)
+
+
 def run(argv: list[str]) -> None:
     import uvicorn
 
@@ -77,29 +122,24 @@ def run(argv: list[str]) -> None:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    if settings.oscloud_listen:
+        oscloud_address(settings)  # refuse an unsafe listener before touching anything
 
     app = create_app(settings, on_admin_token=deliver_admin_token(settings.data_dir))
     servers = [
         uvicorn.Server(
             uvicorn.Config(
-                app, host=settings.host, port=settings.port, log_level=settings.log_level, lifespan="on"
+                app,
+                host=settings.host,
+                port=settings.port,
+                log_level=settings.log_level,
+                lifespan="on",
+                **proxy_options(settings),
             )
         )
     ]
     if settings.oscloud_listen:
-        from cloudlet.api.limits import BodyLimit
-        from cloudlet.compat.oscloud import create_oscloud_app
-
-        oc_host, _, oc_port = settings.oscloud_listen.rpartition(":")
-        oscloud = BodyLimit(create_oscloud_app(app, settings))
-        config_ = uvicorn.Config(
-            oscloud,
-            host=oc_host or "127.0.0.1",
-            port=int(oc_port),
-            log_level=settings.log_level,
-            lifespan="off",
-        )
-        servers.append(uvicorn.Server(config_))
+        servers.append(oscloud_server(app, settings))
     hide_query_strings()  # after the listeners' configs, which set uvicorn's logging up
     print(f"cloudlet listening on http://{settings.host}:{settings.port} (API docs at /docs)", flush=True)
 

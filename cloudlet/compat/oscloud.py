@@ -1,7 +1,10 @@
 """The OS Cloud API of the system cloudlet replaces, for its users' scripts.
 
-Served on its own address (``oscloud_listen``, port 5000 in that system), bound to one workspace,
-without authentication: it is meant for loopback use. Replies keep that system's shapes:
+Served on its own address (``oscloud_listen``, port 5000 in that system), bound to one workspace.
+That system had no authentication and its scripts send none, so it is meant for loopback use: the
+listener's guard (``cloudlet.compat.guard``) answers only loopback Host names (and the ones in
+``oscloud_allowed_hosts``), wants ``oscloud_token`` as a bearer token when one is set, and the
+server refuses to start it on another address without one. Replies keep that system's shapes:
 ``{"status": "ok"}`` or ``{"status": "error", "error": "..."}`` with a 4xx code; VMs have integer ids.
 """
 
@@ -13,10 +16,11 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+from cloudlet.compat.guard import Listen, ListenerGuard, check_exposure, parse_listen
 from cloudlet.config import Settings
 from cloudlet.db.models import Image, Network, Workspace
 from cloudlet.errors import CloudletError, Invalid, NotFound
@@ -52,8 +56,27 @@ class VMRef(BaseModel):
     id: int
 
 
+def oscloud_listen(settings: Settings) -> Listen:
+    """Where the OS Cloud API listens; refused (``UnsafeListener``) off loopback without a token."""
+    assert settings.oscloud_listen is not None
+    listen = parse_listen(settings.oscloud_listen, setting="oscloud_listen")
+    check_exposure(listen, settings.oscloud_token, setting="oscloud_listen", token_setting="oscloud_token")
+    return listen
+
+
+def _refusal(status: int, _code: str, message: str) -> Response:
+    return JSONResponse({"status": "error", "error": message}, status_code=status)
+
+
 def create_oscloud_app(main_app: FastAPI, settings: Settings) -> FastAPI:
     app = FastAPI(title="cloudlet OS Cloud API", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(
+        ListenerGuard,
+        listen=oscloud_listen(settings),
+        allowed_hosts=settings.oscloud_allowed_hosts,
+        token=settings.oscloud_token,
+        error=_refusal,
+    )
 
     def cloud() -> Cloud:
         c: Cloud = main_app.state.cloud

@@ -354,6 +354,7 @@ class ConsoleTicket(Base):
     principal: Mapped[str] = mapped_column(String(255))
     user_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     token_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    login_id: Mapped[str | None] = mapped_column(String(36), nullable=True)  # the issuing sign-in
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(index=True)
     used_at: Mapped[datetime | None] = mapped_column(nullable=True)

@@ -4,7 +4,11 @@ Two kinds of bearer: API tokens (``clt_...``: random, stored as SHA-256, bound t
 workspace and one role, with an optional expiry) and the JWT access tokens of a sign-in. Both are
 checked against the live database on every request, so revoking a token, disabling a user or
 removing a membership takes effect at once. A token's permissions are its role's, and never more
-than its user holds in that workspace now.
+than its user holds in that workspace now; a system admin's token holds the system admin's powers
+only when its role is the built-in owner (a token never grants more than it holds).
+
+What was issued stands for the access it was issued under: ``revoke_credentials`` ends a user's
+API tokens and unused console tickets (all of them, or one workspace's) when that access changes.
 """
 
 from __future__ import annotations
@@ -12,12 +16,22 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session, aliased
 
-from cloudlet.db.models import DEFAULT_WORKSPACE, ApiToken, Membership, Role, User, Workspace, utcnow
-from cloudlet.errors import NotFound, Unauthorized
+from cloudlet.db.models import (
+    DEFAULT_WORKSPACE,
+    ApiToken,
+    ConsoleTicket,
+    Membership,
+    Role,
+    User,
+    Workspace,
+    utcnow,
+)
+from cloudlet.errors import Forbidden, NotFound, Unauthorized
 from cloudlet.services.context import RequestContext
 from cloudlet.services.logins import decode_access, login_active
 from cloudlet.services.names import is_uuid
@@ -25,6 +39,7 @@ from cloudlet.services.permissions import ALL_PERMISSIONS, BUILTIN_ROLES
 
 TOKEN_PREFIX = "clt_"
 BOOTSTRAP_ADMIN = "admin"
+OWNER = "owner"  # the built-in role that alone may make owners
 
 
 def hash_token(secret: str) -> str:
@@ -183,13 +198,15 @@ def authenticate(
         if workspace:
             raise NotFound(f"workspace {workspace!r} not found", code="workspace_not_found")
         return RequestContext(
-            user.username, "", "none", source, user.id, None, frozenset(), user.is_admin
+            user.username, "", "none", source, user.id, None, frozenset(), user.is_admin, str(claims["sid"])
         ), None
     held = _user_permissions(session, user, ws.id)
     if held is None:
         raise NotFound(f"workspace {workspace or ws.name!r} not found", code="workspace_not_found")
     role, perms = held
-    return RequestContext(user.username, ws.id, role, source, user.id, None, perms, user.is_admin), None
+    return RequestContext(
+        user.username, ws.id, role, source, user.id, None, perms, user.is_admin, str(claims["sid"])
+    ), None
 
 
 _TOKEN_ROLE, _MEMBER_ROLE = aliased(Role), aliased(Role)
@@ -207,6 +224,7 @@ _TOKEN_QUERY = (
         User.disabled_at,
         _TOKEN_ROLE.name,
         _TOKEN_ROLE.permissions,
+        _TOKEN_ROLE.workspace_id,
         _MEMBER_ROLE.name,
         _MEMBER_ROLE.permissions,
     )
@@ -216,19 +234,27 @@ _TOKEN_QUERY = (
         Membership, (Membership.user_id == User.id) & (Membership.workspace_id == ApiToken.workspace_id)
     )
     .outerjoin(_MEMBER_ROLE, _MEMBER_ROLE.id == Membership.role_id)
-    .where(ApiToken.token_hash == bindparam("token_hash"), ApiToken.revoked_at.is_(None))
+    .where(ApiToken.revoked_at.is_(None))
 )
+_TOKEN_BY_ID = _TOKEN_QUERY.where(ApiToken.id == bindparam("token_id"))
+_TOKEN_BY_HASH = _TOKEN_QUERY.where(ApiToken.token_hash == bindparam("token_hash"))
 
 
 def _token_context(
     session: Session, secret: str, workspace: str | None, source: str | None
 ) -> tuple[RequestContext, str | None]:
-    invalid = Unauthorized("invalid or revoked token", code="invalid_token")
-    row = session.execute(_TOKEN_QUERY, {"token_hash": hash_token(secret)}).first()
+    row = session.execute(_TOKEN_BY_HASH, {"token_hash": hash_token(secret)}).first()
     if row is None:
-        raise invalid
+        raise Unauthorized("invalid or revoked token", code="invalid_token")
+    return _token_row_context(session, row, workspace, source)
+
+
+def _token_row_context(
+    session: Session, row: Any, workspace: str | None, source: str | None
+) -> tuple[RequestContext, str | None]:
+    invalid = Unauthorized("invalid or revoked token", code="invalid_token")
     (token_id, workspace_id, expires_at, last_used_at, legacy_role, user_id, username, is_admin,
-     disabled_at, role_name, role_perms, member_role, member_perms) = row  # fmt: skip
+     disabled_at, role_name, role_perms, role_workspace, member_role, member_perms) = row  # fmt: skip
     if workspace_id is None or disabled_at is not None:
         raise invalid
     now = utcnow()
@@ -245,6 +271,7 @@ def _token_context(
     else:
         raise Unauthorized("the token's user is no longer a member of its workspace", code="invalid_token")
     token_perms = frozenset(role_perms) if role_name is not None else frozenset()
+    owner_token = role_name == OWNER and role_workspace is None
     stale = last_used_at is None or (now - last_used_at).total_seconds() > 60
     ctx = RequestContext(
         principal=username,
@@ -254,9 +281,63 @@ def _token_context(
         user_id=user_id,
         token_id=token_id,
         permissions=token_perms & held,
-        is_admin=is_admin and "member:edit" in token_perms,
+        is_admin=is_admin and owner_token,  # a smaller role caps a system admin's token too
     )
     return ctx, token_id if stale else None
+
+
+def live_context(
+    session: Session,
+    *,
+    user_id: str | None,
+    token_id: str | None,
+    login_id: str | None,
+    workspace_id: str,
+    source: str | None = None,
+) -> RequestContext:
+    """The context a credential issued earlier (by an API token, or by a sign-in) holds in
+    ``workspace_id`` now: 401 ``credential_revoked`` when the token or sign-in has ended or the
+    user is disabled, 403 when the user is no longer a member there. For things handed out
+    under a credential (console tickets) that must die with it."""
+    revoked = Unauthorized("the credential this was issued under has ended", code="credential_revoked")
+    if token_id is not None:
+        row = session.execute(_TOKEN_BY_ID, {"token_id": token_id}).first()
+        if row is None:
+            raise revoked
+        try:
+            ctx, _ = _token_row_context(session, row, None, source)
+        except Unauthorized:
+            raise revoked from None
+        if ctx.workspace_id != workspace_id or ctx.user_id != user_id:
+            raise revoked
+        return ctx
+    user = session.get(User, user_id) if user_id is not None else None
+    if user is None or user.disabled_at is not None:
+        raise revoked
+    if login_id is None or not login_active(session, login_id):
+        raise revoked
+    held = _user_permissions(session, user, workspace_id)
+    if held is None:
+        raise Forbidden("no longer a member of this workspace", code="permission_denied")
+    role, perms = held
+    return RequestContext(
+        user.username, workspace_id, role, source, user.id, None, perms, user.is_admin, login_id=login_id
+    )
+
+
+def revoke_credentials(session: Session, user_id: str, workspace_id: str | None = None) -> None:
+    """Revoke a user's API tokens and drop their unused console tickets, in one workspace or in
+    all: what they held was issued for access they no longer have in that form (a password
+    changed, a membership removed or its role changed). Revoked tokens stay revoked; re-adding
+    the member later gives nothing back."""
+    now = utcnow()
+    tokens = update(ApiToken).where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))
+    tickets = delete(ConsoleTicket).where(ConsoleTicket.user_id == user_id, ConsoleTicket.used_at.is_(None))
+    if workspace_id is not None:
+        tokens = tokens.where(ApiToken.workspace_id == workspace_id)
+        tickets = tickets.where(ConsoleTicket.workspace_id == workspace_id)
+    session.execute(tokens.values(revoked_at=now))
+    session.execute(tickets)
 
 
 def touch_token(session: Session, token_id: str) -> None:

@@ -5,6 +5,11 @@ cannot put an Authorization header on a websocket, so a caller first asks for a 
 (valid ``TICKET_TTL`` seconds, bound to one console of one instance, its workspace and the caller)
 and opens the websocket with it. Tickets live in the database as SHA-256 hashes and are redeemed
 by one conditional update, so each works exactly once however many server replicas share it.
+
+A ticket stands for the credential it was issued under (an API token, or a sign-in) and is
+checked again, live, when redeemed: that token or sign-in must still be valid and its user still
+hold ``instance:edit`` in the workspace. Signing out, a password change, a removal from the
+workspace or a lost permission ends the tickets issued before it.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from cloudlet.db.session import SessionFactory, transaction
 from cloudlet.drivers import keymap
 from cloudlet.drivers.base import ComputeDriver, ConsoleStream
 from cloudlet.errors import Forbidden, Invalid, InvalidState, NotFound, Unauthorized
+from cloudlet.services.auth import live_context
 from cloudlet.services.context import RequestContext
 from cloudlet.services.instances import Instances
 
@@ -111,6 +117,7 @@ class Consoles:
                     principal=ctx.principal,
                     user_id=ctx.user_id,
                     token_id=ctx.token_id,
+                    login_id=ctx.login_id,
                     created_at=now,
                     expires_at=expires,
                 )
@@ -147,6 +154,7 @@ class Consoles:
                     f"this ticket is for another {'instance' if wanted != ticket.instance_id else 'console'}",
                     code="ticket_mismatch",
                 )
+            self._check_issuer(s, ticket, source)
             # The one conditional update: of two replicas redeeming at once, one wins.
             used = s.execute(
                 update(ConsoleTicket)
@@ -163,6 +171,24 @@ class Consoles:
                     raise Unauthorized("this console ticket was used already", code="ticket_used")
                 raise Unauthorized("this console ticket expired", code="ticket_expired")
         return self.target(ctx, ticket.instance_id)
+
+    @staticmethod
+    def _check_issuer(session: Session, ticket: ConsoleTicket, source: str | None) -> None:
+        """401 ``credential_revoked`` when the token or sign-in the ticket was issued under has
+        ended (or its user was disabled); 403 when the user no longer holds ``instance:edit``
+        there (removed from the workspace, a smaller role, a token's role changed)."""
+        holder = live_context(
+            session,
+            user_id=ticket.user_id,
+            token_id=ticket.token_id,
+            login_id=ticket.login_id,
+            workspace_id=ticket.workspace_id,
+            source=source,
+        )
+        if not holder.can(PERMISSION):
+            raise Forbidden(
+                f"the ticket's holder no longer holds {PERMISSION} here", code="permission_denied"
+            )
 
     # -- the consoles ------------------------------------------------------------------------------
     def open_serial(self, target: Target) -> ConsoleStream:

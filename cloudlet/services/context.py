@@ -18,6 +18,7 @@ class RequestContext:
     token_id: str | None = None  # the API token used, if any
     permissions: frozenset[str] = ALL_PERMISSIONS
     is_admin: bool = False  # a system admin: users, quotas, every workspace
+    login_id: str | None = None  # the sign-in (refresh family) of a signed-in user's request
 
     def can(self, permission: str) -> bool:
         # A system admin's power is in the permissions given at sign-in; a token an admin scoped

@@ -132,6 +132,16 @@ def revoke_family(session: Session, family_id: str) -> None:
     )
 
 
+def revoke_user_logins(session: Session, user_id: str) -> None:
+    """End every sign-in of a user (a password change, a disabled account): their refresh tokens
+    stop working, and the access tokens of those sign-ins with them (``login_active``)."""
+    session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+
+
 def logout(session: Session, secret: str) -> None:
     row = session.scalar(select(RefreshToken).where(RefreshToken.token_hash == _hash(secret)))
     if row is not None:

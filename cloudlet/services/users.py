@@ -1,5 +1,8 @@
 """Local accounts: argon2id password hashes, creation, password changes, disabling.
 
+A new password or a disabled account revokes every sign-in, API token and console ticket the
+account had (``end_access``).
+
 Unknown user and wrong password take the same time and give the same error, so a login form
 cannot be used to find out which accounts exist.
 """
@@ -12,10 +15,12 @@ import re
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from cloudlet.db.models import User, utcnow
 from cloudlet.errors import Invalid, NotFound, Unauthorized
+from cloudlet.services.auth import revoke_credentials
+from cloudlet.services.logins import revoke_user_logins
 from cloudlet.services.names import insert_unique
 
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
@@ -96,13 +101,33 @@ def verify_login(session: Session, username: str, password: str) -> User:
     return user
 
 
+def end_access(session: Session, user: User) -> None:
+    """Revoke everything the user was issued: every sign-in (and with it its access tokens),
+    every API token, every unused console ticket. For a new password (whoever knew the old one
+    keeps nothing it opened) and a disabled account (enabling it again revives nothing)."""
+    revoke_user_logins(session, user.id)
+    revoke_credentials(session, user.id)
+
+
+def set_password(session: Session, user: User, new: str) -> None:
+    """A new password; everything issued under the old one is revoked."""
+    user.password_hash = hash_password(new)
+    end_access(session, user)
+
+
 def change_password(session: Session, user: User, old: str, new: str) -> None:
+    """The user's own change: the current password is checked first."""
     try:
         _hasher.verify(user.password_hash or _dummy_hash(), old)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         raise Unauthorized("the current password is wrong", code="invalid_credentials") from None
-    user.password_hash = hash_password(new)
+    set_password(session, user, new)
 
 
 def set_disabled(user: User, disabled: bool) -> None:
-    user.disabled_at = utcnow() if disabled else None
+    """Disable (everything issued is revoked; it stops working at once) or enable an account."""
+    if disabled and user.disabled_at is None:
+        session = object_session(user)
+        assert session is not None, "a user to disable comes from a session"
+        end_access(session, user)
+    user.disabled_at = (user.disabled_at or utcnow()) if disabled else None

@@ -107,32 +107,38 @@ def _pair(pair: logins.TokenPair) -> TokenPairPublic:
     )
 
 
+def _source(request: Request) -> str:
+    """The client's address: the connection's, or what a configured proxy (``trusted_proxies``)
+    forwarded; never a header from anyone else."""
+    return request.client.host if request.client else "unknown"
+
+
 @router.post("/auth/login", response_model=TokenPairPublic)
 def login(body: LoginRequest, request: Request, cloud: CloudDep) -> TokenPairPublic:
-    """Sign in with a password. Unknown user and wrong password give the same 401; repeated
-    failures per account or address are paused (429 with Retry-After)."""
-    source = request.client.host if request.client else "unknown"
-    account, address = f"user:{body.username}", f"addr:{source}"
-    cloud.throttle.check(account, address)
-    try:
-        with transaction(cloud.db.sessions) as s:
-            user = users.verify_login(s, body.username, body.password)
-            pair = logins.start_login(s, cloud.jwt_key, user)
-    except Unauthorized:
-        cloud.throttle.failed(account, address)
-        raise
-    cloud.throttle.succeeded(account)
+    """Sign in with a password. Unknown user and wrong password give the same 401. Failures
+    slow down the account and address they came from, and an address trying many accounts: past
+    a few, each attempt waits longer (429 with Retry-After); other addresses are not held up."""
+    account, source = f"user:{body.username}", _source(request)
+    cloud.throttle.attempt(account, source)
+    with transaction(cloud.db.sessions) as s:
+        user = users.verify_login(s, body.username, body.password)
+        pair = logins.start_login(s, cloud.jwt_key, user)
+    cloud.throttle.succeeded(account, source)
     return _pair(pair)
 
 
 @router.post("/auth/signup", response_model=TokenPairPublic, status_code=201)
-def signup(body: LoginRequest, cloud: CloudDep) -> TokenPairPublic:
-    """Create an account and sign in; only when an admin set `allow_signup`."""
+def signup(body: LoginRequest, request: Request, cloud: CloudDep) -> TokenPairPublic:
+    """Create an account and sign in; only when an admin set `allow_signup`. Refused sign-ups
+    (a name taken) count like failed sign-ins of the address, so names cannot be listed fast."""
     if not cloud.settings.allow_signup:
         raise Forbidden("self sign-up is off on this server", code="signup_disabled")
+    account, source = f"signup:{body.username}", _source(request)
+    cloud.throttle.attempt(account, source)
     with transaction(cloud.db.sessions) as s:
         user = users.create_user(s, body.username, body.password)
         pair = logins.start_login(s, cloud.jwt_key, user)
+    cloud.throttle.succeeded(account, source)
     return _pair(pair)
 
 
@@ -175,13 +181,45 @@ def me(cloud: CloudDep, ctx: Ctx) -> MePublic:
         )
 
 
-@router.post("/auth/password", status_code=204)
-def change_password(body: PasswordChange, cloud: CloudDep, ctx: Ctx) -> Response:
-    """Change your own password (the current one is asked again)."""
+class PasswordChanged(BaseModel):
+    """The caller's fresh sign-in after a password change: a token pair for a bearer caller, or
+    (for a browser session) new cookies set by the answer and the new CSRF token here."""
+
+    access_token: str | None = Field(None, description="A new access token (bearer callers).")
+    refresh_token: str | None = Field(None, description="A new refresh token (bearer callers).")
+    token_type: str = "bearer"
+    expires_in: int = Field(description="Seconds the new access token is valid.")
+    csrf_token: str | None = Field(None, description="The new CSRF token (browser sessions).")
+
+
+def _cookie_session(request: Request) -> bool:
+    """Whether the request authenticated with the session cookies (no Authorization header)."""
+    return "authorization" not in request.headers and ACCESS_COOKIE in request.cookies
+
+
+@router.post("/auth/password", response_model=PasswordChanged)
+def change_password(
+    body: PasswordChange, request: Request, response: Response, cloud: CloudDep, ctx: Ctx
+) -> PasswordChanged:
+    """Change your own password (the current one is asked again; wrong guesses are slowed as
+    sign-ins are). Everything issued under the old one is revoked: every sign-in of the account
+    (their refresh and access tokens), every API token and unused console ticket. The caller
+    gets a fresh sign-in in the answer (a token pair), or new cookies for a browser session."""
+    if ctx.user_id is None:
+        raise Forbidden("only users have passwords", code="permission_denied")
+    account, source = f"user:{ctx.principal}", _source(request)
+    cloud.throttle.attempt(account, source)
     with transaction(cloud.db.sessions) as s:
-        user = users.get_user(s, ctx.user_id or "")
+        user = users.get_user(s, ctx.user_id)
         users.change_password(s, user, body.current_password, body.new_password)
-    return Response(status_code=204)
+        pair = logins.start_login(s, cloud.jwt_key, user)
+    cloud.throttle.succeeded(account, source)
+    if _cookie_session(request):
+        csrf = _set_session_cookies(response, request, pair)
+        return PasswordChanged(expires_in=pair.expires_in, csrf_token=csrf)
+    return PasswordChanged(
+        access_token=pair.access_token, refresh_token=pair.refresh_token, expires_in=pair.expires_in
+    )
 
 
 # -- user admin (system admins) -------------------------------------------------------------------
@@ -210,8 +248,10 @@ def create_user(body: UserCreate, cloud: CloudDep, ctx: Ctx) -> UserPublic:
 
 @router.patch("/users/{ref}", response_model=UserPublic, tags=["users"])
 def update_user(ref: str, body: UserUpdate, cloud: CloudDep, ctx: Ctx) -> UserPublic:
-    """Disable or enable an account (it stops working at once), make or unmake a system admin,
-    rename it, or set a new password (system admins only)."""
+    """Disable or enable an account, make or unmake a system admin, rename it, or set a new
+    password (system admins only). Disabling it or setting a password revokes every sign-in, API
+    token and console ticket it had, at once (yours too, if you set your own: use
+    `POST /auth/password` to keep a session); enabling it again revives none of them."""
     _require_admin(ctx)
     with transaction(cloud.db.sessions) as s:
         user = users.get_user(s, ref)
@@ -224,7 +264,7 @@ def update_user(ref: str, body: UserUpdate, cloud: CloudDep, ctx: Ctx) -> UserPu
         if body.display_name is not None:
             user.display_name = body.display_name
         if body.password is not None:
-            user.password_hash = users.hash_password(body.password)
+            users.set_password(s, user, body.password)
         return user_public(user)
 
 
@@ -272,7 +312,7 @@ def session_state(request: Request, cloud: CloudDep) -> SessionState:
     active = False
     if secret:
         try:
-            context_for(cloud, secret, None, request.client.host if request.client else None)
+            context_for(cloud, secret, None, _source(request))
             active = True
         except CloudletError:
             pass
