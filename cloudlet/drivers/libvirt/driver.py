@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import libvirt
 
+from cloudlet import filemodes
 from cloudlet.config import Accelerator
 from cloudlet.drivers import qemu_img
 from cloudlet.drivers.base import (
@@ -71,6 +72,7 @@ class LibvirtDriver(ComputeDriver, NetworkDriver, LibvirtStorage):
         self.domain_type = choose_domain_type(accelerator)
         self._host_size: HostResources | None = None
         self._cpu = stats.CpuMeter()
+        self._sharing: filemodes.Sharing | None = None
 
     # -- health and host -------------------------------------------------------------------------
     def info(self) -> DriverInfo:
@@ -107,6 +109,15 @@ class LibvirtDriver(ComputeDriver, NetworkDriver, LibvirtStorage):
     def _memory_room(self, memory_mb: int) -> int | None:
         """How far a VM's memory can grow while it runs (see ``xml.memory_room_mb``)."""
         return xml.memory_room_mb(memory_mb, self._host().memory_total_mb)
+
+    def hypervisor_identity(self) -> tuple[int, int] | None:
+        return self.host.dac_label(self.domain_type)
+
+    def _folder_sharing(self) -> filemodes.Sharing:
+        """How an instance's folder is opened to QEMU (its user's group may traverse it)."""
+        if self._sharing is None:
+            self._sharing = filemodes.Sharing.for_hypervisor(self.hypervisor_identity())
+        return self._sharing
 
     # -- instances -------------------------------------------------------------------------------
     def _dir(self, instance_id: str) -> Path:
@@ -151,7 +162,7 @@ class LibvirtDriver(ComputeDriver, NetworkDriver, LibvirtStorage):
         folder = self._dir(spec.id)
         disk, seed = folder / "disk.qcow2", folder / "seed.iso"
         with contextlib.ExitStack() as undo:
-            folder.mkdir(parents=True)
+            filemodes.make_shared_dir(folder, self._folder_sharing())
             undo.callback(shutil.rmtree, folder, ignore_errors=True)
             make_disk(disk)
             build_nocloud_seed(
