@@ -73,6 +73,7 @@ class LibvirtDriver(ComputeDriver, NetworkDriver, LibvirtStorage):
         self._host_size: HostResources | None = None
         self._cpu = stats.CpuMeter()
         self._sharing: filemodes.Sharing | None = None
+        self.host.on_connect(self._close_vnc_ports)
 
     # -- health and host -------------------------------------------------------------------------
     def info(self) -> DriverInfo:
@@ -118,6 +119,25 @@ class LibvirtDriver(ComputeDriver, NetworkDriver, LibvirtStorage):
         if self._sharing is None:
             self._sharing = filemodes.Sharing.for_hypervisor(self.hypervisor_identity())
         return self._sharing
+
+    def _close_vnc_ports(self, conn: libvirt.virConnect) -> None:
+        """On each connection: this deployment's VMs that an older version gave a VNC display on a
+        TCP port lose it (``console.close_vnc_port``). Other domains are never touched."""
+        try:
+            domains = conn.listAllDomains(0)
+        except libvirt.libvirtError as err:
+            log.error("listing domains to close VNC ports: %s", err.get_error_message())
+            return
+        for dom in domains:
+            try:
+                if instance_id_of(dom.name()) is None or _deployment_of(dom) != self.deployment:
+                    continue
+                done = console.close_vnc_port(dom)
+            except libvirt.libvirtError as err:
+                log.error("closing the VNC port of %s: %s", dom.name(), err.get_error_message())
+                continue
+            if done:
+                log.warning("VM %s had a VNC display on a TCP port: %s", dom.name(), "; ".join(done))
 
     # -- instances -------------------------------------------------------------------------------
     def _dir(self, instance_id: str) -> Path:
@@ -267,6 +287,10 @@ class LibvirtDriver(ComputeDriver, NetworkDriver, LibvirtStorage):
         def run(c: libvirt.virConnect) -> None:
             dom = self._domain(c, instance_id)
             dom.revertToSnapshot(dom.snapshotLookupByName(snapshot_id), 0)
+            try:  # a snapshot taken under an older version brings its VNC port back
+                console.close_vnc_port(dom)
+            except libvirt.libvirtError as err:
+                log.error("closing the VNC port of %s: %s", dom.name(), err.get_error_message())
 
         self.host.call("reverting to snapshot", run)
 
