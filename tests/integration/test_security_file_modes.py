@@ -109,34 +109,37 @@ def test_an_older_layout_is_tightened_and_its_key_leaves_the_database(server, vm
     login = httpx.post(server.url + "/api/v1/auth/login", json={"username": "alice", "password": PASSWORD})
     access = login.json()["access_token"]
     server.stop()
+    try:
+        # What an older version left: world-readable folders and files, the key in the database.
+        files = files_of(server, vm)
+        key = files["key"].read_text().strip()
+        files["key"].unlink()
+        with sqlite3.connect(files["database"]) as db:
+            db.execute("INSERT INTO meta (key, value) VALUES ('jwt_secret', ?)", (key,))
+        os.chown(server.data_dir, 0, 0)
+        for path in [server.data_dir, *server.data_dir.rglob("*")]:
+            if path.is_dir() and not path.is_symlink():
+                path.chmod(0o755)
+        for path in (files["database"], files["image"], files["disk"], files["seed"]):
+            path.chmod(0o644)
+        assert opened(probe([("read", str(files["database"]))]))  # the attack works on that layout
 
-    # What an older version left: world-readable folders and files, the key in the database.
-    files = files_of(server, vm)
-    key = files["key"].read_text().strip()
-    files["key"].unlink()
-    with sqlite3.connect(files["database"]) as db:
-        db.execute("INSERT INTO meta (key, value) VALUES ('jwt_secret', ?)", (key,))
-    os.chown(server.data_dir, 0, 0)
-    for path in [server.data_dir, *server.data_dir.rglob("*")]:
-        if path.is_dir() and not path.is_symlink():
-            path.chmod(0o755)
-    for path in (files["database"], files["image"], files["disk"], files["seed"]):
-        path.chmod(0o644)
-    assert opened(probe([("read", str(files["database"]))]))  # the attack works on that layout
+        server.start()
+        assert_private(server, vm, qemu_gid)
+        assert files["key"].read_text().strip() == key
+        with sqlite3.connect(files["database"]) as db:
+            assert db.execute("SELECT count(*) FROM meta WHERE key = 'jwt_secret'").fetchone() == (0,)
+        me = httpx.get(server.url + "/api/v1/auth/me", headers={"Authorization": f"Bearer {access}"})
+        assert me.status_code == 200 and me.json()["username"] == "alice"
+        assert "tightened" in server.log.read_text()
 
-    server.start()
-    assert_private(server, vm, qemu_gid)
-    assert files["key"].read_text().strip() == key
-    with sqlite3.connect(files["database"]) as db:
-        assert db.execute("SELECT count(*) FROM meta WHERE key = 'jwt_secret'").fetchone() == (0,)
-    me = httpx.get(server.url + "/api/v1/auth/me", headers={"Authorization": f"Bearer {access}"})
-    assert me.status_code == 200 and me.json()["username"] == "alice"
-    assert "tightened" in server.log.read_text()
-
-    with server.client() as c:  # QEMU opens its files again after the change
-        c.action(VM, "stop")
-        c.action(VM, "start")
-        wait_state(c, VM, "running")
+        with server.client() as c:  # QEMU opens its files again after the change
+            c.action(VM, "stop")
+            c.action(VM, "start")
+            wait_state(c, VM, "running")
+    finally:
+        if server.proc is None:  # a failure above: the fixture's clean-up needs it running
+            server.start()
     wait_guest_http(vm["ip"], HOSTNAME)
 
 
