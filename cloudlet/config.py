@@ -103,7 +103,13 @@ class Settings(BaseSettings):
     )
     jwt_secret: str | None = Field(
         default=None,
-        description="Key signing sign-in tokens (32+ characters); unset: generated once and kept in the DB.",
+        description="Key signing sign-in tokens (32+ characters); unset: the key in jwt_key_file.",
+    )
+    jwt_key_file: Path | None = Field(
+        default=None,
+        description="File holding the key that signs sign-in tokens when jwt_secret is unset (default "
+        "<data_dir>/jwt.key, made 0600 at first start). Replicas sharing one database must sign with "
+        "one key: give them one file (or one jwt_secret).",
     )
     host_terminal: bool = Field(
         default=False, description="Offer system admins a shell on the host over a websocket (audited)."
@@ -207,10 +213,20 @@ class Settings(BaseSettings):
     def instances_dir(self) -> Path:
         return self.data_dir / "instances"
 
+    @property
+    def effective_jwt_key_file(self) -> Path:
+        return self.jwt_key_file or self.data_dir / "jwt.key"
+
+
+def config_path(config_file: Path | None = None) -> Path:
+    """The config file the settings are read from: the one given, else ``CLOUDLET_CONFIG``, else
+    the default (it may not exist)."""
+    return config_file or Path(os.environ.get("CLOUDLET_CONFIG", DEFAULT_CONFIG_FILE))
+
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build settings: config file values, overridden by the environment, overridden by ``overrides``."""
-    path = config_file or Path(os.environ.get("CLOUDLET_CONFIG", DEFAULT_CONFIG_FILE))
+    path = config_path(config_file)
     file_values: dict[str, Any] = {}
     if path.is_file():
         with path.open("rb") as fh:

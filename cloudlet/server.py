@@ -109,15 +109,38 @@ def oscloud_server(app: Any, settings: Settings) -> uvicorn.Server:
     return uvicorn.Server(config)
 
 
+def private_files() -> None:
+    """Whatever the server makes is readable by its own user only, unless made otherwise on
+    purpose: its data holds tenants' disks and the key that signs sign-ins."""
+    from cloudlet.filemodes import private_umask
+
+    private_umask()
+
+
+def refuse_unsafe_files(settings: Settings, config_file: Path) -> None:
+    """Exit with status 2, saying which path and how to fix it, when files cloudlet relies on are
+    open to other users and cloudlet cannot close them itself (see ``DataLayout.check``)."""
+    from cloudlet.filemodes import DataLayout, UnsafeFiles
+
+    layout = DataLayout(settings.data_dir, settings.effective_database_url, settings.effective_jwt_key_file)
+    try:
+        layout.check(config_file)
+    except UnsafeFiles as err:
+        print(f"cloudlet: refusing to start: {err.detail}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
 def run(argv: list[str]) -> None:
     import uvicorn
 
     from cloudlet.api.app import create_app
-    from cloudlet.config import load_settings
+    from cloudlet.config import config_path, load_settings
 
+    private_files()
     args = parse_args(argv)
     config = args.pop("config")
     settings = load_settings(config, **{k: v for k, v in args.items() if v is not None})
+    refuse_unsafe_files(settings, config_path(config))
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

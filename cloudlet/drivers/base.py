@@ -343,6 +343,12 @@ class ComputeDriver(abc.ABC):
         """Ids of instances that left files behind without a backend definition (crash debris)."""
         return []
 
+    def hypervisor_identity(self) -> tuple[int, int] | None:
+        """The (uid, gid) the backend's guest processes run as, which must reach the disks in the
+        data folder (QEMU as libvirt-qemu); None when nothing but cloudlet's own user opens them.
+        Raises ``DriverUnavailable`` when the backend cannot tell now."""
+        return None
+
     def watch(self, callback: StateCallback) -> None:  # noqa: B027 - optional hook, default no events
         """Register a callback for state changes the backend reports (from any thread).
         Drivers without an event stream rely on the reconciler's periodic resync."""

@@ -16,6 +16,7 @@ from cloudlet.drivers.base import ComputeDriver, NetworkDriver, StorageDriver
 from cloudlet.drivers.containers import ContainerDriver
 from cloudlet.drivers.registry import make_container_driver, make_vm_backend
 from cloudlet.errors import CloudletError
+from cloudlet.filemodes import DataLayout, Sharing
 from cloudlet.services.apply import Apply
 from cloudlet.services.audit import AuditLog
 from cloudlet.services.auth import bootstrap, ensure_default_workspace
@@ -74,6 +75,7 @@ class Cloud:
     storage_pools: StoragePools
     volumes: Volumes
     consoles: Consoles
+    layout: DataLayout
 
     @classmethod
     def build(
@@ -84,7 +86,11 @@ class Cloud:
     ) -> Cloud:
         """Assemble the cloud; tests pass their own drivers (``backend``, ``container_driver``),
         otherwise the settings name them."""
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        layout = DataLayout(
+            settings.data_dir, settings.effective_database_url, settings.effective_jwt_key_file
+        )
+        layout.check()
+        layout.prepare()
         db = Database(settings.effective_database_url)
         migrate.upgrade(db.engine)
         bus = EventBus()
@@ -92,7 +98,9 @@ class Cloud:
         ops = Operations(db.sessions, db.reads, bus, runners.id, settings.operation_workers)
         with transaction(db.sessions) as s:
             deployment = deployment_id(s)
-            jwt_key = signing_key(s, settings.jwt_secret)
+            jwt_key = signing_key(
+                s, settings.jwt_secret, layout.key_file, shared_database=layout.database is None
+            )
         compute, network_driver = backend or make_vm_backend(settings, deployment)
         containers = container_driver or make_container_driver(settings, deployment)
         networks = Networks(db.sessions, ops, network_driver, containers)
@@ -147,6 +155,7 @@ class Cloud:
             jwt_key=jwt_key,
             throttle=LoginThrottle(settings.login_attempts, settings.login_window),
             container_images=ContainerImages(db.sessions, ops, oplogs, containers) if containers else None,
+            layout=layout,
         )
 
     def start(self) -> str | None:
@@ -162,6 +171,7 @@ class Cloud:
             )
         system = RequestContext(principal="system", workspace_id=ws.id)
         info = self.compute.info()
+        self._share_data_folder(reachable=info.ok)
         if not info.ok:
             log.error("%s driver unavailable: %s", info.name, info.error)
         else:
@@ -177,6 +187,20 @@ class Cloud:
         self.reconciler.start()
         self.pools.start(self.settings.pool_interval)
         return token
+
+    def _share_data_folder(self, *, reachable: bool) -> None:
+        """Open the folders QEMU traverses to its group, now that the hypervisor can say who it
+        runs as; unreachable, the folders keep the group an earlier start gave them."""
+        sharing = None
+        if reachable:
+            try:
+                sharing = Sharing.for_hypervisor(self.compute.hypervisor_identity())
+            except CloudletError as err:
+                log.error("cannot tell which user the hypervisor runs guests as: %s", err.detail)
+        if sharing is None:
+            log.warning("the data folder keeps its group: VMs may not reach their disks until a restart")
+        self.layout.share(sharing)
+        self.layout.report()
 
     def close(self) -> None:
         self.pools.stop()

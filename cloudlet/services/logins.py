@@ -13,14 +13,16 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import jwt
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from cloudlet.db.models import Meta, RefreshToken, User, utcnow
+from cloudlet.db.models import RefreshToken, User, utcnow
 from cloudlet.errors import CloudletError, Unauthorized
+from cloudlet.services import signing_keys
 
 ACCESS_TTL = timedelta(minutes=15)
 REFRESH_TTL = timedelta(days=30)
@@ -43,22 +45,24 @@ class TokenPair:
     token_type: str = "bearer"
 
 
-def signing_key(session: Session, configured: str | None) -> str:
-    """The configured secret (refused when weak), else one generated at first start and kept in
-    the database, so every replica signs and checks with the same key."""
+def signing_key(session: Session, configured: str | None, key_file: Path, *, shared_database: bool) -> str:
+    """The configured secret, else the key kept in ``key_file`` (made at first start, or moved
+    there from the database where older versions kept it: see ``signing_keys``); a weak one is
+    refused. Every replica must sign and check with the same key."""
+    key = (
+        configured
+        if configured is not None
+        else signing_keys.load(session, key_file, shared_database=shared_database)
+    )
+    if len(key) < 32 or key.lower() in KNOWN_WEAK:
+        what = "jwt_secret" if configured is not None else f"the key in {key_file}"
+        raise WeakSecret(
+            f"{what} must be at least 32 characters and not a well-known default; "
+            "leave jwt_secret unset to have cloudlet generate a key"
+        )
     if configured is not None:
-        if len(configured) < 32 or configured.lower() in KNOWN_WEAK:
-            raise WeakSecret(
-                "jwt_secret must be at least 32 characters and not a well-known default; "
-                "leave it unset to have cloudlet generate one"
-            )
-        return configured
-    row = session.get(Meta, "jwt_secret")
-    if row is None:
-        row = Meta(key="jwt_secret", value=secrets.token_urlsafe(48))
-        session.add(row)
-        session.flush()
-    return row.value
+        signing_keys.adopt(session, configured)
+    return key
 
 
 def _hash(secret: str) -> str:

@@ -257,6 +257,7 @@ def test_tickets_work_once_across_replicas_sharing_postgresql(libvirt_conn, tiny
             database_url=a.database_url,
             cidr=a.cidr,
             token=a.token,
+            extra_env={"CLOUDLET_JWT_KEY_FILE": str(a.data_dir / "jwt.key")},  # replicas share one key
         )
         replica.start()
         try:

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import libvirt
 
+from cloudlet import filemodes
 from cloudlet.config import Accelerator
 from cloudlet.drivers import qemu_img
 from cloudlet.drivers.base import (
@@ -71,6 +72,8 @@ class LibvirtDriver(ComputeDriver, NetworkDriver, LibvirtStorage):
         self.domain_type = choose_domain_type(accelerator)
         self._host_size: HostResources | None = None
         self._cpu = stats.CpuMeter()
+        self._sharing: filemodes.Sharing | None = None
+        self.host.on_connect(self._close_vnc_ports)
 
     # -- health and host -------------------------------------------------------------------------
     def info(self) -> DriverInfo:
@@ -107,6 +110,34 @@ class LibvirtDriver(ComputeDriver, NetworkDriver, LibvirtStorage):
     def _memory_room(self, memory_mb: int) -> int | None:
         """How far a VM's memory can grow while it runs (see ``xml.memory_room_mb``)."""
         return xml.memory_room_mb(memory_mb, self._host().memory_total_mb)
+
+    def hypervisor_identity(self) -> tuple[int, int] | None:
+        return self.host.dac_label(self.domain_type)
+
+    def _folder_sharing(self) -> filemodes.Sharing:
+        """How an instance's folder is opened to QEMU (its user's group may traverse it)."""
+        if self._sharing is None:
+            self._sharing = filemodes.Sharing.for_hypervisor(self.hypervisor_identity())
+        return self._sharing
+
+    def _close_vnc_ports(self, conn: libvirt.virConnect) -> None:
+        """On each connection: this deployment's VMs that an older version gave a VNC display on a
+        TCP port lose it (``console.close_vnc_port``). Other domains are never touched."""
+        try:
+            domains = conn.listAllDomains(0)
+        except libvirt.libvirtError as err:
+            log.error("listing domains to close VNC ports: %s", err.get_error_message())
+            return
+        for dom in domains:
+            try:
+                if instance_id_of(dom.name()) is None or _deployment_of(dom) != self.deployment:
+                    continue
+                done = console.close_vnc_port(dom)
+            except libvirt.libvirtError as err:
+                log.error("closing the VNC port of %s: %s", dom.name(), err.get_error_message())
+                continue
+            if done:
+                log.warning("VM %s had a VNC display on a TCP port: %s", dom.name(), "; ".join(done))
 
     # -- instances -------------------------------------------------------------------------------
     def _dir(self, instance_id: str) -> Path:
@@ -151,7 +182,7 @@ class LibvirtDriver(ComputeDriver, NetworkDriver, LibvirtStorage):
         folder = self._dir(spec.id)
         disk, seed = folder / "disk.qcow2", folder / "seed.iso"
         with contextlib.ExitStack() as undo:
-            folder.mkdir(parents=True)
+            filemodes.make_shared_dir(folder, self._folder_sharing())
             undo.callback(shutil.rmtree, folder, ignore_errors=True)
             make_disk(disk)
             build_nocloud_seed(
@@ -256,6 +287,10 @@ class LibvirtDriver(ComputeDriver, NetworkDriver, LibvirtStorage):
         def run(c: libvirt.virConnect) -> None:
             dom = self._domain(c, instance_id)
             dom.revertToSnapshot(dom.snapshotLookupByName(snapshot_id), 0)
+            try:  # a snapshot taken under an older version brings its VNC port back
+                console.close_vnc_port(dom)
+            except libvirt.libvirtError as err:
+                log.error("closing the VNC port of %s: %s", dom.name(), err.get_error_message())
 
         self.host.call("reverting to snapshot", run)
 

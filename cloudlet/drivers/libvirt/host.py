@@ -3,9 +3,12 @@ of accelerator. One ``LibvirtHost`` per libvirt URI."""
 
 from __future__ import annotations
 
+import grp
 import logging
 import os
+import pwd
 import threading
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -100,6 +103,29 @@ def choose_domain_type(setting: Accelerator, kvm_probe: Callable[[], bool] = kvm
     return "kvm" if kvm_probe() else "qemu"
 
 
+def dac_label(capabilities_xml: str, domain_type: str) -> tuple[int, int] | None:
+    """The (uid, gid) libvirt runs QEMU as for ``domain_type`` guests: its DAC security model's
+    base label in the host capabilities ("+64055:+64055"; names are resolved too). None when
+    libvirt has no DAC model (QEMU then runs as libvirt's own user)."""
+    caps = ET.fromstring(capabilities_xml)
+    for model in caps.findall("host/secmodel"):
+        if model.findtext("model") != "dac":
+            continue
+        for label in model.findall("baselabel"):
+            if label.get("type") == domain_type and label.text:
+                user, _, group = label.text.strip().partition(":")
+                return _uid(user), _gid(group)
+    return None
+
+
+def _uid(user: str) -> int:
+    return int(user[1:]) if user.startswith("+") else pwd.getpwnam(user).pw_uid
+
+
+def _gid(group: str) -> int:
+    return int(group[1:]) if group.startswith("+") else grp.getgrnam(group).gr_gid
+
+
 class LibvirtHost:
     """A lazily opened, self-healing connection to one libvirt daemon."""
 
@@ -157,6 +183,10 @@ class LibvirtHost:
                     continue
                 raise translated from err
         raise AssertionError("unreachable")
+
+    def dac_label(self, domain_type: str) -> tuple[int, int] | None:
+        """The (uid, gid) QEMU runs as for ``domain_type`` guests (see ``dac_label``)."""
+        return dac_label(self.call("reading host capabilities", lambda c: c.getCapabilities()), domain_type)
 
     def close(self) -> None:
         with self._lock:

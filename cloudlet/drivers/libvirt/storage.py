@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
+from collections.abc import Callable
 
 import libvirt
 
@@ -18,6 +20,7 @@ from cloudlet.drivers.libvirt import storage_xml
 from cloudlet.drivers.libvirt.guest import domain_name
 from cloudlet.drivers.libvirt.host import LibvirtHost
 from cloudlet.errors import Conflict, DriverError, NotFound
+from cloudlet.filemodes import Sharing
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +46,21 @@ class LibvirtStorage(StorageDriver):
 
     host: LibvirtHost
     deployment: str
+    _folder_sharing: Callable[[], Sharing]  # how a pool's folder is opened to QEMU
     detach_timeout: float = DETACH_TIMEOUT
 
     # -- pools -----------------------------------------------------------------------------------
     def ensure_pool(self, spec: StoragePoolSpec) -> None:
+        sharing = self._folder_sharing()
         doc = storage_xml.StoragePool(
-            spec.backend_name, spec.kind, spec.path, spec.source_host, spec.source_path
+            spec.backend_name,
+            spec.kind,
+            spec.path,
+            spec.source_host,
+            spec.source_path,
+            mode=f"{sharing.mode:04o}",
+            owner=os.geteuid(),
+            group=sharing.gid,
         )
 
         def run(c: libvirt.virConnect) -> None:

@@ -23,7 +23,11 @@ class StoragePool:
     path: str
     source_host: str | None = None
     source_path: str | None = None
-    mode: str = "0755"  # QEMU (running as its own user) must reach the volumes in it
+    # QEMU (running as its own user) reaches the volumes in it by its group: 0710 with ``group``
+    # (see cloudlet.filemodes); nobody else may list it
+    mode: str = "0700"
+    owner: int | None = None
+    group: int | None = None
 
     def to_element(self) -> ET.Element:
         if self.kind not in POOL_KINDS:
@@ -41,6 +45,10 @@ class StoragePool:
         _sub(target, "path", self.path)
         permissions = _sub(target, "permissions")
         _sub(permissions, "mode", self.mode)
+        if self.owner is not None:
+            _sub(permissions, "owner", str(self.owner))
+        if self.group is not None:
+            _sub(permissions, "group", str(self.group))
         return el
 
     def to_xml(self) -> str:
@@ -56,8 +64,14 @@ class StoragePool:
             path=el.findtext("target/path", ""),
             source_host=host.get("name") if host is not None else None,
             source_path=folder.get("path") if folder is not None else None,
-            mode=el.findtext("target/permissions/mode", "0755"),
+            mode=el.findtext("target/permissions/mode", "0700"),
+            owner=_number(el.findtext("target/permissions/owner")),
+            group=_number(el.findtext("target/permissions/group")),
         )
+
+
+def _number(text: str | None) -> int | None:
+    return None if text is None or text == "-1" else int(text)
 
 
 @dataclass(frozen=True)

@@ -238,6 +238,51 @@ def resized(domain_xml: str, *, vcpus: int, max_vcpus: int, memory_mb: int, max_
 
 
 @dataclass(frozen=True)
+class Graphics:
+    """The VNC display, listening nowhere: QEMU opens no TCP port (a VNC server on loopback
+    without a password let any local user watch and type on a tenant's screen) and no socket for
+    it. cloudlet reaches it only through libvirt (``virDomainOpenGraphicsFD``), after its own
+    authorization; screenshots and key presses go through libvirt too."""
+
+    def to_element(self) -> ET.Element:
+        el = ET.Element("graphics", type="vnc")
+        _sub(el, "listen", type="none")
+        return el
+
+
+def vnc_on_network(graphics: ET.Element) -> bool:
+    """Whether a ``<graphics>`` element is a VNC display listening on a TCP port: a ``<listen>``
+    of type address or network, or none at all (libvirt then takes qemu.conf's vnc_listen)."""
+    if graphics.get("type") != "vnc":
+        return False
+    listens = graphics.findall("listen")
+    if not listens:
+        return graphics.get("socket") is None
+    return any(listen.get("type") in ("address", "network") for listen in listens)
+
+
+def has_vnc_port(domain_xml: str) -> bool:
+    """Whether a domain document has a VNC display on a TCP port."""
+    return any(vnc_on_network(el) for el in ET.fromstring(domain_xml).findall("devices/graphics"))
+
+
+def without_vnc_port(domain_xml: str) -> str | None:
+    """The domain definition with each VNC display on a TCP port replaced by one listening
+    nowhere (``Graphics``); None when it has no such display."""
+    root = ET.fromstring(domain_xml)
+    devices = root.find("devices")
+    if devices is None:
+        return None
+    changed = False
+    for index, el in enumerate(list(devices)):
+        if el.tag == "graphics" and vnc_on_network(el):
+            devices.remove(el)
+            devices.insert(index, Graphics().to_element())
+            changed = True
+    return to_string(root) if changed else None
+
+
+@dataclass(frozen=True)
 class Domain:
     """A guest definition. ``domain_type`` is "kvm" with hardware acceleration, "qemu" for TCG."""
 
@@ -299,7 +344,7 @@ class Domain:
         console = _sub(devices, "console", type="pty")
         _sub(console, "target", type="serial", port="0")
         if self.vnc:
-            _sub(devices, "graphics", type="vnc", port="-1", autoport="yes", listen="127.0.0.1")
+            devices.append(Graphics().to_element())
             video = _sub(devices, "video")
             _sub(video, "model", type="vga", vram="16384", heads="1")
         # Entropy for the guest from the start: without it key generation stalls early in boot.
