@@ -12,7 +12,7 @@ from tests.unit.conftest import SimCloud
 from tests.unit.test_consoles import refused
 from tests.unit.test_tenancy import add_member, bearer, login, make_user, token_for
 
-VNC = "/api/v1/instances/web/console/vnc?ticket={}"
+VNC = "/api/v1/instances/web/console/vnc"
 
 
 def ticket_with(sim: SimCloud, secret: str) -> str:
@@ -23,8 +23,13 @@ def ticket_with(sim: SimCloud, secret: str) -> str:
     return resp.json()["ticket"]  # type: ignore[no-any-return]
 
 
+def protocols(ticket: str) -> list[str]:
+    """How a browser offers a ticket: as a subprotocol, never in the URL."""
+    return ["binary", f"ticket.{ticket}"]
+
+
 def opens(sim: SimCloud, ticket: str) -> bool:
-    with sim.client.websocket_connect(VNC.format(ticket), subprotocols=["binary"]) as ws:
+    with sim.client.websocket_connect(VNC, subprotocols=protocols(ticket)) as ws:
         return ws.receive_bytes() == b"RFB 003.008\n"
 
 
@@ -47,21 +52,21 @@ def test_a_ticket_is_refused_once_its_issuer_was_removed(sim: SimCloud, otto: di
     by_sign_in, by_token = ticket_with(sim, otto["access_token"]), ticket_with(sim, otto["token"])
     assert sim.delete("/api/v1/workspaces/default/members/otto").status_code == 204
     for ticket in (by_sign_in, by_token):
-        code, _ = refused(sim, VNC.format(ticket))
+        code, _ = refused(sim, VNC, subprotocols=protocols(ticket))
         assert code in (4401, 4403)
 
 
 def test_a_ticket_is_refused_once_its_sign_in_ended(sim: SimCloud, otto: dict[str, str]) -> None:
     ticket = ticket_with(sim, otto["access_token"])
     sim.client.post("/api/v1/auth/logout", json={"refresh_token": otto["refresh_token"]})
-    code, reason = refused(sim, VNC.format(ticket))
+    code, reason = refused(sim, VNC, subprotocols=protocols(ticket))
     assert (code, reason.split(":")[0]) == (4401, "credential_revoked")
 
 
 def test_a_ticket_is_refused_once_its_token_was_revoked(sim: SimCloud, otto: dict[str, str]) -> None:
     ticket = ticket_with(sim, otto["token"])
     sim.client.delete("/api/v1/tokens/t-operator", headers=bearer(otto["access_token"]))
-    code, reason = refused(sim, VNC.format(ticket))
+    code, reason = refused(sim, VNC, subprotocols=protocols(ticket))
     assert (code, reason.split(":")[0]) == (4401, "credential_revoked")
 
 
@@ -71,5 +76,5 @@ def test_a_ticket_is_refused_once_its_holder_lost_the_permission(sim: SimCloud, 
         "/api/v1/workspaces/default/members/otto", json={"role": "viewer"}, headers=sim.headers
     )
     assert demoted.status_code == 200
-    code, _ = refused(sim, VNC.format(ticket))
+    code, _ = refused(sim, VNC, subprotocols=protocols(ticket))
     assert code in (4401, 4403)
