@@ -8,10 +8,14 @@ simulated driver. The real libvirt path is in tests/integration/test_security_im
 
 from __future__ import annotations
 
+import http.server
 import json
+import shutil
 import subprocess
+import threading
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +39,12 @@ from tests.image_tricks import (
     vmdk_naming,
 )
 from tests.unit.conftest import SimCloud
+from tests.unit.test_image_import import Handler
 from tests.unit.test_image_media import make_iso
 from tests.unit.test_images import assert_nothing_stored, import_image, stored_files
 
 UNSAFE = "unsafe_image"
-HOW = ["upload", "path"]
+HOW = ["upload", "path", "url"]
 DOMAIN: dict[str, Any] = {
     "name": "cloudlet-x",
     "uuid": "6f1c2b9e-3d4a-4b5c-8d7e-9f0a1b2c3d4e",
@@ -50,21 +55,39 @@ DOMAIN: dict[str, Any] = {
 }
 
 
-def send(sim: SimCloud, how: str, name: str, path: Path, **params: str) -> dict[str, Any]:
-    """Import ``path`` through the API, by upload or by path; the finished operation."""
-    if how == "upload":
-        headers = {**sim.headers, "Content-Type": "application/octet-stream"}
-        resp = sim.client.post(
-            "/api/v1/images/upload",
-            params={"name": name, "wait": 20, **params},
-            content=path.read_bytes(),
-            headers=headers,
-        )
-    else:
-        body = {"name": name, "source_path": str(path), **params}
-        resp = sim.post("/api/v1/images", params={"wait": 20}, json=body)
-    assert resp.status_code == 200, resp.text
-    return resp.json()  # type: ignore[no-any-return]
+@pytest.fixture
+def send(sim: SimCloud, tmp_path: Path) -> Iterator[Callable[..., dict[str, Any]]]:
+    """Import a file through the API: ``send(how, name, path, **params)`` by upload, by path on
+    the server, or by URL (from a loopback file server); the finished operation."""
+    www = tmp_path / "www"
+    www.mkdir()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(www)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def run(how: str, name: str, path: Path, **params: str) -> dict[str, Any]:
+        if how == "upload":
+            headers = {**sim.headers, "Content-Type": "application/octet-stream"}
+            resp = sim.client.post(
+                "/api/v1/images/upload",
+                params={"name": name, "wait": 20, **params},
+                content=path.read_bytes(),
+                headers=headers,
+            )
+        else:
+            if how == "url":
+                shutil.copyfile(path, www / path.name)
+                source = {"url": f"http://127.0.0.1:{server.server_address[1]}/{path.name}"}
+            else:
+                source = {"source_path": str(path)}
+            resp = sim.post("/api/v1/images", params={"wait": 20}, json={"name": name, **source, **params})
+        assert resp.status_code == 200, resp.text
+        return resp.json()  # type: ignore[no-any-return]
+
+    try:
+        yield run
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def assert_refused(op: dict[str, Any], code: str = UNSAFE) -> None:
@@ -75,21 +98,21 @@ def assert_refused(op: dict[str, Any], code: str = UNSAFE) -> None:
 
 # -- at import -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("how", HOW)
-def test_qcow2_data_file_naming_a_host_file_is_refused(sim: SimCloud, tmp_path: Path, how: str) -> None:
+def test_qcow2_data_file_naming_a_host_file_is_refused(sim: SimCloud, send, tmp_path: Path, how: str) -> None:  # type: ignore[no-untyped-def]
     """The finding: create + amend data_file=<the server's database>; a VM of it would boot with
     the database as its disk."""
     target, _ = host_file(tmp_path / "host")
     evil = data_file_image(tmp_path, target)
-    op = send(sim, how, "evil", evil)
+    op = send(how, "evil", evil)
     assert_refused(op)
     assert "external data file" in op["error"]["detail"]
     assert_nothing_stored(sim)
 
 
 @pytest.mark.parametrize("how", HOW)
-def test_qcow2_with_a_host_file_as_backing_is_refused(sim: SimCloud, tmp_path: Path, how: str) -> None:
+def test_qcow2_with_a_host_file_as_backing_is_refused(sim: SimCloud, send, tmp_path: Path, how: str) -> None:  # type: ignore[no-untyped-def]
     target, _ = host_file(tmp_path / "host")
-    op = send(sim, how, "evil", backed_image(tmp_path, str(target), "raw"))
+    op = send(how, "evil", backed_image(tmp_path, str(target), "raw"))
     assert_refused(op)
     assert "backing file" in op["error"]["detail"]
     assert_nothing_stored(sim)
@@ -98,11 +121,11 @@ def test_qcow2_with_a_host_file_as_backing_is_refused(sim: SimCloud, tmp_path: P
 @pytest.mark.parametrize("trick", ["json-nbd", "nbd-uri", "http-uri"])
 @pytest.mark.parametrize("how", HOW)
 def test_network_backing_names_are_refused_without_connecting(
-    sim: SimCloud, tmp_path: Path, how: str, trick: str
-) -> None:
+    sim: SimCloud, send, tmp_path: Path, how: str, trick: str
+) -> None:  # type: ignore[no-untyped-def]
     with Listener() as listener:
         evil = backed_image(tmp_path, network_names(listener.port)[trick], "raw")
-        assert_refused(send(sim, how, "evil", evil))
+        assert_refused(send(how, "evil", evil))
         assert listener.count == 0, "the import connected to the name inside the image"
     assert_nothing_stored(sim)
 
@@ -110,8 +133,8 @@ def test_network_backing_names_are_refused_without_connecting(
 @pytest.mark.parametrize("deeper", ["data-file", "json-nbd"])
 @pytest.mark.parametrize("how", HOW)
 def test_a_trick_in_a_deeper_layer_is_refused_without_following(
-    sim: SimCloud, tmp_path: Path, how: str, deeper: str
-) -> None:
+    sim: SimCloud, send, tmp_path: Path, how: str, deeper: str
+) -> None:  # type: ignore[no-untyped-def]
     """top -> middle -> (host file as data file | NBD): refused at the top, the chain never walked."""
     target, _ = host_file(tmp_path / "host")
     with Listener() as listener:
@@ -120,19 +143,19 @@ def test_a_trick_in_a_deeper_layer_is_refused_without_following(
         else:
             middle = backed_image(tmp_path, network_names(listener.port)["json-nbd"], "raw", "middle.qcow2")
         top = backed_image(tmp_path, str(middle), "qcow2", "top.qcow2")
-        assert_refused(send(sim, how, "evil", top))
+        assert_refused(send(how, "evil", top))
         assert listener.count == 0
     assert_nothing_stored(sim)
 
 
 @pytest.mark.parametrize("how", HOW)
-def test_a_vmdk_is_never_opened_as_vmdk(sim: SimCloud, tmp_path: Path, how: str) -> None:
+def test_a_vmdk_is_never_opened_as_vmdk(sim: SimCloud, send, tmp_path: Path, how: str) -> None:  # type: ignore[no-untyped-def]
     """A vmdk descriptor names its extents, which qemu-img opens while it inspects. Only qcow2 and
     raw are ever opened as such: this one is a text file as raw, not a disk, and its extent (a
     FIFO that tells when it is opened) is never touched."""
     with OpenWatch(tmp_path / "extent") as extent:
         evil = vmdk_naming(tmp_path, extent.path)
-        op = send(sim, how, "evil", evil)
+        op = send(how, "evil", evil)
         assert not extent.was_opened(), "the import opened the file the vmdk names"
     assert_refused(op, "invalid_image")
     assert "vmdk" in op["error"]["detail"]
@@ -140,24 +163,24 @@ def test_a_vmdk_is_never_opened_as_vmdk(sim: SimCloud, tmp_path: Path, how: str)
 
 
 @pytest.mark.parametrize("how", HOW)
-def test_a_qcow2_declared_raw_is_refused(sim: SimCloud, tmp_path: Path, how: str) -> None:
+def test_a_qcow2_declared_raw_is_refused(sim: SimCloud, send, tmp_path: Path, how: str) -> None:  # type: ignore[no-untyped-def]
     """raw/qcow2 confusion: a qcow2 naming a host file, imported as "raw". Used as raw it would be
     harmless, but anything that probed it later would follow the name."""
     target, _ = host_file(tmp_path / "host")
-    op = send(sim, how, "evil", backed_image(tmp_path, str(target), "raw"), format="raw")
+    op = send(how, "evil", backed_image(tmp_path, str(target), "raw"), format="raw")
     assert_refused(op)
     assert_nothing_stored(sim)
 
 
-def test_a_plain_qcow2_and_a_raw_disk_still_import(sim: SimCloud, tmp_path: Path) -> None:
+def test_a_plain_qcow2_and_a_raw_disk_still_import(sim: SimCloud, send, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     plain = tmp_path / "plain.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(plain), "1G"], check=True)
     raw = tmp_path / "disk.raw"
     data = bytearray(1024 * 1024)
     data[510:512] = b"\x55\xaa"
     raw.write_bytes(bytes(data))
-    assert send(sim, "upload", "plain", plain)["status"] == "succeeded"
-    assert send(sim, "path", "raw", raw)["status"] == "succeeded"
+    assert send("upload", "plain", plain)["status"] == "succeeded"
+    assert send("path", "raw", raw)["status"] == "succeeded"
     assert sim.get("/api/v1/images/raw").json()["format"] == "raw"
 
 
