@@ -100,7 +100,7 @@ def sniff(path: Path) -> str:
         return "raw"
     _, version, backing_offset = _QCOW2_START.unpack_from(header)
     if backing_offset:
-        raise unsafe("the qcow2 image has a backing file; uploaded images must be self-contained")
+        raise unsafe("the qcow2 image has a backing file; images must be self-contained")
     if version >= 3 and len(header) == _QCOW2_INCOMPATIBLE_AT + _QCOW2_INCOMPATIBLE.size:
         (incompatible,) = _QCOW2_INCOMPATIBLE.unpack_from(header, _QCOW2_INCOMPATIBLE_AT)
         if incompatible & _QCOW2_DATA_FILE_BIT:
