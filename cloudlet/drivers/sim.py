@@ -207,7 +207,7 @@ class SimDriver(ComputeDriver, NetworkDriver, SimStorage):
         if spec.image_path is None or spec.image_format is None:
             qemu_img.create_blank(dest, spec.disk_gb * 1024**3)
         else:
-            qemu_img.convert(spec.image_path, dest)
+            qemu_img.convert(spec.image_path, dest, spec.image_format)
 
     def eject_media(self, instance_id: str) -> None:
         with self._lock:

@@ -125,15 +125,18 @@ def copy_hashing(
 
 
 def check_raw_disk(path: Path) -> None:
-    """qemu-img calls any file "raw", so a raw image must also look like a bootable disk: whole
-    512-byte sectors and the boot signature of an MBR (GPT disks carry a protective MBR)."""
+    """Any file that is not qcow2 is opened as raw (other formats are never parsed: a vmdk, say,
+    can name host files), so a raw image must also look like a bootable disk: whole 512-byte
+    sectors and the boot signature of an MBR (GPT disks carry a protective MBR)."""
     size = path.stat().st_size
     with path.open("rb") as fh:
         fh.seek(510)
         signature = fh.read(2)
     if size % 512 or signature != b"\x55\xaa":
         raise Invalid(
-            "not a raw disk image: expected whole 512-byte sectors and an MBR/GPT boot signature",
+            "not a qcow2 image, an ISO or a raw disk image (whole 512-byte sectors and an MBR/GPT "
+            "boot signature); other formats (vmdk, vdi, vhdx...) are not accepted: convert them "
+            "with qemu-img convert -O qcow2",
             code="invalid_image",
         )
 
@@ -350,13 +353,12 @@ class Images:
         size: int,
         requested: str | None = None,
     ) -> dict[str, Any]:
-        """Check the file at ``staging`` (qemu-img, plus the ISO 9660 or MBR signature), move it into
-        place and mark the image ready. ``requested``: the format the importer said it is."""
+        """Check the file at ``staging`` (``qemu_img.inspect``: nothing outside itself; then the ISO
+        9660 or MBR signature, or qcow2's consistency), move it into place and mark the image
+        ready. ``requested``: the format the importer said it is."""
         octx.progress(85, "checking image")
-        info = qemu_img.info(staging)
+        info = qemu_img.inspect(staging)
         fmt = _effective_format(staging, info.format, requested)
-        if info.backing_file:
-            raise Invalid("images with a backing file are not accepted", code="invalid_image")
         if fmt == "raw":
             check_raw_disk(staging)
         qemu_img.check(staging, fmt)
@@ -399,6 +401,14 @@ class Images:
         return op.id
 
 
+def check_image_file(path: Path, fmt: str) -> None:
+    """Before an image's file is used (a VM made or cloned from it, its disk published, an ISO in
+    a CD-ROM): it is still self-contained and of its recorded format. Images imported before
+    imports were checked this way may name host files; they are refused here (422
+    ``unsafe_image``) before anything is made from them."""
+    qemu_img.inspect(path, "raw" if fmt == "iso" else fmt)
+
+
 def usable_image(session: Session, workspace_id: str, ref: str) -> Image:
     """An image a workspace may use: its own (first) or a published one; else 404."""
     try:
@@ -412,8 +422,9 @@ def usable_image(session: Session, workspace_id: str, ref: str) -> Image:
 
 
 def _effective_format(path: Path, detected: str, requested: str | None) -> str:
-    """qemu-img calls an ISO "raw": a raw file with an ISO 9660 volume descriptor is an ISO, unless
-    the importer says "raw" (a hybrid ISO that is also a bootable disk, used as a disk)."""
+    """A file is qcow2 or raw (``qemu_img.inspect``): a raw file with an ISO 9660 volume descriptor
+    is an ISO, unless the importer says "raw" (a hybrid ISO that is also a bootable disk, used as
+    a disk)."""
     fmt = "iso" if detected == "raw" and requested != "raw" and is_iso9660(path) else detected
     if requested == "iso" and fmt != "iso":
         raise Invalid(

@@ -7,6 +7,7 @@ while its disk is copied, nor be deleted while its CD-ROM is emptied.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -15,7 +16,7 @@ from cloudlet.db.models import Image, Instance
 from cloudlet.db.session import SessionFactory, transaction
 from cloudlet.errors import Conflict
 from cloudlet.services.context import RequestContext
-from cloudlet.services.images import ImageProperties, Images, hash_file
+from cloudlet.services.images import ImageProperties, Images, check_image_file, hash_file
 from cloudlet.services.instances import Instances
 from cloudlet.services.lifecycle import State
 from cloudlet.services.operations import OperationContext
@@ -53,8 +54,18 @@ class InstanceImages:
             image = self.images.add_row(s, ctx, name, f"instance:{vm.name}", props)
             op = self.instances.locked_operation(s, ctx, vm, "instance.publish", vm.state)
             vm_id, image_id = vm.id, image.id
+            # The disk is read through to its base image: that file is checked first. A VM
+            # installed from an ISO has no base (its CD-ROM is not part of its disk).
+            installed = (vm.config or {}).get("installed_from")
+            base = (
+                (Path(origin.path), origin.format or "qcow2")
+                if origin and origin.path and not installed
+                else None
+            )
 
         def step(octx: OperationContext) -> dict[str, Any]:
+            if base is not None:
+                check_image_file(*base)
             staging = self.images.dir / f".publish-{image_id}"
             octx.on_undo("remove copied disk", lambda: staging.unlink(missing_ok=True))
             self.images.dir.mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,7 @@ from cloudlet.services import cloudinit, container_images, containers, quotas
 from cloudlet.services.cloudinit import GuestUser, StaticNic
 from cloudlet.services.context import RequestContext
 from cloudlet.services.events import Event, EventBus
-from cloudlet.services.images import check_fits, usable_image
+from cloudlet.services.images import check_fits, check_image_file, usable_image
 from cloudlet.services.lifecycle import FROM_POWER, State, check_action
 from cloudlet.services.names import check_name, lookup
 from cloudlet.services.networks import Networks, network_spec
@@ -131,6 +131,16 @@ def vm_spec(
         network_config=network_config,
         nics=tuple(NicSpec(net.backend_name, a.mac, a.address) for net, a in nics),
     )
+
+
+def _image_files(spec: InstanceSpec) -> list[tuple[Path, str]]:
+    """The image files (path, format) a VM is built on: its base image, its installer ISO."""
+    files = []
+    if spec.image_path is not None and spec.image_format is not None:
+        files.append((spec.image_path, spec.image_format))
+    if spec.install_media is not None:
+        files.append((spec.install_media, "iso"))
+    return files
 
 
 class Instances:
@@ -392,8 +402,11 @@ class Instances:
         start: bool = True,
     ) -> dict[str, Any]:
         """Build a claimed instance on its backend (by ``make``, default the driver's ``create``)
-        and start it; every step is undone if a later one fails."""
+        and start it; every step is undone if a later one fails. A VM's image (and ISO) is checked
+        first, right before the backend opens it (``check_image_file``)."""
         octx.on_undo("forget instance", lambda: self._forget(spec.id))
+        for path, fmt in _image_files(spec):
+            check_image_file(path, fmt)
         self._set_state(spec.id, State.PROVISIONING)
         driver: ComputeDriver = self.compute
         if spec.container is None:  # VMs ask DHCP; containers get their address set directly

@@ -17,6 +17,7 @@ from cloudlet.drivers.libvirt.xml import (
     Disk,
     Domain,
     Interface,
+    Layer,
     MemoryDimm,
     Network,
     dhcp_hosts_of,
@@ -30,6 +31,7 @@ from cloudlet.services.networks import usable_addresses
 GOLDEN = Path(__file__).parent / "golden"
 INSTANCE_ID = "6f1c2b9e-3d4a-4b5c-8d7e-9f0a1b2c3d4e"
 FOLDER = f"/var/lib/cloudlet/instances/{INSTANCE_ID}"
+IMAGE = "/var/lib/cloudlet/images/2c4e6a8b-0d1f-4a3c-8e5b-7d9f1a3c5e7b.qcow2"
 
 
 def basic_domain(**changes: object) -> Domain:
@@ -43,8 +45,8 @@ def basic_domain(**changes: object) -> Domain:
             INSTANCE_ID, "web1", "0b5e7c1d-2a3f-4e6d-9c8b-7a6f5e4d3c2b", "d3adb33fcafe0001"
         ),
         disks=(
-            Disk(f"{FOLDER}/disk.qcow2", "qcow2", "vda"),
-            Disk(f"{FOLDER}/seed.iso", "raw", "vdb", readonly=True),
+            Disk(f"{FOLDER}/disk.qcow2", "qcow2", "vda", backing=(Layer(IMAGE, "qcow2"),)),
+            Disk(f"{FOLDER}/seed.iso", "raw", "vdb", readonly=True, backing=()),
         ),
         interfaces=(Interface("cloudlet-0123456789", "52:54:00:12:34:56"),),
     )

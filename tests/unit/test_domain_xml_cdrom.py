@@ -14,7 +14,9 @@ ISO = "/var/lib/cloudlet/images/5a0c2e4f-1b3d-4c5e-9f70-8a9b0c1d2e3f.iso"
 
 
 def iso_domain() -> Domain:
-    return basic_domain(disks=_disks(Path(f"{FOLDER}/disk.qcow2"), Path(f"{FOLDER}/seed.iso"), Path(ISO)))
+    return basic_domain(
+        disks=_disks(Path(f"{FOLDER}/disk.qcow2"), Path(f"{FOLDER}/seed.iso"), Path(ISO), None)
+    )
 
 
 def test_iso_install_domain_matches_the_golden_file() -> None:

@@ -120,7 +120,7 @@ def test_text_file_is_refused(sim: SimCloud, tmp_path: Path) -> None:
 def test_corrupt_qcow2_is_refused(sim: SimCloud, qcow2_image: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken.qcow2"
     data = bytearray(qcow2_image.read_bytes())
-    data[8:16] = b"\xff" * 8  # backing file offset past the end of the file
+    data[40:48] = (0x10_0000_0000).to_bytes(8, "big")  # L1 table offset past the end of the file
     broken.write_bytes(bytes(data))
     op = import_image(sim, "broken", broken).json()
     assert op["status"] == "failed"
@@ -133,7 +133,7 @@ def test_qcow2_with_a_backing_file_is_refused(sim: SimCloud, make_qcow2: Callabl
     overlay = make_qcow2("overlay", backing=base)
     op = import_image(sim, "overlay", overlay).json()
     assert op["status"] == "failed"
-    assert op["error"]["code"] == "invalid_image"
+    assert op["error"]["code"] == "unsafe_image"
     assert "backing file" in op["error"]["detail"]
     assert_nothing_stored(sim)
 

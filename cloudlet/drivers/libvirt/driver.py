@@ -148,12 +148,14 @@ class LibvirtDriver(ComputeDriver, NetworkDriver, LibvirtStorage):
 
     def create(self, spec: InstanceSpec) -> None:
         if spec.install_media is not None:
-            self._build(spec, lambda disk: qemu_img.create_blank(disk, spec.disk_gb * GIB))
+            self._build(spec, lambda disk: qemu_img.create_blank(disk, spec.disk_gb * GIB), None)
             return
         if spec.image_path is None or spec.image_format is None:
             raise Invalid("a VM needs a base image", code="image_required")
         base, fmt = spec.image_path, spec.image_format
-        self._build(spec, lambda disk: qemu_img.create_overlay(disk, base, fmt, spec.disk_gb * GIB))
+        self._build(
+            spec, lambda disk: qemu_img.create_overlay(disk, base, fmt, spec.disk_gb * GIB), (base, fmt)
+        )
 
     def clone(
         self, source_id: str, spec: InstanceSpec, *, linked: bool, snapshot_id: str | None = None
@@ -168,15 +170,18 @@ class LibvirtDriver(ComputeDriver, NetworkDriver, LibvirtStorage):
         )
 
         def copy(disk: Path) -> None:
-            qemu_img.convert(source, disk, backing=backing, snapshot=snapshot_id)
-            if qemu_img.info(disk).virtual_size < spec.disk_gb * GIB:  # a snapshot from before a grow
+            qemu_img.convert(source, disk, "qcow2", backing=backing, snapshot=snapshot_id)
+            # a snapshot from before a grow is smaller than the VM's disk now
+            if qemu_img.info(disk, "qcow2").virtual_size < spec.disk_gb * GIB:
                 qemu_img.grow(disk, spec.disk_gb * GIB)
 
-        self._build(spec, copy)
+        self._build(spec, copy, backing)
 
-    def _build(self, spec: InstanceSpec, make_disk: Callable[[Path], None]) -> None:
-        """Make the instance's folder, its disk (by ``make_disk``), its seed and its definition;
-        on failure remove what was made."""
+    def _build(
+        self, spec: InstanceSpec, make_disk: Callable[[Path], None], base: tuple[Path, str] | None
+    ) -> None:
+        """Make the instance's folder, its disk (by ``make_disk``, on the image ``base`` (path,
+        format) or on nothing), its seed and its definition; on failure remove what was made."""
         from cloudlet.drivers.libvirt.seed import build_nocloud_seed
 
         folder = self._dir(spec.id)
@@ -202,7 +207,7 @@ class LibvirtDriver(ComputeDriver, NetworkDriver, LibvirtStorage):
                 max_vcpus=max(spec.cpus, self._host_cpus()),
                 max_memory_mb=self._memory_room(spec.memory_mb),
                 metadata=xml.CloudletMetadata(spec.id, spec.name, spec.workspace_id, self.deployment),
-                disks=_disks(disk, seed, spec.install_media),
+                disks=_disks(disk, seed, spec.install_media, base),
                 interfaces=tuple(xml.Interface(network=n.network, mac=n.mac) for n in spec.nics),
             )
             self.host.call("defining domain", lambda c: c.defineXML(domain.to_xml()))
@@ -305,7 +310,7 @@ class LibvirtDriver(ComputeDriver, NetworkDriver, LibvirtStorage):
     def export_disk(self, instance_id: str, dest: Path) -> None:
         if self._is_active(instance_id):
             raise Conflict("the VM runs: stop it before copying its disk", code="instance_running")
-        qemu_img.convert(self._dir(instance_id) / "disk.qcow2", dest)
+        qemu_img.convert(self._dir(instance_id) / "disk.qcow2", dest, "qcow2")
 
     def eject_media(self, instance_id: str) -> None:
         def run(c: libvirt.virConnect) -> None:
@@ -522,18 +527,21 @@ class LibvirtDriver(ComputeDriver, NetworkDriver, LibvirtStorage):
         return [DhcpHost(e.mac, e.ip, e.name) for e in entries]
 
 
-def _disks(disk: Path, seed: Path, install_media: Path | None) -> tuple[xml.Disk, ...]:
-    """The system disk and the NoCloud seed; a VM installed from an ISO also gets the ISO as its
-    CD-ROM, first in the boot order, then its disk (an empty drive is skipped at boot). The seed
-    stays: an installer that reads NoCloud data (hostname, SSH keys) finds it, others ignore it."""
+def _disks(
+    disk: Path, seed: Path, install_media: Path | None, base: tuple[Path, str] | None
+) -> tuple[xml.Disk, ...]:
+    """The system disk (on its base image, if any) and the NoCloud seed; a VM installed from an
+    ISO also gets the ISO as its CD-ROM, first in the boot order, then its disk (an empty drive is
+    skipped at boot). The seed stays: an installer that reads NoCloud data (hostname, SSH keys)
+    finds it, others ignore it. Every disk's backing chain is written out, so that libvirt neither
+    probes formats nor follows a name written inside a file."""
+    chain = (xml.Layer(str(base[0]), base[1]),) if base is not None else ()
+    seed_disk = xml.Disk(path=str(seed), format="raw", target="vdb", readonly=True, backing=())
     if install_media is None:
-        return (
-            xml.Disk(path=str(disk), format="qcow2", target="vda"),
-            xml.Disk(path=str(seed), format="raw", target="vdb", readonly=True),
-        )
+        return (xml.Disk(path=str(disk), format="qcow2", target="vda", backing=chain), seed_disk)
     return (
-        xml.Disk(path=str(disk), format="qcow2", target="vda", boot_order=2),
-        xml.Disk(path=str(seed), format="raw", target="vdb", readonly=True),
+        xml.Disk(path=str(disk), format="qcow2", target="vda", boot_order=2, backing=chain),
+        seed_disk,
         xml.Disk.cdrom(str(install_media), boot_order=1),
     )
 

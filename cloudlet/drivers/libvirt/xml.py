@@ -69,10 +69,24 @@ class CloudletMetadata:
 
 
 @dataclass(frozen=True)
+class Layer:
+    """A read-only file under a disk in its backing chain, with its format."""
+
+    path: str
+    format: str  # "qcow2" or "raw"
+
+
+@dataclass(frozen=True)
 class Disk:
     """A disk, or (``device`` "cdrom") a CD-ROM drive; an empty ``path`` is a drive without media.
     ``boot_order`` gives the device a place in the boot order (then the domain lists no
-    ``<os><boot>``: libvirt refuses the two together)."""
+    ``<os><boot>``: libvirt refuses the two together).
+
+    ``backing``: the disk's whole backing chain, top first; ``()`` says it has none. Given, it is
+    written as nested ``<backingStore>`` elements ending in an empty one, so libvirt opens exactly
+    these files with these formats: it neither probes a format nor follows a backing file named
+    inside an image (nor changes such a file's owner for QEMU). None says nothing (libvirt reads
+    the chain from the files: only for files cloudlet made itself)."""
 
     path: str
     format: str  # "qcow2" or "raw"
@@ -81,6 +95,7 @@ class Disk:
     readonly: bool = False
     device: str = "disk"  # "disk" | "cdrom"
     boot_order: int | None = None
+    backing: tuple[Layer, ...] | None = None
 
     @classmethod
     def cdrom(
@@ -96,6 +111,7 @@ class Disk:
             readonly=True,
             device="cdrom",
             boot_order=boot_order,
+            backing=() if path else None,
         )
 
     def to_element(self) -> ET.Element:
@@ -106,6 +122,8 @@ class Disk:
             _sub(el, "driver", name="qemu", type=self.format)
         if self.path:
             _sub(el, "source", file=self.path)
+            if self.backing is not None:
+                el.append(_backing_store(self.backing))
         _sub(el, "target", dev=self.target, bus=self.bus)
         if self.readonly:
             _sub(el, "readonly")
@@ -128,11 +146,41 @@ class Disk:
             readonly=el.find("readonly") is not None,
             device=el.get("device", "disk"),
             boot_order=int(boot.get("order", "0")) if boot is not None else None,
+            backing=_layers(el),
         )
 
     def ejected(self) -> Disk:
         """The same drive without media."""
-        return replace(self, path="")
+        return replace(self, path="", backing=None)
+
+
+def _backing_store(chain: tuple[Layer, ...]) -> ET.Element:
+    """``<backingStore>`` for ``chain`` (top first), ending in the empty one that says "no more"."""
+    if not chain:
+        return ET.Element("backingStore")
+    el = ET.Element("backingStore", type="file")
+    _sub(el, "format", type=chain[0].format)
+    _sub(el, "source", file=chain[0].path)
+    el.append(_backing_store(chain[1:]))
+    return el
+
+
+def _layers(disk: ET.Element) -> tuple[Layer, ...] | None:
+    """The backing chain of a ``<disk>`` element (None: it states none)."""
+    store = disk.find("backingStore")
+    if store is None:
+        return None
+    layers: list[Layer] = []
+    while store is not None and store.find("source") is not None:
+        fmt, source = store.find("format"), store.find("source")
+        layers.append(
+            Layer(
+                path=source.get("file", "") if source is not None else "",
+                format=fmt.get("type", "raw") if fmt is not None else "raw",
+            )
+        )
+        store = store.find("backingStore")
+    return tuple(layers)
 
 
 def cdroms_of(domain_xml: str) -> list[Disk]:
