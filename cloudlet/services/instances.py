@@ -660,8 +660,20 @@ class Instances:
             s.execute(update(Instance).where(Instance.id == instance_id).values(**size))
 
     def _start(self, octx: OperationContext, driver: ComputeDriver, instance_id: str) -> None:
+        self._check_base_image(instance_id)
         octx.retry(lambda: driver.start(instance_id))
         self._set_state(instance_id, State.RUNNING, error=None)
+
+    def _check_base_image(self, instance_id: str) -> None:
+        """A VM's image is checked again each time QEMU opens it anew (a cold start): VMs made
+        before images were checked may stand on one that names host files (422 ``unsafe_image``)."""
+        with self.sessions() as s:
+            row = s.get(Instance, instance_id)
+            image = s.get(Image, row.image_id) if row is not None and row.image_id else None
+            if row is None or row.kind != "vm" or image is None or not image.path or not image.format:
+                return
+            path, fmt = Path(image.path), image.format
+        check_image_file(path, fmt)
 
     def _stop(self, octx: OperationContext, driver: ComputeDriver, instance_id: str, *, force: bool) -> None:
         try:

@@ -38,7 +38,7 @@ from tests.image_tricks import (
     swap,
     vmdk_naming,
 )
-from tests.unit.conftest import SimCloud
+from tests.unit.conftest import SimCloud, sim_cloud
 from tests.unit.test_image_import import Handler
 from tests.unit.test_image_media import make_iso
 from tests.unit.test_images import assert_nothing_stored, import_image, stored_files
@@ -53,6 +53,14 @@ DOMAIN: dict[str, Any] = {
     "vcpus": 1,
     "metadata": CloudletMetadata("6f1c2b9e-3d4a-4b5c-8d7e-9f0a1b2c3d4e", "x", "w"),
 }
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> Iterator[SimCloud]:
+    """The simulated cloud, allowed to download from loopback, where the URL imports' file
+    server listens (internal addresses are refused by default)."""
+    with sim_cloud(tmp_path, outbound_allow=["127.0.0.1"]) as cloud:
+        yield cloud
 
 
 @pytest.fixture
@@ -270,6 +278,22 @@ def stopped_vm(sim: SimCloud, image: str) -> str:
 def instance_names(sim: SimCloud) -> list[str]:
     with sim.cloud.db.reads() as s:
         return sorted(s.scalars(select(Instance.name)))
+
+
+@pytest.mark.parametrize("kind", ["data-file", "json-nbd"])
+def test_a_cold_start_refuses_a_vm_whose_image_became_unsafe(
+    sim: SimCloud, image: str, stopped_vm: str, evil_files, kind: str
+) -> None:  # type: ignore[no-untyped-def]
+    """A VM made before imports were checked may stand on an image naming host files: QEMU opens
+    the image anew at each cold start, so each one checks it again."""
+    with Listener() as listener:
+        evil, _ = evil_files(kind, listener.port)
+        swap(image_path(sim, image), evil)
+        resp = sim.post(f"/api/v1/instances/{stopped_vm}/actions/start", params={"wait": 20})
+        assert listener.count == 0
+    assert resp.status_code == 200, resp.text
+    assert_refused(resp.json())
+    assert sim.get(f"/api/v1/instances/{stopped_vm}").json()["state"] == "stopped"
 
 
 @pytest.mark.parametrize("linked", [True, False])
