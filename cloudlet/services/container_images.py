@@ -329,15 +329,16 @@ class ContainerImages:
                         step=err.step,
                         output=err.output,
                     ) from None
+                with self._tags.hold(normal):
+                    host = self._host_tags(ctx, normal, may_take_host=ctx.is_admin)
+                    mine = [t for t in normal if t not in host]
+                    self._claim(ctx, mine)
+                    octx.on_undo("forget the tags", functools.partial(self._unclaim, ctx, mine))
+                    for tag in normal:
+                        self.driver.tag_image(built.id, tag)
+                        log(f"Successfully tagged {tag}")  # what the engine says of a tagged build
             finally:
                 log.close()
-            with self._tags.hold(normal):
-                host = self._host_tags(ctx, normal, may_take_host=ctx.is_admin)
-                mine = [t for t in normal if t not in host]
-                self._claim(ctx, mine)
-                octx.on_undo("forget the tags", functools.partial(self._unclaim, ctx, mine))
-                for tag in normal:
-                    self.driver.tag_image(built.id, tag)
             return {**self._shown_json(ctx, self.driver.image(built.id)), "project": project}
 
         self.ops.launch(op, step)

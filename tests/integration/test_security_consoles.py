@@ -110,8 +110,9 @@ def attack(pid: int, pty: str) -> dict[str, str]:
 
 def vnc_handshake(c) -> bytes:  # type: ignore[no-untyped-def]
     ticket = c.console_ticket(VM)
-    url, _ = c.ws_url(f"/instances/{VM}/console/vnc", ticket=ticket["ticket"])
-    with connect(url, max_size=None) as ws:
+    url, _ = c.ws_url(f"/instances/{VM}/console/vnc")
+    protocols = c.ticket_protocols(ticket["ticket"], "binary")
+    with connect(url, subprotocols=protocols, max_size=None) as ws:  # type: ignore[arg-type]
         frame = ws.recv(timeout=20)
         assert isinstance(frame, bytes)
         return frame
