@@ -318,3 +318,16 @@ def browser() -> Iterator[Any]:
 
     with chromium() as (_, b):
         yield b
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[Any]:
+    """The real Docker engine, with the local busybox image the container tests build on."""
+    import docker
+
+    from tests.integration.docker_images import ensure_busybox_image
+
+    ensure_busybox_image()
+    client = docker.from_env()
+    yield client
+    client.close()

@@ -9,14 +9,13 @@ import threading
 import time
 from datetime import datetime
 
-import docker
 import httpx
 import pytest
 from websockets.sync.client import connect
 
 from cloudlet.client import ApiError, Client, OperationFailed
 from tests.helpers import eventually, free_port
-from tests.integration.docker_images import BUSYBOX_REF, ensure_busybox_image
+from tests.integration.docker_images import BUSYBOX_REF
 
 pytestmark = pytest.mark.integration
 
@@ -26,14 +25,6 @@ RUN echo built > /www/built.txt
 EXPOSE 8080
 CMD ["httpd", "-f", "-vv", "-p", "8080", "-h", "/www"]
 """
-
-
-@pytest.fixture(scope="module")
-def engine():  # type: ignore[no-untyped-def]
-    ensure_busybox_image()
-    client = docker.from_env()
-    yield client
-    client.close()
 
 
 def labelled(engine, instance_id: str) -> list[object]:  # type: ignore[no-untyped-def]

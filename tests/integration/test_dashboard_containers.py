@@ -18,7 +18,7 @@ from playwright.sync_api import Browser, Locator, Page, expect
 from tests.helpers import free_port
 from tests.integration.conftest import Server
 from tests.integration.dashboard import REFUSALS, dashboard_page, nav, shot
-from tests.integration.docker_images import BUSYBOX_REF, ensure_busybox_image
+from tests.integration.docker_images import BUSYBOX_REF
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 CT = "webct1"
@@ -32,14 +32,6 @@ RUN echo step-one {secrets.token_hex(4)} && sleep 3
 RUN echo built-by-dashboard > /built.txt
 CMD ["sh", "-c", "cat /built.txt; sleep 3600"]
 """
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[docker.DockerClient]:
-    ensure_busybox_image()
-    client = docker.from_env()
-    yield client
-    client.close()
 
 
 @pytest.fixture(scope="module")

@@ -15,18 +15,10 @@ import pytest
 
 from cloudlet.client import ApiError, Client, OperationFailed
 from tests.integration.conftest import Server, next_subnet
-from tests.integration.docker_images import BUSYBOX_REF, ensure_busybox_image
+from tests.integration.docker_images import BUSYBOX_REF
 
 pytestmark = pytest.mark.integration
 PASSWORD = "a long enough password"
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[docker.DockerClient]:
-    ensure_busybox_image()
-    client = docker.from_env()
-    yield client
-    client.close()
 
 
 @contextlib.contextmanager
