@@ -141,14 +141,22 @@ class NicCreate(BaseModel):
 class InstanceCreate(BaseModel):
     """A VM (the default kind)."""
 
-    name: str = Field(description="Unique in the workspace; lowercase DNS label.", examples=["web1"])
+    name: str = Field(
+        description="Unique in the workspace; 1-63 printable characters, no '/', e.g. web1, my_vm or "
+        "Test.VM. Shown as given; the guest hostname is made from it (my_vm -> my-vm).",
+        examples=["web1"],
+    )
     kind: Literal["vm"] = "vm"
     image: str = Field(description="Image name or id.", examples=["tiny"])
     cpus: int = Field(1, ge=1, le=64)
     memory: int = Field(512, ge=64, description="Memory in MiB.")
     disk: int = Field(1, ge=1, description="Root disk in GiB (at least the image's size).")
     network: str = Field("default", description="Network name or id.")
-    hostname: str | None = Field(None, description="Guest hostname; defaults to the name.")
+    hostname: str | None = Field(
+        None,
+        description="Guest hostname (a DNS label); default: the name, or one made from it when the "
+        "name is not a DNS label (my_vm -> my-vm; when another VM holds it: 409 hostname_taken).",
+    )
     ssh_keys: list[str] = Field(
         default_factory=list, description="OpenSSH public keys for the image's default user (root on tiny)."
     )

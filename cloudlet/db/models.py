@@ -16,6 +16,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -241,7 +242,10 @@ class IPAllocation(Base):
 
 class Instance(Base):
     __tablename__ = "instances"
-    __table_args__ = (UniqueConstraint("workspace_id", "name", name="uq_instances_workspace_name"),)
+    __table_args__ = (
+        UniqueConstraint("workspace_id", "name", name="uq_instances_workspace_name"),
+        Index("uq_instances_workspace_dns_name", "workspace_id", "dns_name", unique=True),
+    )
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"), index=True)
     name: Mapped[str] = mapped_column(String(63))
@@ -255,6 +259,10 @@ class Instance(Base):
     memory_mb: Mapped[int] = mapped_column(default=512)
     disk_gb: Mapped[int] = mapped_column(default=1)
     hostname: Mapped[str] = mapped_column(String(63))
+    # The hostname a VM took from its name (``names.hostname_for``), claimed in its workspace so
+    # that two names giving the same hostname (my_vm, My.VM) cannot both have it; None when the
+    # hostname was chosen apart from the name, and for containers.
+    dns_name: Mapped[str | None] = mapped_column(String(63), nullable=True)
     ssh_keys: Mapped[list[Any]] = mapped_column(default=list)
     host: Mapped[str] = mapped_column(String(64), default="local")
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -404,6 +412,9 @@ class OSCloudId(Base):
     """Integer ids for the OS Cloud compatibility API, which numbers its VMs 1, 2, 3..."""
 
     __tablename__ = "oscloud_ids"
+    # SQLite would hand out max(id)+1 again after the newest row goes (with its VM): AUTOINCREMENT
+    # makes each number once only, as PostgreSQL's sequence does.
+    __table_args__ = {"sqlite_autoincrement": True}
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"), unique=True)
 

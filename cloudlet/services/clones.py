@@ -22,7 +22,7 @@ from cloudlet.errors import Conflict
 from cloudlet.services.context import RequestContext
 from cloudlet.services.instances import Instances, VmShape, check_ssh_key, vm_spec
 from cloudlet.services.lifecycle import State
-from cloudlet.services.names import check_name
+from cloudlet.services.names import check_name, check_vm_name, hostname_for
 from cloudlet.services.networks import instance_nics
 from cloudlet.services.operations import OperationContext
 from cloudlet.services.snapshots import ready_snapshot
@@ -34,7 +34,7 @@ class CloneRequest:
     linked: bool = True
     snapshot: str | None = None  # name or id of a snapshot of the source; None: its current disk
     start: bool = True
-    hostname: str | None = None  # default: the clone's name
+    hostname: str | None = None  # default: made from the clone's name (names.hostname_for)
     ssh_keys: tuple[str, ...] | None = None  # default: the source's keys
 
 
@@ -47,7 +47,7 @@ class Clones:
         """Claim the clone's name, size and address and lock both VMs, then copy the disk in an
         operation. Returns (clone id, operation id)."""
         ctx.require("instance:create")
-        check_name(req.name, what="instance name")
+        check_vm_name(req.name)
         if req.hostname is not None:
             check_name(req.hostname, what="hostname")
         keys = None if req.ssh_keys is None else tuple(check_ssh_key(k) for k in req.ssh_keys)
@@ -84,7 +84,7 @@ class Clones:
                 kind="vm",
                 state=State.PENDING,
                 image_id=image.id if image is not None else None,
-                hostname=req.hostname or req.name,
+                hostname=req.hostname or hostname_for(req.name),
                 ssh_keys=list(keys if keys is not None else source.ssh_keys),
                 config={
                     "cloned_from": source.id,

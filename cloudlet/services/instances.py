@@ -38,7 +38,7 @@ from cloudlet.services.context import RequestContext
 from cloudlet.services.events import Event, EventBus
 from cloudlet.services.images import check_fits, check_image_file, usable_image
 from cloudlet.services.lifecycle import FROM_POWER, State, check_action
-from cloudlet.services.names import check_name, lookup
+from cloudlet.services.names import check_name, check_vm_name, hostname_for, lookup
 from cloudlet.services.networks import Networks, network_spec
 from cloudlet.services.operations import OperationContext, Operations
 
@@ -208,7 +208,7 @@ class Instances:
     # -- create ----------------------------------------------------------------------------------
     def _validate(self, req: CreateRequest) -> CreateRequest:
         """Check the request; return it with its SSH keys normalized and passwords hashed."""
-        check_name(req.name, what="instance name")
+        check_vm_name(req.name)
         if req.hostname is not None:
             check_name(req.hostname, what="hostname")
         check_size(req.cpus, req.memory, req.disk)
@@ -308,7 +308,7 @@ class Instances:
                 kind="vm",
                 state=State.PENDING,
                 image_id=image.id,
-                hostname=req.hostname or req.name,
+                hostname=req.hostname or hostname_for(req.name),
                 ssh_keys=list(req.ssh_keys),
                 # installed from an ISO: no base image under its disk (image_id goes at eject)
                 config={"installed_from": image.name} if iso else None,
@@ -381,13 +381,17 @@ class Instances:
         ip: str | None = None,
         kind: str = "instance.create",
     ) -> tuple[IPAllocation, Operation]:
-        """Insert the instance (its name is unique per workspace), take its address and record
-        the create operation, which holds the instance's lock, all in the caller's transaction."""
-        session.add(row)
+        """Insert the instance (its name is unique per workspace, and so is the hostname a VM
+        takes from its name), take its address and record the create operation, which holds the
+        instance's lock, all in the caller's transaction."""
+        if row.kind == "vm" and row.hostname == hostname_for(row.name):
+            row.dns_name = row.hostname
         try:
-            session.flush()
+            with session.begin_nested():  # added inside: begin_nested flushes what is pending first
+                session.add(row)
+                session.flush()
         except IntegrityError:
-            raise Conflict(f"an instance named {row.name!r} exists", code="name_taken") from None
+            raise _taken(session, row) from None
         alloc = self.networks.allocate(session, net, row.id, address=ip)
         op = self.ops.record(session, ctx, kind, "instance", row.id)
         row.locked_by = op.id
@@ -557,9 +561,11 @@ class Instances:
     def rename(self, ctx: RequestContext, ref: str, name: str) -> str:
         """Give an instance a new name (unique in the workspace); its id, address and guest
         hostname stay. A pool member's cached name follows. Returns the instance id."""
-        check_name(name, what="instance name")
+        check_vm_name(name, what="instance name")  # the widest rule: what fails it fails for any kind
         with transaction(self.sessions) as s:
             row = self.get(s, ctx, ref)
+            if row.kind != "vm":
+                check_name(name, what="container name")
             if row.locked_by is not None:
                 raise Conflict(f"instance {row.name!r} is busy with another operation", code="instance_busy")
             if row.state in (State.PENDING, State.PROVISIONING, State.DELETING):
@@ -768,6 +774,25 @@ class Instances:
                         {"id": row.id, "name": row.name, "state": row.state},
                     )
                 )
+
+
+def _taken(session: Session, row: Instance) -> Conflict:
+    """Why ``row`` could not be inserted: its name is taken, or the hostname it derives is."""
+    in_ws = Instance.workspace_id == row.workspace_id
+    if (
+        row.dns_name is not None
+        and session.scalar(select(Instance.id).where(in_ws, Instance.name == row.name)) is None
+    ):
+        holder = session.scalar(select(Instance.name).where(in_ws, Instance.dns_name == row.dns_name))
+        if holder is not None:
+            return Conflict(
+                f"the name {row.name!r} gives the hostname {row.dns_name!r}, which instance {holder!r} "
+                "already has: choose another name, or give a hostname of its own",
+                code="hostname_taken",
+                hostname=row.dns_name,
+                holder=holder,
+            )
+    return Conflict(f"an instance named {row.name!r} exists", code="name_taken")
 
 
 def _transitional(action: str, state: str) -> str:

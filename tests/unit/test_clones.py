@@ -80,7 +80,7 @@ def test_refusals_leave_nothing(sim: SimCloud, create_vm: CreateVm, footprint: F
     stop(sim, "web")
     before = footprint()
     assert_refused(clone(sim, "web", "other"), 409, "name_taken")
-    assert_refused(clone(sim, "web", "Bad_Name"), 422, "invalid_name")
+    assert_refused(clone(sim, "web", "bad/name"), 422, "invalid_name")
     assert_refused(clone(sim, "nope", "copy"), 404, "instance_not_found")
     assert_refused(clone(sim, "web", "copy", mode="deep"), 422, "validation_error")
     assert footprint() == before

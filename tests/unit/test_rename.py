@@ -38,7 +38,7 @@ def test_refusals_change_nothing(sim: SimCloud, create_vm: CreateVm) -> None:
     create_vm("web")
     create_vm("db")
     assert_refused(rename(sim, "web", "db"), 409, "name_taken")
-    assert_refused(rename(sim, "web", "Bad_Name"), 422, "invalid_name")
+    assert_refused(rename(sim, "web", "bad/name"), 422, "invalid_name")
     assert_refused(rename(sim, "nope", "other"), 404, "instance_not_found")
     with transaction(sim.cloud.db.sessions) as s:
         s.execute(update(Instance).where(Instance.name == "web").values(locked_by="some-operation"))

@@ -278,7 +278,10 @@ def resize_instance(
 
 
 class InstanceUpdate(BaseModel):
-    name: str = Field(description="A new name, unique in the workspace; id, address and hostname stay.")
+    name: str = Field(
+        description="A new name, unique in the workspace (a VM's as wide as at create, a container's a DNS "
+        "label); id, address and hostname stay."
+    )
 
 
 @router.patch("/{ref}", response_model=InstancePublic)
@@ -300,7 +303,9 @@ class Clone(BaseModel):
         None, description="Clone this snapshot (name or id) of the VM, which may then be running."
     )
     start: bool = Field(True, description="Start the clone once made.")
-    hostname: str | None = Field(None, description="Default: the new name.")
+    hostname: str | None = Field(
+        None, description="Default: the new name, or one made from it (my_vm -> my-vm)."
+    )
     ssh_keys: list[str] | None = Field(None, description="Default: the source VM's keys.")
 
 
