@@ -1,59 +1,46 @@
-"""The OS Cloud API of the system cloudlet replaces, for its users' scripts.
+"""The OS Cloud API of the system cloudlet replaces, for its users' scripts and lab sheets.
 
-Served on its own address (``oscloud_listen``, port 5000 in that system), bound to one workspace.
-That system had no authentication and its scripts send none, so it is meant for loopback use: the
-listener's guard (``cloudlet.compat.guard``) answers only loopback Host names (and the ones in
-``oscloud_allowed_hosts``), wants ``oscloud_token`` as a bearer token when one is set, and the
-server refuses to start it on another address without one. Replies keep that system's shapes:
-``{"status": "ok"}`` or ``{"status": "error", "error": "..."}`` with a 4xx code; VMs have integer ids.
+Served on its own address (``oscloud_listen``, port 5000 in that system), bound to one workspace
+(``oscloud_workspace``). That system had no authentication and its scripts send none, so it is
+meant for loopback use: the listener's guard (``cloudlet.compat.guard``) answers only loopback
+Host names (and the ones in ``oscloud_allowed_hosts``), wants ``oscloud_token`` as a bearer token
+when one is set, and the server refuses to start it on another address without one.
+
+Its routes and answers are OS Cloud's (``oscloud_wire`` for the wire format, ``oscloud_vms`` for
+what each call does): ``GET /``, ``GET /vm_list``, ``POST /vm_create``, ``/vm_info``, ``/vm_stop``,
+``/vm_start``. Every refusal is ``{"status": "error", "error_msg": ...}`` (with ``error`` and
+``code`` besides), with HTTP 200 as OS Cloud answered; only what Flask itself refused before
+OS Cloud's code ran keeps its status (404 unknown route, 405 method, 415 not JSON, 400 bad JSON),
+and so do the guard's 401/403.
 """
 
 from __future__ import annotations
 
-import math
-import re
+import logging
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from pydantic import BaseModel, Field
-from sqlalchemy import select
+from fastapi.responses import PlainTextResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cloudlet.compat.guard import Listen, ListenerGuard, check_exposure, parse_listen
+from cloudlet.compat.oscloud_vms import NewVM, OSCloudVMs
+from cloudlet.compat.oscloud_wire import (
+    FlaskJSON,
+    Refusal,
+    json_object,
+    parse_size,
+    refusal,
+    required,
+    ssh_keys,
+    text_field,
+    vm_number,
+)
 from cloudlet.config import Settings
-from cloudlet.db.models import Image, Network, Workspace
-from cloudlet.errors import CloudletError, Invalid, NotFound
-from cloudlet.services.cloud import Cloud
-from cloudlet.services.context import RequestContext
-from cloudlet.services.instances import CreateRequest
-from cloudlet.services.lifecycle import State
-from cloudlet.services.networks import instance_nics
-from cloudlet.services.sequence_ids import instance_for_number, number_instances, number_of
+from cloudlet.errors import CloudletError
 
-MIB, GIB = 1024**2, 1024**3
-_SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "K": 1024, "M": MIB, "G": GIB, "T": 1024**4}
-
-
-def parse_size(text: str, what: str) -> int:
-    """'2G', '512M', '10GiB' or a plain byte count -> bytes."""
-    m = _SIZE.match(text)
-    if not m:
-        raise Invalid(f"invalid {what} {text!r}: use a number with K, M, G or T, e.g. 2G")
-    return int(m.group(1)) * _UNITS[m.group(2).upper()]
-
-
-class VMCreate(BaseModel):
-    name: str
-    image: str
-    network: str = "default"
-    mem_size: str = Field("512M", description="e.g. 2G")
-    disk_size: str = Field("1G", description="e.g. 10G")
-
-
-class VMRef(BaseModel):
-    id: int
+log = logging.getLogger(__name__)
 
 
 def oscloud_listen(settings: Settings) -> Listen:
@@ -64,114 +51,97 @@ def oscloud_listen(settings: Settings) -> Listen:
     return listen
 
 
-def _refusal(status: int, _code: str, message: str) -> Response:
-    return JSONResponse({"status": "error", "error": message}, status_code=status)
+def _guard_refusal(status: int, code: str, message: str) -> Response:
+    return refusal(message, code, status)
 
 
 def create_oscloud_app(main_app: FastAPI, settings: Settings) -> FastAPI:
-    app = FastAPI(title="cloudlet OS Cloud API", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="cloudlet OS Cloud API",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        default_response_class=FlaskJSON,
+    )
     app.add_middleware(
         ListenerGuard,
         listen=oscloud_listen(settings),
         allowed_hosts=settings.oscloud_allowed_hosts,
         token=settings.oscloud_token,
-        error=_refusal,
+        error=_guard_refusal,
     )
 
-    def cloud() -> Cloud:
-        c: Cloud = main_app.state.cloud
-        return c
+    def vms() -> OSCloudVMs:
+        return OSCloudVMs(main_app.state.cloud, settings.oscloud_workspace)
 
-    def context() -> RequestContext:
-        c = cloud()
-        with c.db.reads() as s:
-            ws = s.scalar(select(Workspace.id).where(Workspace.name == settings.oscloud_workspace))
-        if ws is None:
-            raise NotFound(f"workspace {settings.oscloud_workspace!r} does not exist")
-        return RequestContext(principal="oscloud", workspace_id=ws)
+    @app.exception_handler(Refusal)
+    async def refused(_request: Request, exc: Refusal) -> Response:
+        return refusal(exc.message, exc.code, exc.status)
 
     @app.exception_handler(CloudletError)
-    async def error(_request: Request, exc: CloudletError) -> JSONResponse:
-        status = exc.status if 400 <= exc.status < 500 else 400
-        return JSONResponse({"status": "error", "error": exc.detail}, status_code=status)
+    async def cloudlet_error(_request: Request, exc: CloudletError) -> Response:
+        return refusal(exc.detail, exc.code)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid(_request: Request, exc: RequestValidationError) -> Response:
         msg = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in exc.errors())
-        return JSONResponse({"status": "error", "error": msg}, status_code=400)
+        return refusal(msg, "validation_error")
 
-    def instance_ref(ctx: RequestContext, number: int) -> str:
-        inst = instance_for_number(cloud().db.sessions, ctx.workspace_id, number)
-        if inst is None:
-            raise NotFound(f"no VM with id {number}")
-        return inst.id
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        message = {
+            404: f"the OS Cloud API has no {request.url.path}",
+            405: f"{request.method} is not how {request.url.path} is called",
+        }.get(exc.status_code, str(exc.detail))
+        return refusal(message, "not_found" if exc.status_code == 404 else "http_error", exc.status_code)
 
-    def wait_ok(ctx: RequestContext, op_id: str, timeout: float = 900) -> None:
-        op = cloud().ops.wait(ctx, op_id, timeout)
-        if op.status == "failed":
-            raise Invalid((op.error or {}).get("detail", "operation failed"))
-        if op.status != "succeeded":
-            raise Invalid(f"timed out after {timeout:.0f}s")
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, exc: Exception) -> Response:
+        log.error("OS Cloud API: unexpected error", exc_info=exc)
+        return refusal("internal error (the server log says more)", "internal_error")
 
-    @app.get("/")
-    def welcome() -> PlainTextResponse:
-        return PlainTextResponse("Welcome to the OS Cloud API (served by cloudlet)\n")
+    @app.get("/", response_class=PlainTextResponse)
+    def welcome() -> str:
+        """What `curl localhost:5000` showed."""
+        return "Welcome to OS Cloud!\n"
 
     @app.get("/vm_list")
     def vm_list() -> list[dict[str, Any]]:
-        ctx = context()
-        return [
-            {"id": n, "name": inst.name}
-            for n, inst in number_instances(cloud().db.sessions, ctx.workspace_id)
-        ]
+        """Every VM of the workspace as {id, name}, by id."""
+        return vms().list()
 
     @app.post("/vm_create")
-    def vm_create(body: VMCreate) -> dict[str, Any]:
-        ctx = context()
-        memory = parse_size(body.mem_size, "mem_size")
-        disk = parse_size(body.disk_size, "disk_size")
-        req = CreateRequest(
-            name=body.name,
-            image=body.image,
-            network=body.network,
-            memory=max(1, memory // MIB),
-            disk=max(1, math.ceil(disk / GIB)),
+    def vm_create(body: dict[str, Any] = Depends(json_object)) -> dict[str, Any]:
+        """Make a VM and wait until it runs."""
+        # OS Cloud's order: every field present first, then the sizes, then the rest
+        name, image, network, mem_size, disk_size = (
+            required(body, field) for field in ("name", "image", "network", "mem_size", "disk_size")
         )
-        instance_id, op_id = cloud().instances.create(ctx, req)
-        wait_ok(ctx, op_id)
-        return {"id": number_of(cloud().db.sessions, instance_id), "status": "ok"}
+        vm = NewVM(
+            mem_bytes=parse_size(mem_size, "mem_size"),
+            disk_bytes=parse_size(disk_size, "disk_size"),
+            name=text_field(name),
+            image=text_field(image),
+            network=text_field(network),
+            ssh_keys=ssh_keys(body.get("ssh_key")),
+        )
+        return {"id": vms().create(vm), "status": "ok"}
 
     @app.post("/vm_info")
-    def vm_info(body: VMRef) -> dict[str, Any]:
-        ctx = context()
-        c = cloud()
-        with c.db.reads() as s:
-            inst = c.instances.get(s, ctx, instance_ref(ctx, body.id))
-            nics = instance_nics(s, [inst.id]).get(inst.id)
-            ip = nics[0][0].address if nics else None
-            image = s.scalar(select(Image.name).where(Image.id == inst.image_id))
-            network = s.scalar(select(Network.name).where(Network.id == inst.network_id))
-        return {
-            "disk_size": inst.disk_gb * GIB,
-            "id": body.id,
-            "ip": ip,
-            "mem_size": inst.memory_mb * MIB,
-            "name": inst.name,
-            "network": network,
-            "os": image,
-            "state": "RUNNING" if inst.state == State.RUNNING else "STOPPED",
-        }
+    def vm_info(body: dict[str, Any] = Depends(json_object)) -> dict[str, Any]:
+        """A VM's name, sizes in bytes, image, network, address and state."""
+        return vms().info(*vm_number(body))
 
     @app.post("/vm_stop")
-    def vm_stop(body: VMRef) -> dict[str, str]:
-        ctx = context()
-        wait_ok(ctx, cloud().instances.action(ctx, instance_ref(ctx, body.id), "stop"))
+    def vm_stop(body: dict[str, Any] = Depends(json_object)) -> dict[str, str]:
+        """Stop a VM and wait until it is stopped."""
+        vms().stop(*vm_number(body))
         return {"status": "ok"}
 
     @app.post("/vm_start")
-    def vm_start(body: VMRef) -> dict[str, str]:
-        ctx = context()
-        wait_ok(ctx, cloud().instances.action(ctx, instance_ref(ctx, body.id), "start"))
+    def vm_start(body: dict[str, Any] = Depends(json_object)) -> dict[str, str]:
+        """Start a VM and wait until it runs."""
+        vms().start(*vm_number(body))
         return {"status": "ok"}
 
     return app

@@ -1,5 +1,10 @@
 """Small integer ids for APIs of replaced systems that number their VMs 1, 2, 3... (VMs only:
-those systems had no containers)."""
+those systems had no containers).
+
+A number is given once only: when its VM is deleted its row goes (with the VM's, by the foreign
+key), and the table's key never hands it out again (SQLite AUTOINCREMENT, PostgreSQL's sequence),
+so a script holding an old id finds no VM rather than someone else's. VMs made elsewhere (the
+native API, the dashboard) are numbered the first time the list is asked for, in creation order."""
 
 from __future__ import annotations
 
@@ -15,7 +20,11 @@ def number_instances(sessions: SessionFactory, workspace_id: str) -> list[tuple[
     """Every instance of the workspace with its integer id (numbering new ones), by id."""
     with transaction(sessions) as s:
         numbered = dict(_numbered(s, workspace_id))
-        vms = select(Instance).where(Instance.workspace_id == workspace_id, Instance.kind == "vm")
+        vms = (
+            select(Instance)
+            .where(Instance.workspace_id == workspace_id, Instance.kind == "vm")
+            .order_by(Instance.created_at, Instance.id)
+        )
         for inst in s.scalars(vms):
             if inst.id not in {i.id for i in numbered.values()}:
                 try:

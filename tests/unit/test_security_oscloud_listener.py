@@ -124,7 +124,11 @@ def test_the_oscloud_app_refuses_foreign_hosts_in_its_own_error_shape(tmp_path: 
     with TestClient(app, base_url="http://localhost:5000") as client:
         assert "Welcome" in client.get("/").text  # what curl localhost:5000 sends
         refused = client.get("/", headers={"host": "evil.example"})
-        assert refused.status_code == 403 and refused.json()["status"] == "error" and refused.json()["error"]
+        assert refused.status_code == 403 and refused.json()["status"] == "error"
+        assert (
+            refused.json()["error_msg"] == refused.json()["error"]
+            and refused.json()["code"] == "host_not_allowed"
+        )
         assert client.post("/vm_start", json={"id": 1}, headers={"host": "evil.example"}).status_code == 403
 
 
