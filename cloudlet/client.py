@@ -8,11 +8,17 @@ import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
+from urllib.parse import quote
 
 import httpx
 
 CONFIG_PATH = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "cloudlet" / "client.toml"
 DEFAULT_URL = "http://127.0.0.1:8470"
+
+
+def _seg(ref: str) -> str:
+    """A name or id as one URL path segment: VM names may hold '?', '#', '%' or spaces."""
+    return quote(ref, safe="")
 
 
 class ApiError(Exception):
@@ -201,11 +207,11 @@ class Client:
     ) -> dict[str, Any]:
         """Make an image named ``name`` of a stopped VM's disk."""
         body = {"name": name, **_given(properties)}
-        return self._op("POST", f"/instances/{ref}/publish", wait, json=body)
+        return self._op("POST", f"/instances/{_seg(ref)}/publish", wait, json=body)
 
     def eject(self, ref: str, wait: bool = True) -> dict[str, Any]:
         """Eject the installer ISO from a VM's CD-ROM."""
-        return self._op("POST", f"/instances/{ref}/cdrom/eject", wait)
+        return self._op("POST", f"/instances/{_seg(ref)}/cdrom/eject", wait)
 
     def upload_image(
         self, name: str, fh: BinaryIO, wait: bool = True, **options: str | int | None
@@ -253,38 +259,38 @@ class Client:
         return list(self.request("GET", "/instances", params=params)["items"])
 
     def instance(self, ref: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.request("GET", f"/instances/{ref}")
+        result: dict[str, Any] = self.request("GET", f"/instances/{_seg(ref)}")
         return result
 
     def create_instance(self, wait: bool = True, **spec: Any) -> dict[str, Any]:
         return self._op("POST", "/instances", wait, json=spec)
 
     def action(self, ref: str, action: str, wait: bool = True) -> dict[str, Any]:
-        return self._op("POST", f"/instances/{ref}/actions/{action}", wait)
+        return self._op("POST", f"/instances/{_seg(ref)}/actions/{action}", wait)
 
     def resize_instance(self, ref: str, wait: bool = True, **size: int | None) -> dict[str, Any]:
         """``cpus``, ``memory`` (MiB), ``disk`` (GiB): the ones given change."""
         body = {k: v for k, v in size.items() if v is not None}
-        return self._op("POST", f"/instances/{ref}/resize", wait, json=body)
+        return self._op("POST", f"/instances/{_seg(ref)}/resize", wait, json=body)
 
     def snapshots(self, ref: str) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = self.request("GET", f"/instances/{ref}/snapshots")
+        found: list[dict[str, Any]] = self.request("GET", f"/instances/{_seg(ref)}/snapshots")
         return found
 
     def create_snapshot(
         self, ref: str, name: str, description: str = "", wait: bool = True
     ) -> dict[str, Any]:
         body = {"name": name, "description": description}
-        return self._op("POST", f"/instances/{ref}/snapshots", wait, json=body)
+        return self._op("POST", f"/instances/{_seg(ref)}/snapshots", wait, json=body)
 
     def revert_snapshot(self, ref: str, snapshot: str, wait: bool = True) -> dict[str, Any]:
-        return self._op("POST", f"/instances/{ref}/snapshots/{snapshot}/revert", wait)
+        return self._op("POST", f"/instances/{_seg(ref)}/snapshots/{_seg(snapshot)}/revert", wait)
 
     def delete_snapshot(self, ref: str, snapshot: str, wait: bool = True) -> dict[str, Any]:
-        return self._op("DELETE", f"/instances/{ref}/snapshots/{snapshot}", wait)
+        return self._op("DELETE", f"/instances/{_seg(ref)}/snapshots/{_seg(snapshot)}", wait)
 
     def rename_instance(self, ref: str, name: str) -> dict[str, Any]:
-        found: dict[str, Any] = self.request("PATCH", f"/instances/{ref}", json={"name": name})
+        found: dict[str, Any] = self.request("PATCH", f"/instances/{_seg(ref)}", json={"name": name})
         return found
 
     def apply(self, document: Any, dry_run: bool = False) -> dict[str, Any]:
@@ -296,34 +302,34 @@ class Client:
     def clone_instance(self, ref: str, name: str, wait: bool = True, **options: Any) -> dict[str, Any]:
         """``mode`` ("linked" or "full"), ``snapshot``, ``start``, ``hostname``, ``ssh_keys``."""
         body = {"name": name, **{k: v for k, v in options.items() if v is not None}}
-        return self._op("POST", f"/instances/{ref}/clone", wait, json=body)
+        return self._op("POST", f"/instances/{_seg(ref)}/clone", wait, json=body)
 
     # -- VM consoles -----------------------------------------------------------------------------
     def console_ticket(self, ref: str, console: str = "vnc") -> dict[str, Any]:
         """A one-time ticket (valid ~30 s) for a running VM's ``vnc`` or ``serial`` console: open
         ``ws_url(result["path"])`` offering ``ticket_protocols(result["ticket"], "binary")``."""
         result: dict[str, Any] = self.request(
-            "POST", f"/instances/{ref}/console/ticket", json={"console": console}
+            "POST", f"/instances/{_seg(ref)}/console/ticket", json={"console": console}
         )
         return result
 
     def type_text(self, ref: str, text: str) -> dict[str, Any]:
         """Type text on a running VM's keyboard (US layout; newline is Enter)."""
         result: dict[str, Any] = self.request(
-            "POST", f"/instances/{ref}/console/type", json={"text": text}, timeout=120
+            "POST", f"/instances/{_seg(ref)}/console/type", json={"text": text}, timeout=120
         )
         return result
 
     def screenshot(self, ref: str) -> bytes:
         """A running VM's screen as PNG bytes."""
-        resp = self.http.get(f"/api/v1/instances/{ref}/console/screenshot")
+        resp = self.http.get(f"/api/v1/instances/{_seg(ref)}/console/screenshot")
         if resp.status_code == 401 and self.refresh_token and self._renew():
-            resp = self.http.get(f"/api/v1/instances/{ref}/console/screenshot")
+            resp = self.http.get(f"/api/v1/instances/{_seg(ref)}/console/screenshot")
         self._check(resp)
         return resp.content
 
     def delete_instance(self, ref: str, force: bool = False, wait: bool = True) -> dict[str, Any]:
-        return self._op("DELETE", f"/instances/{ref}", wait, params={"force": force})
+        return self._op("DELETE", f"/instances/{_seg(ref)}", wait, params={"force": force})
 
     # -- storage pools and volumes ---------------------------------------------------------------
     def storage_pools(self) -> list[dict[str, Any]]:
@@ -377,14 +383,14 @@ class Client:
         return self._op("DELETE", f"/volumes/{ref}", wait)
 
     def instance_volumes(self, ref: str) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = self.request("GET", f"/instances/{ref}/volumes")
+        found: list[dict[str, Any]] = self.request("GET", f"/instances/{_seg(ref)}/volumes")
         return found
 
     def attach_volume(self, ref: str, volume: str, wait: bool = True) -> dict[str, Any]:
-        return self._op("POST", f"/instances/{ref}/volumes", wait, json={"volume": volume})
+        return self._op("POST", f"/instances/{_seg(ref)}/volumes", wait, json={"volume": volume})
 
     def detach_volume(self, ref: str, volume: str, wait: bool = True) -> dict[str, Any]:
-        return self._op("DELETE", f"/instances/{ref}/volumes/{volume}", wait)
+        return self._op("DELETE", f"/instances/{_seg(ref)}/volumes/{_seg(volume)}", wait)
 
     # -- Dockerfile projects -----------------------------------------------------------------------
     @staticmethod
@@ -478,16 +484,16 @@ class Client:
         params: dict[str, Any] = {"follow": follow, "timestamps": timestamps}
         if tail is not None:
             params["tail"] = tail
-        return self._stream(f"/instances/{ref}/logs", params)
+        return self._stream(f"/instances/{_seg(ref)}/logs", params)
 
     def exec(self, ref: str, command: list[str], tty: bool = False) -> dict[str, Any]:
         result: dict[str, Any] = self.request(
-            "POST", f"/instances/{ref}/exec", json={"command": command, "tty": tty}, timeout=None
+            "POST", f"/instances/{_seg(ref)}/exec", json={"command": command, "tty": tty}, timeout=None
         )
         return result
 
     def container_stats(self, ref: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.request("GET", f"/instances/{ref}/stats")
+        result: dict[str, Any] = self.request("GET", f"/instances/{_seg(ref)}/stats")
         return result
 
     def instance_stats(self, ref: str) -> dict[str, Any]:

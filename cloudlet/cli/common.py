@@ -14,8 +14,10 @@ import httpx
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from cloudlet.client import ApiError, Client, OperationFailed
 
@@ -37,15 +39,16 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
         try:
             return fn(*args, **kwargs)
         except ApiError as err:
-            err_console.print(f"[bold red]Error:[/] {err.title}: {err.detail} [dim]({err.code})[/]")
+            err_console.print(
+                f"[bold red]Error:[/] {escape(err.title)}: {escape(err.detail)} [dim]({escape(err.code)})[/]"
+            )
             raise typer.Exit(2 if err.status < 500 else 1) from None
         except OperationFailed as err:
-            err_console.print(
-                f"[bold red]Failed:[/] {err.operation['kind']}: {err.detail} [dim]({err.code})[/]"
-            )
+            kind, detail, code = err.operation["kind"], escape(err.detail), escape(err.code)
+            err_console.print(f"[bold red]Failed:[/] {kind}: {detail} [dim]({code})[/]")
             raise typer.Exit(1) from None
         except httpx.HTTPError as err:
-            err_console.print(f"[bold red]Error:[/] cannot reach the cloudlet server: {err}")
+            err_console.print(f"[bold red]Error:[/] cannot reach the cloudlet server: {escape(str(err))}")
             raise typer.Exit(1) from None
 
     return wrapper
@@ -57,6 +60,7 @@ def operation_progress(label: str) -> Iterator[Callable[[dict[str, Any]], None]]
     to call with each new state of the operation (``Client.wait``'s ``on_progress``). The bar shows
     the operation's percent and its message, e.g. "downloaded 120.0 MiB of 300.0 MiB"; until the
     operation reports a percent above 0 it pulses, as a download of unknown size does."""
+    label = escape(label)  # names (a VM's may hold '[') are text, not markup
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -68,7 +72,7 @@ def operation_progress(label: str) -> Iterator[Callable[[dict[str, Any]], None]]
         task = progress.add_task(label, total=None)
 
         def update(op: dict[str, Any]) -> None:
-            desc = f"{label}: {op['message']}" if op.get("message") else label
+            desc = f"{label}: {escape(op['message'])}" if op.get("message") else label
             percent = op.get("progress") or 0
             progress.update(task, total=100 if percent else None, completed=percent, description=desc)
 
@@ -79,14 +83,15 @@ def run_operation(c: Client, op: dict[str, Any], label: str, timeout: float = 18
     """Show a progress bar while an operation runs; end with one clear line."""
     with operation_progress(label) as update:
         done = c.wait(op, timeout=timeout, on_progress=update)
-    console.print(f"[green]✓[/] {label}: done")
+    console.print(f"[green]✓[/] {escape(label)}: done")
     return done
 
 
 def table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Cells are plain text: names and messages are shown as they are, never read as markup."""
     t = Table(*columns, header_style="bold")
     for row in rows:
-        t.add_row(*("" if v is None else str(v) for v in row))
+        t.add_row(*(Text("" if v is None else str(v)) for v in row))
     console.print(t)
 
 
@@ -123,7 +128,7 @@ def print_stats(s: dict[str, Any], *, pids: bool = True) -> None:
 def show_fields(obj: dict[str, Any], fields: Sequence[str]) -> None:
     t = Table(show_header=False, box=None)
     for f in fields:
-        t.add_row(f"[bold]{f}[/]", "" if obj.get(f) is None else str(obj.get(f)))
+        t.add_row(f"[bold]{f}[/]", Text("" if obj.get(f) is None else str(obj.get(f))))
     console.print(t)
 
 

@@ -8,6 +8,7 @@ import os
 import sys
 import threading
 from collections.abc import Iterator
+from urllib.parse import quote
 
 from cloudlet.client import Client
 
@@ -46,7 +47,7 @@ def serial_console(c: Client, ref: str, announce: bool = True) -> bool:
     from websockets.typing import Subprotocol
 
     ticket = c.console_ticket(ref, "serial")
-    url, headers = c.ws_url(f"/instances/{ref}/console/serial")
+    url, headers = c.ws_url(f"/instances/{quote(ref, safe='')}/console/serial")
     protocols = [Subprotocol(p) for p in c.ticket_protocols(ticket["ticket"], "binary")]
     stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
     escaped = threading.Event()

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from cloudlet.cli.common import (
     client,
@@ -118,7 +119,7 @@ def create(
             return
         run_operation(c, op, f"creating {name}")
         vm = c.instance(name)
-    console.print(f"{vm['name']} is {vm['state']} at {vm['ip']}")
+    console.print(f"{escape(vm['name'])} is {vm['state']} at {vm['ip']}")
 
 
 @app.command("list")
@@ -213,7 +214,7 @@ def rename(ref: str, name: str) -> None:
     """Rename a VM; its id, address and guest hostname stay."""
     with client() as c:
         vm = c.rename_instance(ref, name)
-    console.print(f"{ref} is now {vm['name']}")
+    console.print(f"{escape(ref)} is now {escape(vm['name'])}")
 
 
 @app.command("clone")
@@ -239,7 +240,7 @@ def clone(
         )
         run_operation(c, op, f"cloning {source} into {name}")
         vm = c.instance(name)
-    console.print(f"{vm['name']} is {vm['state']} at {vm['ip']}")
+    console.print(f"{escape(vm['name'])} is {vm['state']} at {vm['ip']}")
 
 
 @snapshot_app.command("create")
@@ -287,7 +288,7 @@ def console_(ref: str) -> None:
 
     with client() as c:
         if not serial_console(c, ref):
-            err_console.print(f"the console of {ref} was closed (the VM stopped?)")
+            err_console.print(f"the console of {escape(ref)} was closed (the VM stopped?)")
 
 
 @app.command("stats")
@@ -310,7 +311,7 @@ def screenshot(
         png = c.screenshot(ref)
     path = output or Path(f"{ref}.png")
     path.write_bytes(png)
-    console.print(f"{path} ({len(png)} bytes)")
+    console.print(f"{escape(str(path))} ({len(png)} bytes)")
 
 
 @app.command("type")
@@ -323,7 +324,7 @@ def type_(
     """Type text on a running VM's keyboard (US layout), as if at its screen."""
     with client() as c:
         keys = c.type_text(ref, text + ("\n" if enter else ""))["keys"]
-    console.print(f"typed {keys} keys on {ref}")
+    console.print(f"typed {keys} keys on {escape(ref)}")
 
 
 @app.command("delete")
@@ -346,7 +347,7 @@ def ssh(
     with client() as c:
         vm = c.instance(ref)
     if not vm.get("ip"):
-        err_console.print(f"[bold red]Error:[/] {ref} has no address")
+        err_console.print(f"[bold red]Error:[/] {escape(ref)} has no address")
         raise typer.Exit(1)
     exe = shutil.which("ssh")
     if exe is None:
