@@ -16,7 +16,8 @@ from tests.integration.conftest import Server, import_tiny, ssh_run, wait_guest_
 from tests.integration.dashboard import dashboard_page, nav, shot
 
 pytestmark = pytest.mark.timeout(600)
-VM = "webvm1"
+VM = "Web_VM.1"  # a name as OS Cloud took them: shown as given, the hostname made from it
+HOST = "web-vm-1"
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +87,7 @@ def test_create_a_vm_with_the_wizard_and_see_it_run(page: Page, ssh_key: tuple[P
     shot(page, "vm-detail")
     # What the wizard sent reached the guest: the SSH key and the user-data script.
     ip = page.get_by_test_id("vm-ip").inner_text()
-    assert wait_guest_ssh(key, ip) == VM
+    assert wait_guest_ssh(key, ip) == HOST
     assert ssh_run(key, ip, "cat /run/wizard").stdout.strip() == "from-the-wizard"
 
 
@@ -98,9 +99,9 @@ def test_the_serial_console_shows_the_guest(page: Page) -> None:
     # The guest is up (its SSH answered): Enter gets a fresh prompt from getty, and the
     # prompt echoes what is typed.
     page.keyboard.press("Enter")
-    expect(terminal).to_have_text(re.compile(rf"{VM} login:\s*$"), timeout=60_000)
+    expect(terminal).to_have_text(re.compile(rf"{HOST} login:\s*$"), timeout=60_000)
     page.keyboard.type("root")
-    expect(terminal).to_have_text(re.compile(rf"{VM} login: root\s*$"), timeout=10_000)
+    expect(terminal).to_have_text(re.compile(rf"{HOST} login: root\s*$"), timeout=10_000)
     shot(page, "vm-serial-console")
 
 
@@ -161,9 +162,12 @@ def test_metrics_and_events(page: Page) -> None:
     shot(page, "vm-events")
 
 
-def test_vm_list_and_phone_width(page: Page) -> None:
+def test_vm_list_and_phone_width(page: Page, sqlite_server: Server) -> None:
     nav(page, "Virtual machines")
-    row = page.locator(f"tr[data-vm={VM}]")
+    row = page.locator(f'tr[data-vm="{VM}"]')
+    expect(row.get_by_role("link", name=VM, exact=True)).to_be_visible()
+    with sqlite_server.client() as c:  # the API shows it by the same name
+        assert (c.instance(VM)["name"], c.instance(VM)["hostname"]) == (VM, HOST)
     expect(row.locator("[data-state]")).to_have_attribute("data-state", "running")
     shot(page, "vm-list")
     page.set_viewport_size({"width": 390, "height": 844})

@@ -68,8 +68,8 @@ export default function VmCreate() {
       <form className="panel" onSubmit={next} aria-label={`Step ${step + 1}: ${STEPS[step]}`}>
         {step === 0 && (
           <>
-            <Field label="Name" hint="Letters, digits and dashes; also the guest's hostname.">
-              <input name="name" required pattern={"[a-zA-Z0-9][a-zA-Z0-9\\-]{0,62}"} value={d.name} onChange={(e) => set("name", e.target.value)} autoFocus />
+            <Field label="Name" hint="Up to 63 characters, no '/', e.g. web1, my_vm or Test.VM. The guest's hostname is made from it (my_vm → my-vm).">
+              <input name="name" required maxLength={63} pattern={"[^\\s\\/](?:[^\\/]{0,61}[^\\s\\/])?"} value={d.name} onChange={(e) => set("name", e.target.value)} autoFocus />
             </Field>
             <fieldset className="field">
               <legend>Image</legend>
