@@ -89,9 +89,10 @@ def create_oscloud_app(main_app: FastAPI, settings: Settings) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        path = request.url.path[:200]
         message = {
-            404: f"the OS Cloud API has no {request.url.path}",
-            405: f"{request.method} is not how {request.url.path} is called",
+            404: f"the OS Cloud API has no {path}",
+            405: f"{request.method} is not how {path} is called",
         }.get(exc.status_code, str(exc.detail))
         return refusal(message, "not_found" if exc.status_code == 404 else "http_error", exc.status_code)
 
