@@ -142,10 +142,19 @@ Ip = Annotated[str | None, Query(description="The VM's IP address: it must be th
 
 def reservation_router(target: TargetDep, *, real_status: bool, prefix: str = "") -> APIRouter:
     """The six routes, acting for whom and on the pool that ``target`` (a dependency) names."""
+    refusals: dict[int | str, dict[str, Any]] = {
+        status: {"model": Reply[None], "description": what}
+        for status, what in {
+            403: "Not allowed",
+            404: "No such pool or VM (or the legacy API is off for this pool)",
+            409: "Maximum VM Count reached, no VM available, or the VM is in another state",
+        }.items()
+    }
     router = APIRouter(
         prefix=prefix,
         route_class=EnvelopedRoute if real_status else ListenerRoute,
         tags=["pools (reservation system API)"],
+        responses=refusals if real_status else None,
     )
     # a default, not an Annotated alias: the annotations are strings resolved in this module's
     # globals, where a local alias is not
@@ -185,7 +194,7 @@ def reservation_router(target: TargetDep, *, real_status: bool, prefix: str = ""
             try:
                 on.cloud.pools.checkin(on.ctx, on.pool_id, member.instance_id)
             except (NotFound, Conflict):  # changed meanwhile: say what it is now
-                raise refused(on, member, "check-in") from None
+                raise refused(on, member, "check-in", "not_checked_out") from None
             after = find(on, member.instance_id)
             status = vm_data(after).vm_status if after is not None else "deleted"
             return success(VmData(vm_id=member.instance_id, ip=member.ip, vm_status=status))
@@ -204,7 +213,7 @@ def reservation_router(target: TargetDep, *, real_status: bool, prefix: str = ""
             try:
                 on.cloud.pools.remove_vm(on.ctx, on.pool_id, member.instance_id)
             except (NotFound, Conflict):
-                raise refused(on, member, "delete") from None
+                raise refused(on, member, "delete", "vm_busy") from None
             return success(VmData(vm_id=member.instance_id, ip=member.ip, vm_status="deleted"))
 
     @router.get("/getVM/", response_model=Reply[VmData], operation_id="reservation_getVM")
@@ -248,12 +257,12 @@ def cannot(verb: str, member: PoolMember) -> str:
     return f"You cannot {verb} a VM that is in ' {VM_STATUS[member.status]} ' State"
 
 
-def refused(on: Target, member: PoolMember, verb: str) -> CloudletError:
+def refused(on: Target, member: PoolMember, verb: str, code: str) -> CloudletError:
     """The refusal for a VM that changed between the look and the action."""
     now = find(on, member.instance_id)
     if now is None:
         return NotFound(NO_SUCH_VM, code="vm_not_found")
-    return Conflict(cannot(verb, now), code="vm_busy")
+    return Conflict(cannot(verb, now), code=code)
 
 
 @contextmanager

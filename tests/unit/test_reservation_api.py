@@ -272,3 +272,25 @@ def test_12_parallel_creates_against_3_then_64_parallel_checkouts(
         {"status": "error", "data": None, "message": NO_VM}
     ] * 61
     assert quiet.get("/api/v1/pools/lab").json()["counts"] == {"checked-out": 3}
+
+
+def test_a_vm_changed_meanwhile_is_refused_with_its_state_now(
+    quiet: SimCloud, make_pool: Callable[..., None], rs: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two check-ins of one VM at once: the second finds it checked out, then loses the race in
+    the service; its answer names the state the first one left."""
+    from cloudlet.errors import Conflict
+
+    make_pool(max_size=1)
+    made = ok(rs.get("/createVM/"))
+    settle(quiet, rs, made["vm_id"])
+    ok(rs.get("/checkoutVM/"))
+    checkin = quiet.cloud.pools.checkin
+
+    def lose(*args: Any, **kwargs: Any) -> None:
+        checkin(*args, **kwargs)  # the other caller's check-in, just before ours
+        raise Conflict("this VM is available, not checked out", code="not_checked_out")
+
+    monkeypatch.setattr(quiet.cloud.pools, "checkin", lose)
+    ident = {"unique_id": made["vm_id"], "ip": made["ip"]}
+    refused(rs.get("/checkinVM/", params=ident), "You cannot check-in a VM that is in ' available ' State")
