@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import threading
 import time
@@ -28,7 +29,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import eventually, free_port
+from tests.helpers import eventually, free_port, require_real
 from tests.integration.conftest import (
     Server,
     domain_exists,
@@ -126,7 +127,17 @@ def error(body: dict[str, Any], message: str) -> None:
     assert body == {"status": "error", "data": None, "message": message}, body
 
 
+def gnu_parallel() -> bool:
+    """GNU parallel is the one on PATH (moreutils has another ``parallel``, with other options)."""
+    if shutil.which("parallel") is None:
+        return False
+    version = subprocess.run(["parallel", "--version"], capture_output=True, text=True, check=False)
+    return "GNU parallel" in version.stdout
+
+
 def test_the_documented_commands_as_written(libvirt_conn, tiny_image):  # type: ignore[no-untyped-def]
+    if not gnu_parallel() or shutil.which("curl") is None:
+        require_real("GNU parallel and curl (scripts/setup-host installs them)")
     port = free_port()
     with running_server(
         libvirt_conn, traversable_tmp("reservation-"), extra_env=reservation_env(port, "lab")
