@@ -170,6 +170,27 @@ class Settings(BaseSettings):
         min_length=16,
         description="When set, OS Cloud API requests need 'Authorization: Bearer <token>'.",
     )
+    # The replaced "Virtual Machine Reservation System" API: off unless a listen address is given.
+    reservation_listen: str | None = Field(
+        default=None,
+        description="host:port for the reservation system's API, e.g. 127.0.0.1:5000; a bare port means "
+        "loopback. It needs reservation_pool; an address other than loopback needs reservation_token.",
+    )
+    reservation_pool: str | None = Field(
+        default=None, description="The pool (in reservation_workspace) whose VMs the reservation API serves."
+    )
+    reservation_workspace: str = Field(default="default", description="The workspace of reservation_pool.")
+    reservation_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host header names the reservation API answers besides localhost, 127.0.0.1, [::1] and "
+        "its listen address (JSON list); any other is refused (DNS rebinding).",
+    )
+    reservation_token: str | None = Field(
+        default=None,
+        min_length=16,
+        description="When set, reservation API requests need 'Authorization: Bearer <token>' (and it may "
+        "listen off loopback).",
+    )
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -109,6 +109,38 @@ def oscloud_server(app: Any, settings: Settings) -> uvicorn.Server:
     return uvicorn.Server(config)
 
 
+def reservation_address(settings: Settings) -> Listen:
+    """Where the reservation system's API will listen; the server does not start on an unsafe
+    setting (or without its pool)."""
+    from cloudlet.compat.guard import UnsafeListener
+    from cloudlet.compat.reservation import reservation_listen
+
+    try:
+        return reservation_listen(settings)
+    except UnsafeListener as err:
+        raise SystemExit(f"cloudlet: {err}") from None
+
+
+def reservation_server(app: Any, settings: Settings) -> uvicorn.Server:
+    """The reservation system API's listener: loopback unless configured otherwise, behind its
+    guard, its bodies limited like every listener's."""
+    import uvicorn
+
+    from cloudlet.api.limits import BodyLimit
+    from cloudlet.compat.reservation import create_reservation_app
+
+    listen = reservation_address(settings)
+    config = uvicorn.Config(
+        BodyLimit(create_reservation_app(app, settings)),
+        host=listen.host,
+        port=listen.port,
+        log_level=settings.log_level,
+        lifespan="off",
+        **proxy_options(settings),
+    )
+    return uvicorn.Server(config)
+
+
 def private_files() -> None:
     """Whatever the server makes is readable by its own user only, unless made otherwise on
     purpose: its data holds tenants' disks and the key that signs sign-ins."""
@@ -147,6 +179,8 @@ def run(argv: list[str]) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     if settings.oscloud_listen:
         oscloud_address(settings)  # refuse an unsafe listener before touching anything
+    if settings.reservation_listen:
+        reservation_address(settings)
 
     app = create_app(settings, on_admin_token=deliver_admin_token(settings.data_dir))
     servers = [
@@ -163,6 +197,8 @@ def run(argv: list[str]) -> None:
     ]
     if settings.oscloud_listen:
         servers.append(oscloud_server(app, settings))
+    if settings.reservation_listen:
+        servers.append(reservation_server(app, settings))
     hide_query_strings()  # after the listeners' configs, which set uvicorn's logging up
     print(f"cloudlet listening on http://{settings.host}:{settings.port} (API docs at /docs)", flush=True)
 

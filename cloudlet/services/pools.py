@@ -25,7 +25,7 @@ from datetime import timedelta
 from typing import Any
 
 from anyio import to_thread
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from cloudlet.db.models import Instance, Pool, PoolLease, PoolMember, new_id, utcnow
@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 ON_CHECKIN = ("reset", "reuse", "destroy")
 BOOT_ESTIMATE = 30  # seconds a fresh VM takes to become available, for Retry-After
 BOOT_TIMEOUT = timedelta(minutes=10)  # a VM not reachable by then failed: it is replaced
+CLAIM_GRACE = timedelta(minutes=2)  # a claimed place without its VM by then was abandoned: freed
 PROBE_TIMEOUT = 1.0
 LEADER_LOCK = "pools"
 VM_NOT_FOUND = "Could not find a vm with given details"  # the replaced system's words
@@ -526,14 +527,23 @@ class Pools:
 
     # -- admin ---------------------------------------------------------------------------------------
     def add_vms(self, ctx: RequestContext, ref: str, count: int) -> list[str]:
-        """Grow the pool now by ``count`` VMs; 409 "Maximum VM Count reached" past max_size."""
+        """Grow the pool now by ``count`` VMs; 409 "Maximum VM Count reached" past max_size. The
+        places are claimed first, all or none, in one transaction (``_claim``), so parallel adds,
+        here or on another replica, never pass max_size between them."""
         ctx.require("pool:create")
         with self.reads() as s:
             pool = self.get(s, ctx, ref)
-            size = s.scalar(select(func.count()).where(PoolMember.pool_id == pool.id)) or 0
-            if count < 1 or size + count > pool.max_size:
-                raise Conflict("Maximum VM Count reached", code="max_vms_reached", max_size=pool.max_size)
-        return [self._provision(pool) for _ in range(count)]
+        claims = self._claim(pool, count) if count >= 1 else []
+        if not claims:
+            raise Conflict("Maximum VM Count reached", code="max_vms_reached", max_size=pool.max_size)
+        made: list[str] = []
+        try:
+            for claim in claims:
+                made.append(self._provision(pool, claim))
+        except BaseException:
+            self._release(claims[len(made) + 1 :])  # the failed one freed its own place
+            raise
+        return made
 
     def remove_vm(self, ctx: RequestContext, ref: str, vm: str) -> None:
         """Delete one VM of the pool: only an available one or one in error."""
@@ -554,11 +564,55 @@ class Pools:
         self._destroy(ctx_for(pool.workspace_id), instance_id)
 
     # -- the controller ------------------------------------------------------------------------------
-    def _provision(self, pool: Pool) -> str:
-        """Start one VM from the template and enrol it; the controller marks it available."""
+    def _claim(self, pool: Pool, count: int) -> list[tuple[str, str]]:
+        """Take ``count`` places in the pool, all or none: ([], nothing taken) when the pool
+        would pass max_size. One transaction locks the pool's row (FOR UPDATE: PostgreSQL makes
+        every other claim on this pool, from any replica, wait for the commit; SQLite's write
+        transactions are one at a time anyway), counts the pool's VMs and inserts a row per
+        place. A place's row holds a provisional instance id until ``_provision`` has made the
+        VM; the controller leaves such rows alone for ``CLAIM_GRACE``. (member id, VM name) each."""
+        now = utcnow()
+        with transaction(self.sessions) as s:
+            max_size = s.scalar(select(Pool.max_size).where(Pool.id == pool.id).with_for_update())
+            if max_size is None:
+                raise NotFound(f"pool {pool.name!r} not found", code="pool_not_found")
+            size = s.scalar(select(func.count()).where(PoolMember.pool_id == pool.id)) or 0
+            if size + count > max_size:
+                return []
+            claims = [(new_id(), f"{pool.name[:50]}-{secrets.token_hex(4)}") for _ in range(count)]
+            s.execute(
+                insert(PoolMember),
+                [
+                    {
+                        "id": member_id,
+                        "pool_id": pool.id,
+                        "instance_id": new_id(),  # provisional: the VM's own id once it exists
+                        "name": name,
+                        "status": "provisioning",
+                        "idle_since": now,
+                        "created_at": now,
+                    }
+                    for member_id, name in claims
+                ],
+            )
+        return claims
+
+    def _release(self, claims: list[tuple[str, str]]) -> None:
+        """Give back places claimed for VMs that were not made."""
+        with transaction(self.sessions) as s:
+            s.execute(
+                delete(PoolMember)
+                .where(PoolMember.id.in_([member_id for member_id, _ in claims]))
+                .execution_options(synchronize_session=False)
+            )
+
+    def _provision(self, pool: Pool, claim: tuple[str, str]) -> str:
+        """Start one VM from the template in a place ``_claim`` took; the controller marks it
+        available once it answers. A VM that cannot be made frees its place (the caller's job
+        for the places after it)."""
+        member_id, name = claim
         t = pool.template
         ctx = ctx_for(pool.workspace_id)
-        name = f"{pool.name[:50]}-{secrets.token_hex(4)}"
         req = CreateRequest(
             name=name,
             image=t["image"],
@@ -569,13 +623,24 @@ class Pools:
             ssh_keys=tuple(t.get("ssh_keys") or ()),
             user_data=t.get("user_data"),
         )
-        instance_id, _ = self.instances.create(ctx, req)
+        try:
+            instance_id, _ = self.instances.create(ctx, req)
+        except BaseException:
+            self._release([claim])
+            raise
         with transaction(self.sessions) as s:
             nics = instance_nics(s, [instance_id]).get(instance_id)
             ip = nics[0][0].address if nics else None
-            s.add(
-                PoolMember(pool_id=pool.id, instance_id=instance_id, name=name, ip=ip, status="provisioning")
-            )
+            enrolled = s.execute(
+                update(PoolMember)
+                .where(PoolMember.id == member_id)
+                .values(instance_id=instance_id, ip=ip)
+                .returning(PoolMember.id)
+                .execution_options(synchronize_session=False)
+            ).first()
+        if enrolled is None:  # the pool (or this place) went meanwhile: so does the VM
+            self._destroy(ctx, instance_id)
+            raise NotFound(f"pool {pool.name!r} not found", code="pool_not_found")
         self._publish_member(pool.workspace_id, pool.id, instance_id, "provisioning")
         return instance_id
 
@@ -639,6 +704,8 @@ class Pools:
             for member, inst in members:
                 state = inst.state if inst is not None else None
                 if member.status == "provisioning":
+                    if inst is None and now - member.created_at < CLAIM_GRACE:
+                        continue  # a place just claimed: its VM is being made (``_claim``)
                     if member.instance_id in reachable and state == "running":
                         member.status, member.idle_since, became_available = "available", now, True
                     elif state in (None, "error") or now - member.created_at > BOOT_TIMEOUT:
@@ -707,8 +774,11 @@ class Pools:
                 )
             ) or 0  # fmt: skip
         for _ in range(max(0, min(pool.min_ready - ready, pool.max_size - total))):
+            claims = self._claim(pool, 1)
+            if not claims:  # an add took the last places meanwhile
+                break
             try:
-                self._provision(pool)
+                self._provision(pool, claims[0])
             except CloudletError as err:
                 log.warning("pool %s cannot grow: %s", pool.name, err.detail)
                 break

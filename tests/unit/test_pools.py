@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from cloudlet.db.models import PoolLease, PoolMember, utcnow
-from cloudlet.db.session import transaction
+from cloudlet.db.models import Pool, PoolLease, PoolMember, utcnow
+from cloudlet.db.session import Database, transaction
+from cloudlet.services.context import RequestContext
 from cloudlet.services.events import Event
-from cloudlet.services.pools import PoolExhausted
+from cloudlet.services.pools import PoolExhausted, Pools
 from tests.helpers import eventually
 from tests.unit.conftest import SimCloud
 
@@ -360,3 +361,107 @@ def test_idle_vms_above_min_ready_are_retired(sim: SimCloud, make_pool) -> None:
     for _ in range(3):
         sim.cloud.pools.reconcile()
     assert sim.get("/api/v1/pools/lab").json()["counts"] == {"available": 1}  # min_ready stays
+
+
+def _rush(n: int, call: Callable[[int], Any]) -> list[Any]:
+    """``n`` threads call ``call(i)`` at the same moment; their results (or exceptions) in order."""
+    barrier = threading.Barrier(n)
+    results: list[Any] = [None] * n
+
+    def one(i: int) -> None:
+        barrier.wait(timeout=30)
+        try:
+            results[i] = call(i)
+        except Exception as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return results
+
+
+def test_12_parallel_adds_against_a_maximum_of_3_make_exactly_3(sim: SimCloud, make_pool) -> None:  # type: ignore[no-untyped-def]
+    """Issue 14: the count and the claim are one step in the database, so parallel adds never
+    pass max_size (they used to make 12 VMs, tell 12 callers "created", then destroy 9)."""
+    sim.cloud.pools.stop()  # no controller pass meanwhile: what the adds made is what stays
+    make_pool(min_ready=0, max_size=3)
+    answers = _rush(12, lambda _: sim.post("/api/v1/pools/lab/vms", json={"count": 1}))
+    made = [a.json()["instance_ids"] for a in answers if a.status_code == 201]
+    refused = [a.json() for a in answers if a.status_code == 409]
+    assert len(made) == 3 and len(refused) == 9, [a.text for a in answers]
+    assert all(r["code"] == "max_vms_reached" and r["detail"] == "Maximum VM Count reached" for r in refused)
+    vms = sim.get("/api/v1/pools/lab").json()["vms"]
+    assert sorted(v["instance_id"] for v in vms) == sorted(i for [i] in made)
+    assert sim.get("/api/v1/instances").json()["total"] == 3
+    eventually(lambda: len(sim.driver.instances) == 3, timeout=10, interval=0.05, what="3 VMs made")
+    time.sleep(0.2)
+    assert len(sim.driver.instances) == 3
+
+
+def test_two_replicas_adding_at_once_never_pass_the_maximum(sim: SimCloud, make_pool) -> None:  # type: ignore[no-untyped-def]
+    """Two services on two engines of one database (two replicas): SQLite's own write lock, not
+    the process's writer queue, keeps the count-and-claim atomic between them."""
+    sim.cloud.pools.stop()
+    pool = make_pool(min_ready=0, max_size=4)
+    other_db = Database(sim.cloud.db.url)
+    try:
+        other = Pools(other_db.sessions, other_db.reads, sim.cloud.bus, sim.cloud.instances)
+        replicas = [sim.cloud.pools, other]
+        with sim.cloud.db.reads() as s:
+            ws = s.scalar(select(Pool.workspace_id).where(Pool.id == pool["id"]))
+        ctx = RequestContext(principal="admin", workspace_id=str(ws))
+        answers = _rush(16, lambda i: replicas[i % 2].add_vms(ctx, "lab", 1))
+    finally:
+        other_db.dispose()
+    made = [a for a in answers if isinstance(a, list)]
+    refused = [a for a in answers if not isinstance(a, list)]
+    assert len(made) == 4 and all(getattr(r, "code", "") == "max_vms_reached" for r in refused), answers
+    assert len(sim.get("/api/v1/pools/lab").json()["vms"]) == 4
+    assert sim.get("/api/v1/instances").json()["total"] == 4
+
+
+def test_a_vm_that_cannot_be_made_frees_its_place(sim: SimCloud, make_pool, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from cloudlet.errors import InsufficientResources
+
+    sim.cloud.pools.stop()
+    make_pool(min_ready=0, max_size=2)
+
+    def no_room(*_: Any, **__: Any) -> None:
+        raise InsufficientResources("not enough host memory", code="insufficient_memory")
+
+    with monkeypatch.context() as m:
+        m.setattr(sim.cloud.instances, "create", no_room)
+        refused = sim.post("/api/v1/pools/lab/vms", json={"count": 2})
+    assert refused.status_code == 409 and refused.json()["code"] == "insufficient_memory"
+    assert sim.get("/api/v1/pools/lab").json()["vms"] == []  # both places are free again
+    assert sim.post("/api/v1/pools/lab/vms", json={"count": 2}).status_code == 201
+
+
+def test_an_abandoned_claim_is_freed_after_its_grace(sim: SimCloud, make_pool) -> None:  # type: ignore[no-untyped-def]
+    """A place claimed by a process that died before making its VM: the controller leaves it alone
+    while a VM may still come, then frees it."""
+    from cloudlet.services.pools import CLAIM_GRACE
+
+    sim.cloud.pools.stop()
+    made = make_pool(min_ready=0, max_size=1)
+    with sim.cloud.db.reads() as s:
+        pool = s.get(Pool, made["id"])
+    assert pool is not None
+    [claim] = sim.cloud.pools._claim(pool, 1)
+    for _ in range(2):
+        sim.cloud.pools.reconcile()
+    assert sim.get("/api/v1/pools/lab").json()["counts"] == {"provisioning": 1}
+    assert sim.post("/api/v1/pools/lab/vms", json={"count": 1}).status_code == 409
+    with transaction(sim.cloud.db.sessions) as s:
+        s.execute(update(PoolMember).values(created_at=utcnow() - CLAIM_GRACE - timedelta(seconds=1)))
+
+    def freed() -> bool:
+        sim.cloud.pools.reconcile()
+        return sim.get("/api/v1/pools/lab").json()["vms"] == []
+
+    eventually(freed, timeout=10, interval=0.05, what="the abandoned place to be freed")
+    assert claim[0]
+    assert sim.post("/api/v1/pools/lab/vms", json={"count": 1}).status_code == 201

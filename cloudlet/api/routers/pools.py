@@ -43,7 +43,11 @@ class PoolCreate(BaseModel):
     lease_max: int = Field(86400, description="Seconds, counted from the checkout.")
     on_checkin: str = Field("reset", description="reset (a fresh VM replaces it) | reuse | destroy")
     idle_timeout: int | None = Field(None, description="Seconds an extra VM may wait unused.")
-    legacy_api: bool = Field(False, description="Serve the replaced reservation system's API.")
+    legacy_api: bool = Field(
+        False,
+        description="Also answer the replaced reservation system's API to token holders, under "
+        "/api/v1/pools/{pool}/legacy/ (createVM/, checkoutVM/...).",
+    )
 
 
 class PoolVm(BaseModel):
