@@ -10,6 +10,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -79,59 +80,50 @@ def proxy_options(settings: Settings) -> dict[str, Any]:
     return {"proxy_headers": True, "forwarded_allow_ips": list(settings.trusted_proxies)}
 
 
-def oscloud_address(settings: Settings) -> Listen:
-    """Where the OS Cloud API will listen; the server does not start on an unsafe setting."""
+@dataclass(frozen=True)
+class CompatListener:
+    """An API of a system cloudlet replaces, on a listener of its own: where it listens (which
+    refuses unsafe settings) and the app it serves there."""
+
+    name: str
+    address: Callable[[Settings], Listen]
+    make_app: Callable[[Any, Settings], Any]
+
+
+def compat_listeners(settings: Settings) -> list[CompatListener]:
+    """The compat listeners the settings turn on."""
+    listeners = []
+    if settings.oscloud_listen:
+        from cloudlet.compat.oscloud import create_oscloud_app, oscloud_listen
+
+        listeners.append(CompatListener("OS Cloud", oscloud_listen, create_oscloud_app))
+    if settings.reservation_listen:
+        from cloudlet.compat.reservation import create_reservation_app, reservation_listen
+
+        listeners.append(CompatListener("reservation system", reservation_listen, create_reservation_app))
+    return listeners
+
+
+def compat_address(listener: CompatListener, settings: Settings) -> Listen:
+    """Where a compat API will listen; the server does not start on an unsafe setting."""
     from cloudlet.compat.guard import UnsafeListener
-    from cloudlet.compat.oscloud import oscloud_listen
 
     try:
-        return oscloud_listen(settings)
+        return listener.address(settings)
     except UnsafeListener as err:
         raise SystemExit(f"cloudlet: {err}") from None
 
 
-def oscloud_server(app: Any, settings: Settings) -> uvicorn.Server:
-    """The OS Cloud API's listener: loopback unless configured otherwise, behind its guard."""
+def compat_server(listener: CompatListener, app: Any, settings: Settings) -> uvicorn.Server:
+    """A compat API's listener: loopback unless configured otherwise, behind its guard, its
+    bodies limited like every listener's."""
     import uvicorn
 
     from cloudlet.api.limits import BodyLimit
-    from cloudlet.compat.oscloud import create_oscloud_app
 
-    listen = oscloud_address(settings)
+    listen = compat_address(listener, settings)
     config = uvicorn.Config(
-        BodyLimit(create_oscloud_app(app, settings)),
-        host=listen.host,
-        port=listen.port,
-        log_level=settings.log_level,
-        lifespan="off",
-        **proxy_options(settings),
-    )
-    return uvicorn.Server(config)
-
-
-def reservation_address(settings: Settings) -> Listen:
-    """Where the reservation system's API will listen; the server does not start on an unsafe
-    setting (or without its pool)."""
-    from cloudlet.compat.guard import UnsafeListener
-    from cloudlet.compat.reservation import reservation_listen
-
-    try:
-        return reservation_listen(settings)
-    except UnsafeListener as err:
-        raise SystemExit(f"cloudlet: {err}") from None
-
-
-def reservation_server(app: Any, settings: Settings) -> uvicorn.Server:
-    """The reservation system API's listener: loopback unless configured otherwise, behind its
-    guard, its bodies limited like every listener's."""
-    import uvicorn
-
-    from cloudlet.api.limits import BodyLimit
-    from cloudlet.compat.reservation import create_reservation_app
-
-    listen = reservation_address(settings)
-    config = uvicorn.Config(
-        BodyLimit(create_reservation_app(app, settings)),
+        BodyLimit(listener.make_app(app, settings)),
         host=listen.host,
         port=listen.port,
         log_level=settings.log_level,
@@ -177,10 +169,9 @@ def run(argv: list[str]) -> None:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    if settings.oscloud_listen:
-        oscloud_address(settings)  # refuse an unsafe listener before touching anything
-    if settings.reservation_listen:
-        reservation_address(settings)
+    compat = compat_listeners(settings)
+    for listener in compat:
+        compat_address(listener, settings)  # refuse an unsafe listener before touching anything
 
     app = create_app(settings, on_admin_token=deliver_admin_token(settings.data_dir))
     servers = [
@@ -195,12 +186,12 @@ def run(argv: list[str]) -> None:
             )
         )
     ]
-    if settings.oscloud_listen:
-        servers.append(oscloud_server(app, settings))
-    if settings.reservation_listen:
-        servers.append(reservation_server(app, settings))
+    servers += [compat_server(listener, app, settings) for listener in compat]
     hide_query_strings()  # after the listeners' configs, which set uvicorn's logging up
     print(f"cloudlet listening on http://{settings.host}:{settings.port} (API docs at /docs)", flush=True)
+    for listener in compat:
+        where = listener.address(settings)
+        print(f"the {listener.name} API on http://{where.host}:{where.port}", flush=True)
 
     async def serve_all() -> None:
         await asyncio.gather(*(s.serve() for s in servers))
